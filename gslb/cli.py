@@ -1,0 +1,115 @@
+"""Command line: ``gslb serve | check | schema``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from gslb import __version__
+from gslb.config import iter_zone_files, load_zones
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected ADDR:PORT, e.g. 127.0.0.1:5353 or [::1]:5353, got {text!r}")
+    host = host.strip("[]")
+    return host, int(port)
+
+
+def _zone_paths(items: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        out += list(iter_zone_files(p)) if p.is_dir() else [p]
+    return out
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    paths = _zone_paths(args.paths)
+    if not paths:
+        print("gslb check: no zone files found", file=sys.stderr)
+        return 1
+    zones, problems = load_zones(paths)
+    for p in problems:
+        print(p)
+    if problems:
+        print(f"{len(problems)} problem(s) in {len({p.path for p in problems})} file(s)", file=sys.stderr)
+        return 1
+    for z in zones:
+        print(f"{z.path}: ok ({len(z.rrsets)} RRsets, {len(z.balanced)} balanced, {len(z.pools)} pools)")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from gslb.schema import SCHEMA
+
+    print(json.dumps(SCHEMA, indent=2))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gslb.runtime import Server
+
+    listens = args.listen or [("127.0.0.1", 5353)]
+    server = Server(args.zones, listens, tcp_idle=args.tcp_idle, tcp_max=args.tcp_max)
+    if not Path(args.zones).is_dir():
+        logging.getLogger("gslb").error("zones directory %s does not exist", args.zones)
+        return 1
+    problems = server.load_initial()
+    if problems:
+        logging.getLogger("gslb").error("not starting: %d problem(s) in the zone files (see above)", len(problems))
+        return 1
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is optional
+        runner = asyncio.run
+    try:
+        runner(server.run())
+    except OSError as e:
+        logging.getLogger("gslb").error("cannot listen: %s", e)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gslb", description="DNS-based global server load balancer")
+    ap.add_argument("--version", action="version", version=f"gslb {__version__}")
+    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve the zones in a directory")
+    s.add_argument("--zones", default="zones", help="directory of *.yaml zone files (default: zones)")
+    s.add_argument("--listen", action="append", type=_listen, metavar="ADDR:PORT",
+                   help="UDP and TCP listen address, repeatable (default 127.0.0.1:5353; port 0 = any free)")
+    s.add_argument("--tcp-idle", type=float, default=10.0, help="seconds before an idle TCP connection is closed")
+    s.add_argument("--tcp-max", type=int, default=512, help="maximum concurrent TCP connections")
+    s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("check", help="validate zone files offline")
+    c.add_argument("paths", nargs="+", help="zone files or directories")
+    c.set_defaults(func=cmd_check)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of the zone format")
+    sc.set_defaults(func=cmd_schema)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""The pure answer function: query bytes + serving state + client -> reply bytes.
+
+No sockets, no clock, no global RNG: the transports pass the RNG in. The fast
+path is a dict lookup on (lowercased qname, qtype) that yields either a
+precompiled answer (spliced after the echoed question) or a balanced record
+(a policy pick over precomputed per-member fragments). Everything else (names
+reached through wildcards, NXDOMAIN, NODATA for other types, CNAME chains
+into balanced names, referrals for deeper names) takes the RFC 1034 4.3.2
+lookup in :func:`resolve`, whose result is encoded per query.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from gslb import names
+from gslb.model import FAMILY_OF_TYPE, Zone
+from gslb.serving import (
+    ALL_UP,
+    BalancedPlan,
+    CompiledZone,
+    HealthView,
+    Outcome,
+    ServingState,
+    Static,
+    compile_zone,
+    match_rule,
+    parse_client,
+    plan_balanced,
+)
+from gslb.wire import (
+    BADVERS,
+    FORMERR,
+    NOERROR,
+    NOTIMP,
+    NXDOMAIN,
+    REFUSED,
+    SERVFAIL,
+    Malformed,
+    Query,
+    RRw,
+    encode_sections,
+    header,
+    header_ok,
+    opt_record,
+    parse_query,
+)
+
+T_A, T_NS, T_CNAME, T_SOA, T_HINFO, T_AAAA, T_DS = 1, 2, 5, 6, 13, 28, 43
+T_IXFR, T_AXFR, T_ANY = 251, 252, 255
+CLASS_IN = 1
+MAX_CHAIN = 8
+HINFO_RFC8482 = b"\x07RFC8482\x00"
+
+
+class Client(NamedTuple):
+    """Where a query came from: the socket peer, and whether it is UDP."""
+
+    host: str
+    udp: bool
+
+
+@dataclass(slots=True)
+class Plan:
+    """The content of one answer before encoding (RFC 1034 4.3.2 result)."""
+
+    rcode: int = NOERROR
+    aa: bool = True
+    answer: list[RRw] = field(default_factory=list)
+    authority: list[RRw] = field(default_factory=list)
+    additional: list[RRw] = field(default_factory=list)
+    additional_required: bool = False  # referral glue (RFC 9471)
+    dynamic: bool = False  # depends on health or the client: never precompiled
+    scope: int = 0  # ECS scope prefix
+    pool: str = ""  # the pool that answered a balanced name (for explain/metrics)
+
+
+# --------------------------------------------------------------------- the answer
+
+
+def answer(data: bytes, state: ServingState, host: str, udp: bool, rng: random.Random) -> bytes | None:
+    """Answer one DNS message from peer ``host``; None means send nothing.
+
+    ``udp`` selects the size limit: over UDP an answer larger than the
+    client's limit (512, or its EDNS size up to 1232) is truncated (TC=1).
+    """
+    client = Client(host, udp)
+    if not header_ok(data):
+        return None
+    try:
+        q = parse_query(data)
+    except Malformed:
+        return _bare(data, FORMERR)
+    except Exception:  # noqa: BLE001 - a parser bug must not take the server down
+        return _bare(data, FORMERR)
+    edns = q.edns
+    if edns is not None and edns.version != 0:
+        return _finish(q, False, BADVERS, b"", (0, 0, 0), None, client, 0)
+    if q.opcode != 0:
+        return _finish(q, False, NOTIMP, b"", (0, 0, 0), None, client, 0)
+    if q.qclass != CLASS_IN:
+        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0)
+    qtype = q.qtype
+    key = q.key
+    hit = state.fast.get((key, qtype))
+    if hit is not None:
+        if isinstance(hit, Static):
+            small = (hit.small_body, hit.small_counts, hit.additional_required)
+            return _finish(q, hit.aa, hit.rcode, hit.body, hit.counts, small, client, 0)
+        plan = state.plans[hit]
+        frags, scope, outcome = _pick(plan, qtype, q, client, rng)
+        if outcome is not None and outcome.kind in ("servfail", "refuse"):
+            rcode = SERVFAIL if outcome.kind == "servfail" else REFUSED
+            return _finish(q, False, rcode, b"", (0, 0, 0), None, client, scope)
+        if frags:
+            return _finish(q, True, NOERROR, b"".join(frags), (len(frags), 0, 0), None, client, scope)
+        # nodata: fall through to the general lookup, which adds the SOA
+    if qtype in (T_AXFR, T_IXFR):
+        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0)
+    zone = state.find_zone(key)
+    if zone is None:
+        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0)
+    p = resolve(state, zone, key, qtype, q, client, rng)
+    if p.rcode in (SERVFAIL, REFUSED):
+        return _finish(q, False, p.rcode, b"", (0, 0, 0), None, client, p.scope)
+    body, an, ns, ar = encode_sections(key, (p.answer, p.authority, p.additional))
+    small = None
+    if p.additional and not p.additional_required:
+        sb, san, sns, _ = encode_sections(key, (p.answer, p.authority, []))
+        small = (sb, (san, sns, 0), False)
+    elif p.additional_required:
+        small = (body, (an, ns, ar), True)
+    return _finish(q, p.aa, p.rcode, body, (an, ns, ar), small, client, p.scope)
+
+
+def _bare(data: bytes, rcode: int) -> bytes:
+    qid = (data[0] << 8) | data[1]
+    qflags = (data[2] << 8) | data[3]
+    return header(qid, qflags, False, rcode, 0, 0, 0, 0)
+
+
+def _finish(
+    q: Query,
+    aa: bool,
+    rcode: int,
+    body: bytes,
+    counts: tuple[int, int, int],
+    small: tuple[bytes, tuple[int, int, int], bool] | None,
+    client: Client,
+    scope: int,
+) -> bytes:
+    """Header + echoed question + body + OPT, truncated to the client's limit."""
+    edns = q.edns
+    an, ns, ar = counts
+    if edns is None:
+        opt = b""
+        limit = 512
+    else:
+        ecs = edns.ecs
+        opt = opt_record(edns.do, rcode >> 4, ecs.option(scope) if ecs is not None else b"")
+        ar += 1
+        limit = min(edns.payload, 1232) if edns.payload > 512 else 512
+    question = q.question
+    size = 12 + len(question) + len(body) + len(opt)
+    if client.udp and size > limit:
+        if small is not None:
+            sbody, (san, sns, sar), required = small
+            ssize = 12 + len(question) + len(sbody) + len(opt)
+            if ssize <= limit and not required:
+                hdr = header(q.id, q.flags, aa, rcode, 1, san, sns, sar + (1 if opt else 0))
+                return hdr + question + sbody + opt
+        hdr = header(q.id, q.flags, aa, rcode, 1, 0, 0, 1 if opt else 0, tc=True)
+        return hdr + question + opt
+    return header(q.id, q.flags, aa, rcode, 1, an, ns, ar) + question + body + opt
+
+
+def _client_addr(q: Query, client: Client) -> tuple[int, int, int, bool]:
+    """(family, address, source prefix, from ECS) of the client."""
+    edns = q.edns
+    if edns is not None and edns.ecs is not None and edns.ecs.source > 0:
+        ecs = edns.ecs
+        fam = 4 if ecs.family == 1 else 6
+        return fam, int.from_bytes(ecs.ip_bytes(), "big"), ecs.source, True
+    fam, addr = parse_client(client.host)
+    return fam, addr, 32 if fam == 4 else 128, False
+
+
+def _pick(
+    plan: BalancedPlan, qtype: int, q: Query, client: Client, rng: random.Random
+) -> tuple[list[bytes], int, Outcome | None]:
+    """Member fragments for a balanced name, the ECS scope, and the outcome."""
+    rule = plan.catch_all
+    scope = 0
+    if plan.subnets:
+        fam, addr, source, from_ecs = _client_addr(q, client)
+        rule, scope = match_rule(plan, fam, addr, source)
+        if not from_ecs:
+            scope = 0
+    outcome = plan.outcomes[rule].get(qtype)
+    if outcome is None or outcome.cands is None:
+        return [], scope, outcome
+    if outcome.kind == "serve_all":
+        return list(outcome.cands.items), scope, outcome
+    return list(plan.policy.pick(outcome.cands, plan.count, rng)), scope, outcome
+
+
+# ------------------------------------------------------------------ RFC 1034 lookup
+
+
+def _rrs(owner: bytes, rtype: int, ttl: int, rdatas: tuple[bytes, ...]) -> list[RRw]:
+    return [(owner, rtype, ttl, rd) for rd in rdatas]
+
+
+def _find_cut(zone: CompiledZone, qn: bytes, qtype: int) -> bytes | None:
+    """The highest delegation point at or above qn (DS at the cut is the parent's)."""
+    if not zone.cuts:
+        return None
+    found = None
+    for anc in names.ancestors(qn, zone.origin):
+        if anc in zone.cuts and not (anc == qn and qtype == T_DS):
+            found = anc  # keep walking up: the highest cut wins
+    return found
+
+
+def _additional(zone: CompiledZone, targets: list[bytes], seen: set[bytes]) -> list[RRw]:
+    out: list[RRw] = []
+    for t in targets:
+        if t in seen or not names.is_subdomain(t, zone.origin):
+            continue
+        seen.add(t)
+        node = zone.nodes.get(t)
+        if node is None:
+            continue
+        for rtype in (T_A, T_AAAA):
+            rr = node.rrsets.get(rtype)
+            if rr is not None:
+                out += _rrs(t, rtype, rr.ttl, rr.rdatas)
+    return out
+
+
+def resolve(
+    state: ServingState,
+    zone: CompiledZone,
+    qname: bytes,
+    qtype: int,
+    q: Query | None,
+    client: Client | None,
+    rng: random.Random,
+) -> Plan:
+    """RFC 1034 4.3.2 for one zone, following in-zone CNAMEs."""
+    plan = Plan()
+    qn = qname
+    seen = {qn}
+    for _ in range(MAX_CHAIN + 1):
+        cut = _find_cut(zone, qn, qtype)
+        if cut is not None:
+            ns = zone.nodes[cut].rrsets[T_NS]
+            plan.aa = bool(plan.answer)
+            plan.authority = _rrs(cut, T_NS, ns.ttl, ns.rdatas)
+            plan.additional = _additional(zone, list(ns.targets), set())
+            plan.additional_required = True
+            return plan
+        node = zone.nodes.get(qn)
+        owner = qn
+        if node is None:
+            if qn in zone.existing:  # empty non-terminal
+                plan.authority = [zone.neg_soa_rr]
+                return plan
+            ce = names.parent(qn)
+            while ce not in zone.existing:
+                ce = names.parent(ce)
+            node = zone.nodes.get(b"\x01*" + ce)
+            if node is None:
+                plan.rcode = NXDOMAIN
+                plan.authority = [zone.neg_soa_rr]
+                return plan
+        if qtype == T_ANY:
+            # RFC 8482 4.2: one synthesized HINFO instead of every RRset
+            plan.answer.append((owner, T_HINFO, zone.hinfo_ttl, HINFO_RFC8482))
+            return plan
+        rr = node.rrsets.get(qtype)
+        if rr is not None:
+            plan.answer += _rrs(owner, qtype, rr.ttl, rr.rdatas)
+            if rr.targets and qtype != T_CNAME:
+                plan.additional = _additional(zone, list(rr.targets), set())
+            return plan
+        bal = node.balanced
+        if bal is not None and qtype in bal.types:
+            plan.dynamic = True
+            if q is None or client is None:
+                return plan
+            bplan = state.plans[bal.name]
+            frags, scope, outcome = _pick(bplan, qtype, q, client, rng)
+            plan.scope = scope
+            if outcome is not None:
+                plan.pool = outcome.pool
+                if outcome.kind == "servfail":
+                    plan.rcode = SERVFAIL
+                    return plan
+                if outcome.kind == "refuse":
+                    plan.rcode = REFUSED
+                    return plan
+            if frags:
+                plan.answer += [(owner, qtype, bal.ttl, f[12:]) for f in frags]
+                return plan
+            plan.authority = [zone.neg_soa_rr]
+            return plan
+        cname = node.rrsets.get(T_CNAME)
+        if cname is not None:
+            plan.answer += _rrs(owner, T_CNAME, cname.ttl, cname.rdatas)
+            target = cname.targets[0]
+            if target in seen or not names.is_subdomain(target, zone.origin):
+                return plan
+            if state.find_zone(target) is not zone:
+                return plan  # a nested zone of ours: the resolver follows up
+            seen.add(target)
+            qn = target
+            continue
+        plan.authority = [zone.neg_soa_rr]
+        return plan
+    return plan  # chain longer than MAX_CHAIN: what we have
+
+
+# --------------------------------------------------------------- building the state
+
+
+def build_state(
+    zones: list[tuple[Zone, int]], health: HealthView = ALL_UP, generation: int = 0
+) -> ServingState:
+    """Compile zones (with their serials) and precompute every static answer."""
+    compiled = {z.origin: compile_zone(z, serial) for z, serial in zones}
+    fast: dict[tuple[bytes, int], Static | bytes] = {}
+    plans: dict[bytes, BalancedPlan] = {}
+    state = ServingState(compiled, fast, plans, health, generation)
+    rng = random.Random(0)
+    for cz in compiled.values():
+        for b in cz.zone.balanced:
+            plans[b.name] = plan_balanced(cz, b, health)
+    for cz in compiled.values():
+        for name, node in cz.nodes.items():
+            if names.is_wildcard(name) or state.find_zone(name) is not cz:
+                continue
+            qtypes = set(node.rrsets) | {T_A, T_AAAA}
+            if node.balanced is not None:
+                for t in node.balanced.types:
+                    fast[(name, t)] = node.balanced.name
+                    qtypes.discard(t)
+            for qtype in qtypes:
+                p = resolve(state, cz, name, qtype, None, None, rng)
+                if p.dynamic or p.rcode not in (NOERROR, NXDOMAIN):
+                    continue
+                fast[(name, qtype)] = _static(name, p)
+    return state
+
+
+def _static(name: bytes, p: Plan) -> Static:
+    body, an, ns, ar = encode_sections(name, (p.answer, p.authority, p.additional))
+    if p.additional and not p.additional_required:
+        sbody, san, sns, sar = encode_sections(name, (p.answer, p.authority, []))
+    else:
+        sbody, san, sns, sar = body, an, ns, ar
+    return Static(p.aa, p.rcode, body, (an, ns, ar), sbody, (san, sns, sar), p.additional_required)
+
+
+def family_of(qtype: int) -> int | None:
+    return FAMILY_OF_TYPE.get(qtype)

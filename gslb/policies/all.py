@@ -1,0 +1,35 @@
+"""``select: all``: every healthy member, order rotated per query.
+
+The rotation start is drawn from the injected RNG, so successive answers
+spread clients that take the first address (round robin in effect, without
+shared counters between workers). ``count`` caps how many are returned
+(default: all).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import TypeVar
+
+from gslb.policies import Candidates
+
+T = TypeVar("T")
+
+
+class All:
+    name = "all"
+    default_count: int | None = None
+    doc = "every healthy member, rotated per query"
+
+    def pick(self, cands: Candidates[T], count: int | None, rng: random.Random) -> Sequence[T]:
+        items = cands.items
+        n = len(items)
+        if n == 1:
+            return items
+        start = rng.randrange(n)
+        rotated = items[start:] + items[:start]
+        return rotated if count is None or count >= n else rotated[:count]
+
+
+POLICY = All()

@@ -1,0 +1,207 @@
+"""Composition root: load zones, build the serving state, run transports, reload.
+
+Reloads are per zone file: a file that fails validation is reported with its
+positioned errors and its last good version keeps serving; files that load
+replace theirs. The new state is built aside and swapped in one assignment,
+so a query sees either the old state or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from gslb import names
+from gslb.config import iter_zone_files, load_zone
+from gslb.engine import build_state
+from gslb.errors import ConfigError, Problem
+from gslb.model import Zone
+from gslb.serving import ALL_UP, HealthView, ServingState
+from gslb.transport.tcp import TcpLimits, serve_tcp
+from gslb.transport.udp import serve_udp
+
+log = logging.getLogger("gslb")
+
+WATCH_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    zone: Zone
+    serial: int
+    stamp: tuple[int, int]  # (mtime_ns, size) when loaded
+
+
+def auto_serial(zone: Zone, mtime: float, previous: Loaded | None) -> int:
+    """The zone's SOA serial.
+
+    An explicit ``soa.serial`` is used as is. Otherwise the serial is the file's
+    modification time in Unix seconds, bumped past the previous serial when the
+    content changed, and kept when it did not: it increases on every change and
+    is the same on nodes that were given the same file with the same mtime.
+    """
+    if zone.soa.serial is not None:
+        return zone.soa.serial
+    serial = int(mtime) & 0xFFFFFFFF
+    if previous is not None:
+        if previous.zone.digest == zone.digest:
+            return previous.serial
+        if serial <= previous.serial:
+            serial = (previous.serial + 1) & 0xFFFFFFFF
+    return serial
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+class Server:
+    """Owns the current ServingState; transports read ``self.state``."""
+
+    def __init__(self, zones_dir: str, listens: list[tuple[str, int]], tcp_idle: float = 10.0,
+                 tcp_max: int = 512, seed: int | None = None) -> None:
+        self.zones_dir = Path(zones_dir)
+        self.listens = listens
+        self.rng = random.Random(seed)
+        self.limits = TcpLimits(tcp_idle, tcp_max)
+        self.loaded: dict[Path, Loaded] = {}
+        self.health: HealthView = ALL_UP
+        self.generation = 0
+        self.state: ServingState = build_state([])
+        self.bound: list[tuple[str, int]] = []
+        self._closers: list[asyncio.BaseTransport | asyncio.AbstractServer] = []
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self.last_problems: list[Problem] = []
+
+    # -- zones --------------------------------------------------------------
+    def load_initial(self) -> list[Problem]:
+        """Load every zone; return the problems (the caller decides to stop)."""
+        problems = self._scan()
+        self._publish()
+        return problems
+
+    def _scan(self) -> list[Problem]:
+        problems: list[Problem] = []
+        present = list(iter_zone_files(self.zones_dir))
+        new: dict[Path, Loaded] = {}
+        origins: dict[bytes, Path] = {}
+        for path in present:
+            stamp = _stamp(path)
+            old = self.loaded.get(path)
+            if stamp is None:
+                continue
+            if old is not None and old.stamp == stamp:
+                new[path] = old
+                origins[old.zone.origin] = path
+                continue
+            try:
+                zone = load_zone(path)
+            except ConfigError as e:
+                problems.extend(e.problems)
+                if old is not None:
+                    log.error("zone file %s rejected; still serving its last good version (serial %d)",
+                              path, old.serial)
+                    new[path] = old
+                    origins[old.zone.origin] = path
+                continue
+            if zone.origin in origins:
+                problems.append(Problem(str(path), 1, 1, "zone",
+                                        f"zone {names.to_text(zone.origin)} is also defined in {origins[zone.origin]}"))
+                continue
+            prev = old if old is not None and old.zone.origin == zone.origin else None
+            serial = auto_serial(zone, stamp[0] / 1e9, prev)
+            new[path] = Loaded(zone, serial, stamp)
+            origins[zone.origin] = path
+            if prev is None or prev.serial != serial:
+                log.info("loaded zone %s from %s (serial %d)", names.to_text(zone.origin), path, serial)
+        for path in self.loaded.keys() - new.keys():
+            if path not in present:
+                log.info("zone file %s removed; zone %s no longer served",
+                         path, names.to_text(self.loaded[path].zone.origin))
+        for p in problems:
+            log.error("%s", p)
+        self.last_problems = problems
+        changed = new != self.loaded
+        self.loaded = new
+        if changed:
+            self.generation += 1
+        return problems
+
+    def _publish(self) -> None:
+        zones = [(ld.zone, ld.serial) for ld in self.loaded.values()]
+        self.state = build_state(zones, self.health, self.generation)
+
+    async def reload(self) -> bool:
+        """Re-read changed zone files; swap the state if anything changed."""
+        async with self._reload_lock:
+            before = self.generation
+            self._scan()
+            if self.generation != before:
+                self._publish()
+                log.info("serving %d zone(s), generation %d", len(self.loaded), self.generation)
+                return True
+            return False
+
+    def set_health(self, health: HealthView) -> None:
+        self.health = health
+        self.state = self.state.with_health(health)
+
+    # -- network ------------------------------------------------------------
+    async def start(self) -> None:
+        for host, port in self.listens:
+            for attempt in range(20):
+                udp, bound = await serve_udp(self, host, port)
+                try:
+                    tcp = await serve_tcp(self, host, bound, self.limits)
+                except OSError:
+                    udp.close()
+                    if port == 0 and attempt < 19:
+                        continue  # the ephemeral UDP port is taken for TCP: pick another
+                    raise
+                break
+            self._closers += [udp, tcp]
+            self.bound.append((host, bound))
+            shown = f"[{host}]" if ":" in host else host
+            log.info("listening on %s:%d (udp, tcp)", shown, bound)
+
+    async def watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), WATCH_INTERVAL)
+            except TimeoutError:
+                pass
+            if not self._stop.is_set():
+                await self.reload()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        for c in self._closers:
+            c.close()
+        for c in self._closers:
+            if isinstance(c, asyncio.AbstractServer):
+                await c.wait_closed()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        await self.start()
+        log.info("gslb ready: %d zone(s), pid %d", len(self.loaded), os.getpid())
+        try:
+            await self.watch()
+        finally:
+            await self.close()
+            log.info("stopped")

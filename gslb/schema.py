@@ -1,0 +1,2 @@
+"""placeholder"""
+SCHEMA: dict[str, object] = {}

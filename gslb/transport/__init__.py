@@ -1,0 +1,15 @@
+"""Network transports: thin I/O around :func:`gslb.engine.answer`."""
+
+from __future__ import annotations
+
+import random
+from typing import Protocol
+
+from gslb.serving import ServingState
+
+
+class StateHolder(Protocol):
+    """Whatever holds the current serving state; read once per query."""
+
+    state: ServingState
+    rng: random.Random

@@ -1,0 +1,135 @@
+"""DNS over TCP (RFC 7766): length-prefixed messages, pipelining, limits.
+
+Several queries may arrive on one connection, in one write or split anywhere
+(even inside the 2-octet length). Each is answered in order. Idle connections
+are closed after ``idle_timeout``; at most ``max_connections`` are open at
+once (new ones beyond that are closed at accept); a client that stops reading
+its answers has its reads paused until the kernel buffer drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import cast
+
+from gslb.engine import answer
+from gslb.transport import StateHolder
+
+log = logging.getLogger("gslb.tcp")
+
+IDLE_TIMEOUT = 10.0
+MAX_CONNECTIONS = 512
+
+
+class TcpLimits:
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.open = 0
+
+
+class TcpProtocol(asyncio.Protocol):
+    def __init__(self, holder: StateHolder, limits: TcpLimits) -> None:
+        self.holder = holder
+        self.limits = limits
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.timer: asyncio.TimerHandle | None = None
+        self.counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        if self.limits.open >= self.limits.max_connections:
+            transport.abort()
+            return
+        self.limits.open += 1
+        self.counted = True
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=64 * 1024)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.limits.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self._arm()
+        buf = self.buf
+        holder = self.holder
+        out = []
+        while len(buf) >= 2:
+            n = (buf[0] << 8) | buf[1]
+            if n == 0:
+                self._abort()
+                return
+            if len(buf) < 2 + n:
+                break
+            msg = bytes(buf[2 : 2 + n])
+            del buf[: 2 + n]
+            try:
+                reply = answer(msg, holder.state, self.peer, False, holder.rng)
+            except Exception:  # noqa: BLE001
+                log.exception("internal error answering a TCP query from %s", self.peer)
+                reply = None
+            if reply is None:
+                continue
+            out.append(len(reply).to_bytes(2, "big") + reply)
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pause_writing(self) -> None:
+        # the client is not reading its answers: stop reading its queries
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        return False  # close once our writes are flushed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.counted:
+            self.limits.open -= 1
+            self.counted = False
+        self.buf.clear()
+
+
+async def serve_tcp(
+    holder: StateHolder, host: str, port: int, limits: TcpLimits
+) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return await loop.create_server(lambda: TcpProtocol(holder, limits), sock=sock)

@@ -1,0 +1,87 @@
+"""YAML loading that keeps positions and rejects duplicate keys.
+
+PyYAML's composer gives a node tree with marks; this module turns it into
+``Located`` values (value + line + column) without losing where anything came
+from, so config validation can say ``file:line:col`` for every problem.
+Only the YAML core we need is accepted: mappings with string keys, sequences
+and scalars. Anchors and aliases are resolved by the composer; merge keys
+(``<<``) are refused because they hide where a value came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import yaml
+
+from gslb.errors import ConfigError, Problem
+
+Scalar = Union[str, int, float, bool, None]
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A YAML node: ``value`` is a dict[str, Located], a list[Located] or a scalar."""
+
+    value: "dict[str, Located] | list[Located] | Scalar"
+    line: int
+    col: int
+    key_line: int = 0  # for mapping values: where their key stood
+    key_col: int = 0
+
+
+def _scalar(node: yaml.ScalarNode) -> Scalar:
+    # SafeConstructor resolves the implicit tag (int, float, bool, null, str).
+    value = yaml.SafeLoader("").construct_object(node)  # type: ignore[no-untyped-call]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    # dates and other exotic types stay as the text the user wrote
+    return str(node.value)
+
+
+def _convert(node: yaml.Node, path: str, problems: list[Problem], kl: int = 0, kc: int = 0) -> Located:
+    line, col = node.start_mark.line + 1, node.start_mark.column + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Located] = {}
+        for knode, vnode in node.value:
+            kline, kcol = knode.start_mark.line + 1, knode.start_mark.column + 1
+            if knode.tag == "tag:yaml.org,2002:merge":
+                problems.append(Problem(path, kline, kcol, "", "YAML merge keys (<<) are not supported"))
+                continue
+            if not isinstance(knode, yaml.ScalarNode):
+                problems.append(Problem(path, kline, kcol, "", "mapping keys must be plain strings"))
+                continue
+            key = knode.value if knode.tag == "tag:yaml.org,2002:str" else str(_scalar(knode))
+            if key in out:
+                first = out[key]
+                problems.append(
+                    Problem(path, kline, kcol, key, f"duplicate key (first at line {first.key_line})")
+                )
+                continue
+            out[key] = _convert(vnode, path, problems, kline, kcol)
+        return Located(out, line, col, kl, kc)
+    if isinstance(node, yaml.SequenceNode):
+        return Located([_convert(n, path, problems) for n in node.value], line, col, kl, kc)
+    assert isinstance(node, yaml.ScalarNode)
+    return Located(_scalar(node), line, col, kl, kc)
+
+
+def load(text: str, path: str) -> Located:
+    """Parse one YAML document; raise ConfigError with positions on any problem."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        msg = e.problem or e.context or "invalid YAML"
+        raise ConfigError([Problem(path, line, col, "", f"YAML syntax: {msg}")]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([Problem(path, 1, 1, "", f"YAML: {e}")]) from None
+    if node is None:
+        raise ConfigError([Problem(path, 1, 1, "", "empty file: expected a zone mapping")])
+    problems: list[Problem] = []
+    doc = _convert(node, path, problems)
+    if problems:
+        raise ConfigError(problems)
+    return doc
