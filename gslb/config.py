@@ -252,19 +252,25 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
     ns_hosts, glue = _nameservers(ctx, top.get("nameservers"), origin, ttl_)
     soa = _soa(ctx, top.get("soa"), origin, ns_hosts, ttl_)
     checks = _checks(ctx, top.get("checks"))
-    pools = _pools(ctx, top.get("pools"), checks)
-    rrsets, balanced, used_pools = _records(ctx, top.get("records"), origin, ttl_, pools)
+    check_names = _defined(top.get("checks"))
+    pools = _pools(ctx, top.get("pools"), checks, check_names)
+    pool_names = _defined(top.get("pools"))
+    rrsets, balanced, used_pools = _records(ctx, top.get("records"), origin, ttl_, pools, pool_names)
 
     # glue for the apex name servers joins the static data (same RRset rules)
     rrsets = _merge_glue(ctx, rrsets, glue, ns_ttl_)
 
-    for name, (pool, loc) in pools.items():
-        if name not in used_pools:
-            ctx.err(loc, f"pools.{name}", "pool is not used by any record", at_key=True)
-    used_checks = {p.check for p, _ in pools.values() if p.check}
-    for name, (_, loc) in checks.items():
-        if name not in used_checks:
-            ctx.err(loc, f"checks.{name}", "check is not used by any pool", at_key=True)
+    pools_loc = top.get("pools")
+    if pools_loc is not None and isinstance(pools_loc.value, dict):
+        for name, loc in pools_loc.value.items():
+            if name not in used_pools:
+                ctx.err(loc, f"pools.{name}", "pool is not used by any record", at_key=True)
+    used_checks = _used_checks(pools_loc)
+    checks_loc = top.get("checks")
+    if checks_loc is not None and isinstance(checks_loc.value, dict):
+        for name, loc in checks_loc.value.items():
+            if name not in used_checks:
+                ctx.err(loc, f"checks.{name}", "check is not used by any pool", at_key=True)
 
     if ctx.problems or soa is None:
         return None
@@ -281,6 +287,21 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
         pools=tuple(p for p, _ in pools.values()),
         digest=hashlib.sha256(text.encode()).hexdigest(),
     )
+
+
+def _defined(loc: Located | None) -> frozenset[str]:
+    """Names defined under a mapping key, valid or not (no cascade of 'undefined')."""
+    return frozenset(loc.value) if loc is not None and isinstance(loc.value, dict) else frozenset()
+
+
+def _used_checks(pools_loc: Located | None) -> set[str]:
+    """Check names referenced by any pool, valid or not."""
+    out: set[str] = set()
+    if pools_loc is not None and isinstance(pools_loc.value, dict):
+        for pl in pools_loc.value.values():
+            if isinstance(pl.value, dict) and "check" in pl.value:
+                out.add(str(pl.value["check"].value))
+    return out
 
 
 def _nameservers(
@@ -496,7 +517,7 @@ def _statuses(ctx: _Ctx, loc: Located, key: str) -> tuple[StatusRange, ...] | No
 
 
 def _pools(
-    ctx: _Ctx, loc: Located | None, checks: dict[str, tuple[Check, Located]]
+    ctx: _Ctx, loc: Located | None, checks: dict[str, tuple[Check, Located]], check_names: frozenset[str]
 ) -> dict[str, tuple[Pool, Located]]:
     out: dict[str, tuple[Pool, Located]] = {}
     if loc is None:
@@ -505,15 +526,13 @@ def _pools(
         ctx.err(loc, "pools", f"expected a mapping of pool name -> pool, got {_kind(loc)}")
         return out
     for name, pl in loc.value.items():
-        p = _pool(ctx, name, pl, checks)
+        p = _pool(ctx, name, pl, check_names)
         if p is not None:
             out[name] = (p, pl)
     return out
 
 
-def _pool(
-    ctx: _Ctx, name: str, loc: Located, checks: dict[str, tuple[Check, Located]]
-) -> Pool | None:
+def _pool(ctx: _Ctx, name: str, loc: Located, checks: frozenset[str]) -> Pool | None:
     key = f"pools.{name}"
     m = ctx.mapping(loc, key, ("members",), ("check", "min_healthy", "location"))
     if m is None:
@@ -609,6 +628,7 @@ def _records(
     origin: bytes,
     ttl: int,
     pools: dict[str, tuple[Pool, Located]],
+    pool_names: frozenset[str],
 ) -> tuple[list[RRset], list[Balanced], set[str]]:
     used: set[str] = set()
     if loc is None:
@@ -637,7 +657,7 @@ def _records(
         for i, el in enumerate(items):
             ek = f"{key}[{i}]"
             if isinstance(el.value, dict) and "types" in el.value:
-                b = _balanced(ctx, ek, el, owner, pools, used)
+                b = _balanced(ctx, ek, el, owner, pools, pool_names, used)
                 if b is not None:
                     balanced.append((b, el, ek))
             else:
@@ -647,6 +667,7 @@ def _records(
     rrsets = [
         RRset(name, rtype, a.ttl, tuple(a.rdatas), tuple(a.texts), tuple(a.targets))
         for (name, rtype), a in acc.items()
+        if a.rdatas
     ]
     return rrsets, [b for b, _, _ in balanced], used
 
@@ -745,6 +766,7 @@ def _balanced(
     loc: Located,
     owner: bytes,
     pools: dict[str, tuple[Pool, Located]],
+    pool_names: frozenset[str],
     used: set[str],
 ) -> Balanced | None:
     m = ctx.mapping(loc, key, ("types", "rules"), ("ttl", "answer", "when_all_down"))
@@ -786,7 +808,7 @@ def _balanced(
     families: set[int] = set()
     for i, r in enumerate(rl or []):
         rk = f"{key}.rules[{i}]"
-        rule = _rule(ctx, rk, r, pools, used)
+        rule = _rule(ctx, rk, r, pool_names, used)
         if rule is None:
             continue
         if rule.catch_all and i != len(rl or []) - 1:
@@ -807,9 +829,7 @@ def _balanced(
     return Balanced(owner, tuple(types), ttl, select, count, tuple(rules), wad)  # type: ignore[arg-type]
 
 
-def _rule(
-    ctx: _Ctx, key: str, loc: Located, pools: dict[str, tuple[Pool, Located]], used: set[str]
-) -> Rule | None:
+def _rule(ctx: _Ctx, key: str, loc: Located, pools: frozenset[str], used: set[str]) -> Rule | None:
     m = ctx.mapping(loc, key, ("pools",), ("subnets", "geos"))
     if m is None:
         return None

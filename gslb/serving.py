@@ -164,7 +164,8 @@ def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView) -> Balanc
         for net in rule.subnets
     )
     catch_all = next(i for i, r in enumerate(rec.rules) if r.catch_all)
-    return BalancedPlan(rec, policy, rec.count, tuple(outcomes), subnets, catch_all)
+    count = rec.count if rec.count is not None else policy.default_count
+    return BalancedPlan(rec, policy, count, tuple(outcomes), subnets, catch_all)
 
 
 def _fragment(m: Member, qtype: int, ttl: int) -> bytes:

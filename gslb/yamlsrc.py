@@ -75,6 +75,9 @@ def load(text: str, path: str) -> Located:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         msg = e.problem or e.context or "invalid YAML"
+        if e.context and e.context_mark and e.problem:
+            cm = e.context_mark
+            msg = f"{msg} ({e.context} started at {cm.line + 1}:{cm.column + 1})"
         raise ConfigError([Problem(path, line, col, "", f"YAML syntax: {msg}")]) from None
     except yaml.YAMLError as e:
         raise ConfigError([Problem(path, 1, 1, "", f"YAML: {e}")]) from None
