@@ -7,7 +7,9 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from gslb import __version__
 from gslb.config import iter_zone_files, load_zones
@@ -16,7 +18,9 @@ from gslb.config import iter_zone_files, load_zones
 def _listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected ADDR:PORT, e.g. 127.0.0.1:5353 or [::1]:5353, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected ADDR:PORT, e.g. 127.0.0.1:5353 or [::1]:5353, got {text!r}"
+        )
     host = host.strip("[]")
     return host, int(port)
 
@@ -56,22 +60,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gslb.runtime import Server
 
     listens = args.listen or [("127.0.0.1", 5353)]
-    server = Server(args.zones, listens, tcp_idle=args.tcp_idle, tcp_max=args.tcp_max)
+    server = Server(
+        args.zones, listens, tcp_idle=args.tcp_idle, tcp_max=args.tcp_max, watch_interval=args.watch_interval
+    )
     if not Path(args.zones).is_dir():
         logging.getLogger("gslb").error("zones directory %s does not exist", args.zones)
         return 1
     problems = server.load_initial()
     if problems:
-        logging.getLogger("gslb").error("not starting: %d problem(s) in the zone files (see above)", len(problems))
+        logging.getLogger("gslb").error(
+            "not starting: %d problem(s) in the zone files (see above)", len(problems)
+        )
         return 1
     try:
         import uvloop
 
-        runner = uvloop.run
+        run: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is optional
-        runner = asyncio.run
+        run = asyncio.run
     try:
-        runner(server.run())
+        run(server.run())
     except OSError as e:
         logging.getLogger("gslb").error("cannot listen: %s", e)
         return 1
@@ -86,9 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="serve the zones in a directory")
     s.add_argument("--zones", default="zones", help="directory of *.yaml zone files (default: zones)")
-    s.add_argument("--listen", action="append", type=_listen, metavar="ADDR:PORT",
-                   help="UDP and TCP listen address, repeatable (default 127.0.0.1:5353; port 0 = any free)")
-    s.add_argument("--tcp-idle", type=float, default=10.0, help="seconds before an idle TCP connection is closed")
+    s.add_argument(
+        "--listen",
+        action="append",
+        type=_listen,
+        metavar="ADDR:PORT",
+        help="UDP and TCP listen address, repeatable (default 127.0.0.1:5353; port 0 = any free)",
+    )
+    s.add_argument(
+        "--watch-interval",
+        type=float,
+        default=1.0,
+        help="seconds between checks of the zone files for changes; 0 = reload on SIGHUP only",
+    )
+    s.add_argument(
+        "--tcp-idle", type=float, default=10.0, help="seconds before an idle TCP connection is closed"
+    )
     s.add_argument("--tcp-max", type=int, default=512, help="maximum concurrent TCP connections")
     s.set_defaults(func=cmd_serve)
 

@@ -55,8 +55,26 @@ DEFAULT_BALANCED_TTL = 30
 STATIC_TYPES = frozenset(
     dns.rdatatype.from_text(t)
     for t in (
-        "A AAAA CNAME MX TXT NS SRV CAA PTR HTTPS SVCB NAPTR SSHFP TLSA LOC HINFO URI RP SPF"
-    ).split()
+        "A",
+        "AAAA",
+        "CNAME",
+        "MX",
+        "TXT",
+        "NS",
+        "SRV",
+        "CAA",
+        "PTR",
+        "HTTPS",
+        "SVCB",
+        "NAPTR",
+        "SSHFP",
+        "TLSA",
+        "LOC",
+        "HINFO",
+        "URI",
+        "RP",
+        "SPF",
+    )
 )
 # rdata names that deserve additional-section processing (address records)
 _TARGET_ATTR = {
@@ -174,6 +192,16 @@ class _Ctx:
         except ValueError as e:
             self.err(loc, key, f"bad name {text!r}: {e}")
             return None
+
+
+def _tname(rtype: int) -> str:
+    return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rtype))
+
+
+def _name_wire(name: dns.name.Name) -> bytes:
+    wire = name.canonicalize().to_wire()
+    assert wire is not None  # absolute names always have a wire form
+    return wire
 
 
 def _kind(loc: Located) -> str:
@@ -341,9 +369,7 @@ def _nameservers(
     return hosts, glue
 
 
-def _soa(
-    ctx: _Ctx, loc: Located | None, origin: bytes, ns: list[bytes], ttl: int
-) -> Soa | None:
+def _soa(ctx: _Ctx, loc: Located | None, origin: bytes, ns: list[bytes], ttl: int) -> Soa | None:
     m: dict[str, Located] = {}
     if loc is not None:
         got = ctx.mapping(
@@ -354,15 +380,13 @@ def _soa(
         m = got
     mname = ctx.name(m["mname"], "soa.mname", origin) if "mname" in m else (ns[0] if ns else origin)
     rname = (
-        ctx.name(m["rname"], "soa.rname", origin)
-        if "rname" in m
-        else names.from_text("hostmaster", origin)
+        ctx.name(m["rname"], "soa.rname", origin) if "rname" in m else names.from_text("hostmaster", origin)
     )
     u32 = 4294967295
     serial = _opt(m, "serial", lambda v: ctx.int_(v, "soa.serial", 1, u32), None)
-    vals = {}
+    vals: dict[str, int | None] = {}
     for key, default in (("refresh", 7200), ("retry", 3600), ("expire", 1209600), ("minimum", 300)):
-        vals[key] = _opt(m, key, lambda v, k=key: ctx.int_(v, f"soa.{k}", 0, TTL_MAX), default)
+        vals[key] = ctx.int_(m[key], f"soa.{key}", 0, TTL_MAX) if key in m else default
     sttl = _opt(m, "ttl", lambda v: ctx.int_(v, "soa.ttl", 0, TTL_MAX), ttl)
     if mname is None or rname is None or sttl is None or any(v is None for v in vals.values()):
         return None
@@ -381,8 +405,9 @@ def _soa(
 # ------------------------------------------------------------------------- checks
 
 _CHECK_KEYS = (
-    "type port path host method headers expect tls_verify ca_file interval timeout fall rise send"
-).split()
+    "type", "port", "path", "host", "method", "headers", "expect",
+    "tls_verify", "ca_file", "interval", "timeout", "fall", "rise", "send",
+)  # fmt: skip
 
 
 def _checks(ctx: _Ctx, loc: Located | None) -> dict[str, tuple[Check, Located]]:
@@ -504,7 +529,7 @@ def _statuses(ctx: _Ctx, loc: Located, key: str) -> tuple[StatusRange, ...] | No
         elif isinstance(v, str) and (m := re.fullmatch(r"\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?", v)):
             lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         else:
-            ctx.err(it, k, f"expected a status like 200, \"200-399\" or a list of them, got {v!r}")
+            ctx.err(it, k, f'expected a status like 200, "200-399" or a list of them, got {v!r}')
             return None
         if not 100 <= lo <= hi <= 599:
             ctx.err(it, k, f"status range must lie within 100..599 with low <= high, got {v!r}")
@@ -713,7 +738,7 @@ def _static(
     if rtype not in STATIC_TYPES:
         ctx.err(m["type"], f"{key}.type", f"record type {tname.upper()} is not supported")
         return
-    if rtype == dns.rdatatype.NS and len(owner) == len(dorigin.to_wire()):
+    if rtype == dns.rdatatype.NS and owner == _name_wire(dorigin):
         ctx.err(m["type"], f"{key}.type", "apex NS records come from the zone's 'nameservers' key")
         return
     if ("value" in m) == ("values" in m):
@@ -736,28 +761,32 @@ def _static(
         a = acc[(owner, rtype)] = _RRsetAcc(loc, key, rttl)
     elif a.ttl != rttl:
         where = m.get("ttl", loc)
-        ctx.err(where, f"{key}.ttl", f"TTL {rttl} differs from {a.ttl} at {a.key} (one TTL per RRset, RFC 2181 5.2)")
+        ctx.err(
+            where,
+            f"{key}.ttl",
+            f"TTL {rttl} differs from {a.ttl} at {a.key} (one TTL per RRset, RFC 2181 5.2)",
+        )
     for vloc, vkey in values:
         text = ctx.str_(vloc, vkey)
         if text is None:
             continue
         try:
             rd = dns.rdata.from_text(dns.rdataclass.IN, rtype, text, origin=dorigin, relativize=False)
-            wire = rd.to_wire()
+            wire = rd.to_wire() or b""
         except (dns.exception.DNSException, ValueError, TypeError) as e:
             msg = str(e).split("\n")[0] or type(e).__name__
-            ctx.err(vloc, vkey, f"bad {dns.rdatatype.to_text(rtype)} value {text!r}: {msg}")
+            ctx.err(vloc, vkey, f"bad {_tname(rtype)} value {text!r}: {msg}")
             continue
         if wire in a.rdatas:
-            ctx.err(vloc, vkey, f"duplicate record {dns.rdatatype.to_text(rtype)} {rd.to_text()}")
+            ctx.err(vloc, vkey, f"duplicate record {_tname(rtype)} {rd.to_text()}")
             continue
         a.rdatas.append(wire)
         a.texts.append(rd.to_text())
         attr = _TARGET_ATTR.get(rtype)
         if attr is not None:
-            a.targets.append(getattr(rd, attr).canonicalize().to_wire())
+            a.targets.append(_name_wire(getattr(rd, attr)))
         elif rtype == dns.rdatatype.CNAME:
-            a.targets.append(rd.target.canonicalize().to_wire())
+            a.targets.append(_name_wire(rd.target))  # type: ignore[attr-defined]
 
 
 def _balanced(
@@ -795,12 +824,20 @@ def _balanced(
         if am is not None:
             s = _opt(am, "select", lambda v: ctx.str_(v, f"{key}.answer.select"), "weighted")
             if s is not None and s not in POLICIES:
-                ctx.err(am["select"], f"{key}.answer.select", f"unknown select {s!r} (one of: {', '.join(sorted(POLICIES))})")
+                ctx.err(
+                    am["select"],
+                    f"{key}.answer.select",
+                    f"unknown select {s!r} (one of: {', '.join(sorted(POLICIES))})",
+                )
             select = s or select
             count = _opt(am, "count", lambda v: ctx.int_(v, f"{key}.answer.count", 1, 64), None)
     wad = _opt(m, "when_all_down", lambda v: ctx.str_(v, f"{key}.when_all_down"), "serve_all")
     if wad is not None and wad not in WHEN_ALL_DOWN:
-        ctx.err(m["when_all_down"], f"{key}.when_all_down", f"must be one of {', '.join(WHEN_ALL_DOWN)}, got {wad!r}")
+        ctx.err(
+            m["when_all_down"],
+            f"{key}.when_all_down",
+            f"must be one of {', '.join(WHEN_ALL_DOWN)}, got {wad!r}",
+        )
     rules: list[Rule] = []
     rl = ctx.seq(m["rules"], f"{key}.rules") if "rules" in m else None
     if rl is not None and not rl:
@@ -818,12 +855,18 @@ def _balanced(
                 families.update(mem.family for mem in pools[pn][0].members)
         rules.append(rule)
     if rl and rules and len(rules) == len(rl) and not rules[-1].catch_all:
-        ctx.err(rl[-1], f"{key}.rules[{len(rl) - 1}]", "the last rule must be a catch-all (only 'pools'), so every client gets an answer")
-    for t in types:
-        fam = FAMILY_OF_TYPE[t]
+        ctx.err(
+            rl[-1],
+            f"{key}.rules[{len(rl) - 1}]",
+            "the last rule must be a catch-all (only 'pools'), so every client gets an answer",
+        )
+    for qtype in types:
+        fam = FAMILY_OF_TYPE[qtype]
         if families and fam not in families:
-            tn = "A" if t == 1 else "AAAA"
-            ctx.err(m["types"], f"{key}.types", f"{tn} is listed but no pool in the rules has an IPv{fam} member")
+            tn = "A" if qtype == 1 else "AAAA"
+            ctx.err(
+                m["types"], f"{key}.types", f"{tn} is listed but no pool in the rules has an IPv{fam} member"
+            )
     if len(ctx.problems) > before or not rules or ttl is None:
         return None
     return Balanced(owner, tuple(types), ttl, select, count, tuple(rules), wad)  # type: ignore[arg-type]
@@ -856,14 +899,14 @@ def _rule(ctx: _Ctx, key: str, loc: Located, pools: frozenset[str], used: set[st
         sl = ctx.seq(m["subnets"], f"{key}.subnets")
         if sl is not None and not sl:
             ctx.err(m["subnets"], f"{key}.subnets", "empty list: leave the key out for a catch-all rule")
-        for i, s in enumerate(sl or []):
-            t = ctx.str_(s, f"{key}.subnets[{i}]")
-            if t is None:
+        for i, sloc in enumerate(sl or []):
+            text = ctx.str_(sloc, f"{key}.subnets[{i}]")
+            if text is None:
                 continue
             try:
-                subnets.append(ipaddress.ip_network(t, strict=True))
+                subnets.append(ipaddress.ip_network(text, strict=True))
             except ValueError as e:
-                ctx.err(s, f"{key}.subnets[{i}]", f"bad subnet: {e}")
+                ctx.err(sloc, f"{key}.subnets[{i}]", f"bad subnet: {e}")
     if "geos" in m:
         ctx.err(
             m["geos"],
@@ -898,7 +941,7 @@ def _check_tree(
             # static + balanced for the same type (static duplicates merged already)
             for rt, loc, key in entries:
                 if rt == t and isinstance(loc.value, dict) and "types" in loc.value:
-                    ctx.err(loc, key, f"{dns.rdatatype.to_text(t)} is both balanced and static at this name")
+                    ctx.err(loc, key, f"{_tname(t)} is both balanced and static at this name")
         if dns.rdatatype.CNAME in types:
             a = acc[(name, dns.rdatatype.CNAME)]
             if len(a.rdatas) > 1:
@@ -910,14 +953,18 @@ def _check_tree(
         if name in cuts:
             for t, loc, key in entries:
                 if t != dns.rdatatype.NS:
-                    ctx.err(loc, key, f"{dns.rdatatype.to_text(t)} at a delegation point (only NS belongs there)")
+                    ctx.err(loc, key, f"{_tname(t)} at a delegation point (only NS belongs there)")
         for anc in names.ancestors(names.parent(name), origin) if name != origin else []:
             if anc in cuts:
                 for t, loc, key in entries:
                     if t not in (dns.rdatatype.A, dns.rdatatype.AAAA) or (
                         isinstance(loc.value, dict) and "types" in loc.value
                     ):
-                        ctx.err(loc, key, f"below the delegation {names.to_text(anc)}: only glue A/AAAA may be here")
+                        ctx.err(
+                            loc,
+                            key,
+                            f"below the delegation {names.to_text(anc)}: only glue A/AAAA may be here",
+                        )
                 break
 
 
@@ -930,7 +977,9 @@ def _merge_glue(
     for loc, owner, rtype, text in glue:
         if (owner, rtype) in index:
             tn = "A" if rtype == 1 else "AAAA"
-            ctx.err(loc, "nameservers", f"{names.to_text(owner)} {tn} is also in 'records': give it in one place")
+            ctx.err(
+                loc, "nameservers", f"{names.to_text(owner)} {tn} is also in 'records': give it in one place"
+            )
             continue
         wire = ipaddress.ip_address(text).packed
         lst = grouped.setdefault((owner, rtype), [])
@@ -962,7 +1011,15 @@ def load_zones(paths: list[Path]) -> tuple[list[Zone], list[Problem]]:
             problems.extend(e.problems)
             continue
         if z.origin in seen:
-            problems.append(Problem(str(p), 1, 1, "zone", f"zone {names.to_text(z.origin)} is also defined in {seen[z.origin]}"))
+            problems.append(
+                Problem(
+                    str(p),
+                    1,
+                    1,
+                    "zone",
+                    f"zone {names.to_text(z.origin)} is also defined in {seen[z.origin]}",
+                )
+            )
             continue
         seen[z.origin] = str(p)
         zones.append(z)

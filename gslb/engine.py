@@ -93,7 +93,7 @@ def answer(data: bytes, state: ServingState, host: str, udp: bool, rng: random.R
         q = parse_query(data)
     except Malformed:
         return _bare(data, FORMERR)
-    except Exception:  # noqa: BLE001 - a parser bug must not take the server down
+    except Exception:
         return _bare(data, FORMERR)
     edns = q.edns
     if edns is not None and edns.version != 0:
@@ -107,7 +107,11 @@ def answer(data: bytes, state: ServingState, host: str, udp: bool, rng: random.R
     hit = state.fast.get((key, qtype))
     if hit is not None:
         if isinstance(hit, Static):
-            small = (hit.small_body, hit.small_counts, hit.additional_required)
+            small: tuple[bytes, tuple[int, int, int], bool] | None = (
+                hit.small_body,
+                hit.small_counts,
+                hit.additional_required,
+            )
             return _finish(q, hit.aa, hit.rcode, hit.body, hit.counts, small, client, 0)
         plan = state.plans[hit]
         frags, scope, outcome = _pick(plan, qtype, q, client, rng)
@@ -125,6 +129,10 @@ def answer(data: bytes, state: ServingState, host: str, udp: bool, rng: random.R
     p = resolve(state, zone, key, qtype, q, client, rng)
     if p.rcode in (SERVFAIL, REFUSED):
         return _finish(q, False, p.rcode, b"", (0, 0, 0), None, client, p.scope)
+    if not p.answer and not p.additional and len(p.authority) == 1 and p.authority[0] is zone.neg_soa_rr:
+        # NXDOMAIN / NODATA: the SOA owner (the apex) is a suffix of the qname
+        ptr = (0xC000 | (12 + len(key) - len(zone.origin))).to_bytes(2, "big")
+        return _finish(q, True, p.rcode, ptr + zone.neg_tail, (0, 1, 0), None, client, p.scope)
     body, an, ns, ar = encode_sections(key, (p.answer, p.authority, p.additional))
     small = None
     if p.additional and not p.additional_required:

@@ -9,6 +9,7 @@ so a query sees either the old state or the new one, never a mix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -67,9 +68,17 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 class Server:
     """Owns the current ServingState; transports read ``self.state``."""
 
-    def __init__(self, zones_dir: str, listens: list[tuple[str, int]], tcp_idle: float = 10.0,
-                 tcp_max: int = 512, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        zones_dir: str,
+        listens: list[tuple[str, int]],
+        tcp_idle: float = 10.0,
+        tcp_max: int = 512,
+        seed: int | None = None,
+        watch_interval: float = WATCH_INTERVAL,
+    ) -> None:
         self.zones_dir = Path(zones_dir)
+        self.watch_interval = watch_interval
         self.listens = listens
         self.rng = random.Random(seed)
         self.limits = TcpLimits(tcp_idle, tcp_max)
@@ -109,14 +118,24 @@ class Server:
             except ConfigError as e:
                 problems.extend(e.problems)
                 if old is not None:
-                    log.error("zone file %s rejected; still serving its last good version (serial %d)",
-                              path, old.serial)
+                    log.error(
+                        "zone file %s rejected; still serving its last good version (serial %d)",
+                        path,
+                        old.serial,
+                    )
                     new[path] = old
                     origins[old.zone.origin] = path
                 continue
             if zone.origin in origins:
-                problems.append(Problem(str(path), 1, 1, "zone",
-                                        f"zone {names.to_text(zone.origin)} is also defined in {origins[zone.origin]}"))
+                problems.append(
+                    Problem(
+                        str(path),
+                        1,
+                        1,
+                        "zone",
+                        f"zone {names.to_text(zone.origin)} is also defined in {origins[zone.origin]}",
+                    )
+                )
                 continue
             prev = old if old is not None and old.zone.origin == zone.origin else None
             serial = auto_serial(zone, stamp[0] / 1e9, prev)
@@ -126,8 +145,11 @@ class Server:
                 log.info("loaded zone %s from %s (serial %d)", names.to_text(zone.origin), path, serial)
         for path in self.loaded.keys() - new.keys():
             if path not in present:
-                log.info("zone file %s removed; zone %s no longer served",
-                         path, names.to_text(self.loaded[path].zone.origin))
+                log.info(
+                    "zone file %s removed; zone %s no longer served",
+                    path,
+                    names.to_text(self.loaded[path].zone.origin),
+                )
         for p in problems:
             log.error("%s", p)
         self.last_problems = problems
@@ -175,11 +197,13 @@ class Server:
             log.info("listening on %s:%d (udp, tcp)", shown, bound)
 
     async def watch(self) -> None:
+        """Poll the zone directory for changes (``watch_interval`` 0: SIGHUP only)."""
+        if self.watch_interval <= 0:
+            await self._stop.wait()
+            return
         while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self._stop.wait(), WATCH_INTERVAL)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.watch_interval)
             if not self._stop.is_set():
                 await self.reload()
 
@@ -195,7 +219,15 @@ class Server:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        tasks: set[asyncio.Task[bool]] = set()
+
+        def hup() -> None:
+            log.info("SIGHUP: reloading zones")
+            t = loop.create_task(self.reload())
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, hup)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         await self.start()

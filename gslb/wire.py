@@ -14,7 +14,7 @@ are valid for any letter-case variant of it: the question keeps its length.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # rcodes
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
@@ -37,14 +37,14 @@ _HDR = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
 _QT = struct.Struct("!HH")
 _H = struct.Struct("!H")
+_OPT_HDR = struct.Struct("!HHIH")  # type, payload (class), extended rcode/version/flags (ttl), rdlength
 
 
 class Malformed(Exception):
     """A packet that cannot be parsed as a query."""
 
 
-@dataclass(frozen=True, slots=True)
-class Ecs:
+class Ecs(NamedTuple):
     family: int  # 1 = IPv4, 2 = IPv6
     source: int
     address: bytes  # the significant octets, as sent
@@ -60,16 +60,16 @@ class Ecs:
         return self.address + bytes(full - len(self.address))
 
 
-@dataclass(frozen=True, slots=True)
-class Edns:
+class Edns(NamedTuple):
     payload: int  # the client's UDP size, at least 512
     version: int
     do: bool
     ecs: Ecs | None
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
+class Query(NamedTuple):
+    """A parsed query. A NamedTuple: built once per packet, so construction cost counts."""
+
     id: int
     flags: int
     qname: bytes  # as sent (letter case kept)
@@ -161,9 +161,15 @@ def _parse_ecs(body: bytes) -> Ecs:
 def _parse_opt(data: bytes, name_pos: int, rdpos: int, rdlen: int) -> Edns:
     if data[name_pos] != 0:
         raise Malformed("OPT owner is not the root")
-    payload, ttl_hi, ttl_lo, _ = struct.unpack_from("!HHHH", data, rdpos - 8)
-    version = (ttl_hi & 0xFF)
-    do = bool(ttl_lo & 0x8000)
+    payload, ttl = struct.unpack_from("!HI", data, rdpos - 8)
+    return _opt_fields(data, rdpos, rdlen, payload, ttl)
+
+
+def _opt_fields(data: bytes, rdpos: int, rdlen: int, payload: int, ttl: int) -> Edns:
+    version = (ttl >> 16) & 0xFF
+    do = bool(ttl & 0x8000)
+    if not rdlen:
+        return Edns(payload if payload > 512 else 512, version, do, None)
     ecs = None
     pos, end = rdpos, rdpos + rdlen
     while pos < end:
@@ -185,19 +191,41 @@ def parse_query(data: bytes) -> Query:
     """Parse a query. Raises Malformed (FORMERR) for defects.
 
     The caller handles the cases where no answer at all is right (shorter than
-    a header, QR set) before calling, using :func:`header_ok`.
+    a header, QR set) before calling, using :func:`header_ok`. The question
+    name must be uncompressed (a pointer there could only point into the
+    header), which lets the walk below skip building the name.
     """
     qid, flags, qd, an, ns, ar = _HDR.unpack_from(data, 0)
     if qd != 1:
         raise Malformed("QDCOUNT must be 1")
-    name, pos = read_name(data, 12)
-    if pos != 12 + len(name):
-        raise Malformed("compression in the question")
-    if pos + 4 > len(data):
+    n = len(data)
+    pos = 12
+    while True:
+        if pos >= n:
+            raise Malformed("question name runs past the end")
+        ln = data[pos]
+        if ln == 0:
+            break
+        if ln > 63:
+            raise Malformed("compression pointer or bad label type in the question")
+        pos += ln + 1
+    pos += 1
+    if pos - 12 > 255:
+        raise Malformed("name longer than 255 octets")
+    if pos + 4 > n:
         raise Malformed("question without type and class")
+    name = data[12:pos]
     qtype, qclass = _QT.unpack_from(data, pos)
     pos += 4
     question = data[12:pos]
+    if pos == n and not (an or ns or ar):
+        return Query(qid, flags, name, name.lower(), qtype, qclass, question, None)
+    if ar == 1 and not (an or ns) and pos + 11 <= n and data[pos] == 0:
+        # the usual EDNS query: one OPT record right after the question
+        rtype, payload, ttl, rdlen = _OPT_HDR.unpack_from(data, pos + 1)
+        if rtype == OPT and pos + 11 + rdlen == n:
+            edns = _opt_fields(data, pos + 11, rdlen, payload, ttl)
+            return Query(qid, flags, name, name.lower(), qtype, qclass, question, edns)
     edns = None
     for _ in range(an + ns):
         _, _, _, pos = _skip_rr(data, pos)
@@ -220,10 +248,22 @@ def header_ok(data: bytes) -> bool:
 
 def opt_record(do: bool, rcode_hi: int = 0, options: bytes = b"") -> bytes:
     """Our OPT RR: root owner, payload 1232, version 0, DO echoed."""
-    return b"\x00" + _RR.pack(OPT, EDNS_MAX_UDP, (rcode_hi << 24) | (0x8000 if do else 0), len(options)) + options
+    if not rcode_hi and not options:
+        return OPT_DO if do else OPT_PLAIN
+    return (
+        b"\x00"
+        + _RR.pack(OPT, EDNS_MAX_UDP, (rcode_hi << 24) | (0x8000 if do else 0), len(options))
+        + options
+    )
 
 
-def header(qid: int, qflags: int, aa: bool, rcode: int, qd: int, an: int, ns: int, ar: int, tc: bool = False) -> bytes:
+OPT_PLAIN = b"\x00" + _RR.pack(OPT, EDNS_MAX_UDP, 0, 0)
+OPT_DO = b"\x00" + _RR.pack(OPT, EDNS_MAX_UDP, 0x8000, 0)
+
+
+def header(
+    qid: int, qflags: int, aa: bool, rcode: int, qd: int, an: int, ns: int, ar: int, tc: bool = False
+) -> bytes:
     flags = QR | (qflags & (OPCODE_MASK | RD | CD)) | (AA if aa else 0) | (TC if tc else 0) | (rcode & 0xF)
     return _HDR.pack(qid, flags, qd, an, ns, ar)
 
@@ -308,7 +348,9 @@ class Encoder:
             self.buf += rdata
 
 
-def encode_sections(qname: bytes, sections: tuple[list[RRw], list[RRw], list[RRw]]) -> tuple[bytes, int, int, int]:
+def encode_sections(
+    qname: bytes, sections: tuple[list[RRw], list[RRw], list[RRw]]
+) -> tuple[bytes, int, int, int]:
     """Encode answer, authority and additional after a question for ``qname``."""
     enc = Encoder(qname)
     for rr in sections[0]:

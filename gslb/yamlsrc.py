@@ -11,20 +11,19 @@ and scalars. Anchors and aliases are resolved by the composer; merge keys
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import yaml
 
 from gslb.errors import ConfigError, Problem
 
-Scalar = Union[str, int, float, bool, None]
+Scalar = str | int | float | bool | None
 
 
 @dataclass(frozen=True, slots=True)
 class Located:
     """A YAML node: ``value`` is a dict[str, Located], a list[Located] or a scalar."""
 
-    value: "dict[str, Located] | list[Located] | Scalar"
+    value: dict[str, Located] | list[Located] | Scalar
     line: int
     col: int
     key_line: int = 0  # for mapping values: where their key stood
@@ -33,7 +32,7 @@ class Located:
 
 def _scalar(node: yaml.ScalarNode) -> Scalar:
     # SafeConstructor resolves the implicit tag (int, float, bool, null, str).
-    value = yaml.SafeLoader("").construct_object(node)  # type: ignore[no-untyped-call]
+    value = yaml.SafeLoader("").construct_object(node)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     # dates and other exotic types stay as the text the user wrote

@@ -28,15 +28,25 @@ LISTEN_RE = re.compile(r"listening on (?:\[(?P<h6>[^\]]+)\]|(?P<h4>[\d.]+)):(?P<
 
 
 class GslbProcess:
-    def __init__(self, zones_dir: Path, log_path: Path, extra: list[str] | None = None,
-                 host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, zones_dir: Path, log_path: Path, extra: list[str] | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.zones_dir = zones_dir
         self.log_path = log_path
         self.host = host
         self.port = 0
         listen = f"[{host}]:0" if ":" in host else f"{host}:0"
-        cmd = [sys.executable, "-m", "gslb", "serve", "--zones", str(zones_dir), "--listen", listen,
-               *(extra or [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gslb",
+            "serve",
+            "--zones",
+            str(zones_dir),
+            "--listen",
+            listen,
+            *(extra or []),
+        ]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 20
@@ -80,9 +90,18 @@ class GslbProcess:
         return self.proc.returncode
 
     # -- clients --------------------------------------------------------------
-    def query(self, name: str, rdtype: str = "A", *, tcp: bool = False, edns: int | None = 0,
-              payload: int = 1232, options: list[dns.edns.Option] | None = None,
-              rd: bool = False, timeout: float = 2.0) -> dns.message.Message:
+    def query(
+        self,
+        name: str,
+        rdtype: str = "A",
+        *,
+        tcp: bool = False,
+        edns: int | None = 0,
+        payload: int = 1232,
+        options: list[dns.edns.Option] | None = None,
+        rd: bool = False,
+        timeout: float = 2.0,
+    ) -> dns.message.Message:
         if edns is None:
             q = dns.message.make_query(name, rdtype, use_edns=False)
         else:
@@ -167,7 +186,9 @@ def rrset_texts(msg: dns.message.Message, section: str = "answer") -> set[str]:
     out = set()
     for rr in getattr(msg, section):
         for rd in rr:
-            out.add(f"{rr.name.to_text().lower()} {rr.ttl} IN {dns.rdatatype.to_text(rr.rdtype)} {rd.to_text()}")
+            out.add(
+                f"{rr.name.to_text().lower()} {rr.ttl} IN {dns.rdatatype.to_text(rr.rdtype)} {rd.to_text()}"
+            )
     return out
 
 

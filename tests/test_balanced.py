@@ -22,17 +22,30 @@ def addrs(msg: dns.message.Message) -> list[str]:
 
 # (qname, qtype, rcode, exact answer set) for answers that do not depend on chance
 CASES: list[tuple[str, str, str, set[str]]] = [
-    ("every.bal.test.", "A", "NOERROR",
-     {"every.bal.test. 20 IN A 203.0.113.10", "every.bal.test. 20 IN A 203.0.113.11"}),
+    (
+        "every.bal.test.",
+        "A",
+        "NOERROR",
+        {"every.bal.test. 20 IN A 203.0.113.10", "every.bal.test. 20 IN A 203.0.113.11"},
+    ),
     # first pool has no healthy member: the next pool in the rule answers
-    ("failover.bal.test.", "A", "NOERROR",
-     {"failover.bal.test. 30 IN A 203.0.113.10", "failover.bal.test. 30 IN A 203.0.113.11"}),
+    (
+        "failover.bal.test.",
+        "A",
+        "NOERROR",
+        {"failover.bal.test. 30 IN A 203.0.113.10", "failover.bal.test. 30 IN A 203.0.113.11"},
+    ),
     # min_healthy 2 with one member down: the pool counts as down, fallback answers
     ("minh.bal.test.", "A", "NOERROR", {"minh.bal.test. 30 IN A 198.51.100.3"}),
     # min_healthy 50% of 2 members: one healthy member is enough; the down one is left out
     ("percent.bal.test.", "A", "NOERROR", {"percent.bal.test. 30 IN A 203.0.113.30"}),
     # when_all_down: serve_all (default) returns every member of the first pool
-    ("sa.bal.test.", "A", "NOERROR", {"sa.bal.test. 30 IN A 203.0.113.1", "sa.bal.test. 30 IN A 203.0.113.2"}),
+    (
+        "sa.bal.test.",
+        "A",
+        "NOERROR",
+        {"sa.bal.test. 30 IN A 203.0.113.1", "sa.bal.test. 30 IN A 203.0.113.2"},
+    ),
     ("nd.bal.test.", "A", "NOERROR", set()),
     ("sf.bal.test.", "A", "SERVFAIL", set()),
     ("rf.bal.test.", "A", "REFUSED", set()),
@@ -42,16 +55,24 @@ CASES: list[tuple[str, str, str, set[str]]] = [
     ("w.bal.test.", "AAAA", "NOERROR", {"w.bal.test. 30 IN AAAA 2001:db8::1"}),
     ("w.bal.test.", "TXT", "NOERROR", {'w.bal.test. 300 IN TXT "static beside balanced"'}),
     ("w.bal.test.", "MX", "NOERROR", set()),
-    ("alias.bal.test.", "A", "NOERROR",
-     {"alias.bal.test. 300 IN CNAME every.bal.test.", "every.bal.test. 20 IN A 203.0.113.10",
-      "every.bal.test. 20 IN A 203.0.113.11"}),
+    (
+        "alias.bal.test.",
+        "A",
+        "NOERROR",
+        {
+            "alias.bal.test. 300 IN CNAME every.bal.test.",
+            "every.bal.test. 20 IN A 203.0.113.10",
+            "every.bal.test. 20 IN A 203.0.113.11",
+        },
+    ),
 ]
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
 @pytest.mark.parametrize(("qname", "qtype", "rcode", "answer"), CASES, ids=[f"{c[0]}/{c[1]}" for c in CASES])
-def test_balanced_answer(test_server: GslbProcess, tcp: bool, qname: str, qtype: str, rcode: str,
-                         answer: set[str]) -> None:
+def test_balanced_answer(
+    test_server: GslbProcess, tcp: bool, qname: str, qtype: str, rcode: str, answer: set[str]
+) -> None:
     r = test_server.query(qname, qtype, tcp=tcp)
     assert dns.rcode.to_text(r.rcode()) == rcode
     assert rrset_texts(r) == answer
@@ -82,8 +103,8 @@ def ecs(addr: str, prefix: int) -> list[dns.edns.Option]:
 
 # (ECS address, source prefix, expected member, expected scope)
 ROUTES = [
-    ("10.1.2.0", 24, "198.51.100.2", 16),   # 10.1.0.0/16 rule
-    ("10.2.0.0", 16, "198.51.100.1", 15),   # 10.0.0.0/8 rule; /15 keeps 10.1.0.0/16 (lan) out
+    ("10.1.2.0", 24, "198.51.100.2", 16),  # 10.1.0.0/16 rule
+    ("10.2.0.0", 16, "198.51.100.1", 15),  # 10.0.0.0/8 rule; /15 keeps 10.1.0.0/16 (lan) out
     ("192.0.2.0", 24, "198.51.100.1", 24),  # 192.0.2.0/24 (second rule)
     ("192.0.0.0", 20, "198.51.100.3", 20),  # a /20 is wider than the rule: catch-all, scope capped at 20
     ("198.51.100.0", 24, "198.51.100.3", 6),  # catch-all; 198.0.0.0/6 contains no rule subnet
@@ -92,8 +113,9 @@ ROUTES = [
 
 
 @pytest.mark.parametrize(("addr", "prefix", "member", "scope"), ROUTES)
-def test_subnet_rules_follow_ecs(test_server: GslbProcess, addr: str, prefix: int, member: str,
-                                 scope: int) -> None:
+def test_subnet_rules_follow_ecs(
+    test_server: GslbProcess, addr: str, prefix: int, member: str, scope: int
+) -> None:
     r = test_server.query("route.bal.test.", "A", options=ecs(addr, prefix))
     assert addrs(r) == [member]
     (opt,) = r.options
@@ -108,7 +130,8 @@ def test_subnet_rules_use_source_without_ecs(test_server: GslbProcess) -> None:
     # ECS with source prefix 0 means "do not use my address": the source decides, scope 0
     r = test_server.query("route.bal.test.", "A", options=ecs("0.0.0.0", 0))
     assert addrs(r) == ["198.51.100.3"]
-    assert r.options[0].scopelen == 0  # type: ignore[attr-defined]
+    (opt,) = r.options
+    assert isinstance(opt, dns.edns.ECSOption) and opt.scopelen == 0
 
 
 def test_dig_subnet(test_server: GslbProcess) -> None:

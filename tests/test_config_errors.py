@@ -73,51 +73,94 @@ BASE = "zone: t.test.\nnameservers: {ns1.t.test.: [192.0.2.1]}\n"
 # (YAML appended to BASE, expected "line:col: key: message" prefix); lines count from BASE's first
 SNIPPETS: list[tuple[str, str]] = [
     ("ttl: 2147483648\n", "3:6: ttl: must be 0..2147483647"),
-    ("records:\n  www: [{type: A, value: 192.0.2.1, ttl: x}]\n", "4:42: records.www[0].ttl: expected an integer"),
+    (
+        "records:\n  www: [{type: A, value: 192.0.2.1, ttl: x}]\n",
+        "4:42: records.www[0].ttl: expected an integer",
+    ),
     ("records:\n  www: [{type: AAAA, value: 192.0.2.1}]\n", "4:29: records.www[0].value: bad AAAA value"),
-    ("records:\n  www: [{type: BOGUS, value: x}]\n", "4:16: records.www[0].type: unknown record type 'BOGUS'"),
+    (
+        "records:\n  www: [{type: BOGUS, value: x}]\n",
+        "4:16: records.www[0].type: unknown record type 'BOGUS'",
+    ),
     ("records:\n  www: [{type: SOA, value: x}]\n", "4:16: records.www[0].type: the SOA comes from"),
-    ("records:\n  '@': [{type: NS, value: ns9.t.test.}]\n", "4:16: records.@[0].type: apex NS records come from"),
+    (
+        "records:\n  '@': [{type: NS, value: ns9.t.test.}]\n",
+        "4:16: records.@[0].type: apex NS records come from",
+    ),
     ("records:\n  '@': [{type: CNAME, value: x.example.}]\n", "4:9: records.@[0]: CNAME at the zone apex"),
-    ("records:\n  www: [{type: A, value: 192.0.2.1, values: [192.0.2.2]}]\n",
-     "4:9: records.www[0]: give exactly one of 'value' or 'values'"),
-    ("records:\n  www: [{type: A, values: [192.0.2.1, 192.0.2.1]}]\n",
-     "4:39: records.www[0].values[1]: duplicate record A 192.0.2.1"),
+    (
+        "records:\n  www: [{type: A, value: 192.0.2.1, values: [192.0.2.2]}]\n",
+        "4:9: records.www[0]: give exactly one of 'value' or 'values'",
+    ),
+    (
+        "records:\n  www: [{type: A, values: [192.0.2.1, 192.0.2.1]}]\n",
+        "4:39: records.www[0].values[1]: duplicate record A 192.0.2.1",
+    ),
     ("records:\n  a.*.x: [{type: A, value: 192.0.2.1}]\n", "4:3: records.a.*.x: '*' is only allowed"),
-    ("records:\n  sub: [{type: NS, value: ns.sub}, {type: TXT, value: x}]\n",
-     "4:36: records.sub[1]: TXT at a delegation point"),
-    ("records:\n  sub: [{type: NS, value: ns.sub}]\n  x.sub: [{type: TXT, value: x}]\n",
-     "5:11: records.x.sub[0]: below the delegation sub.t.test."),
-    ("records:\n  www: [{types: [A], rules: [{pools: [nope]}]}]\n",
-     "4:39: records.www[0].rules[0].pools[0]: undefined pool 'nope' (pools: none defined)"),
-    ("pools: {p: {members: [{address: 192.0.2.9}]}}\nrecords:\n  w: [{types: [MX], rules: [{pools: [p]}]}]\n",
-     "5:16: records.w[0].types[0]: balanced records answer A and AAAA, not 'MX'"),
-    ("pools: {p: {members: [{address: 192.0.2.9}]}}\nrecords:\n"
-     "  w: [{types: [A], answer: {select: fastest}, rules: [{pools: [p]}]}]\n",
-     "5:37: records.w[0].answer.select: unknown select 'fastest'"),
-    ("pools: {p: {members: [{address: 192.0.2.9}]}}\nrecords:\n"
-     "  w: [{types: [A], when_all_down: panic, rules: [{pools: [p]}]}]\n",
-     "5:35: records.w[0].when_all_down: must be one of serve_all, nodata, servfail, refuse"),
-    ("pools: {p: {members: [{address: 192.0.2.9}]}}\nrecords:\n"
-     "  w: [{types: [A], rules: [{subnets: [10.0.0.1/8], pools: [p]}, {pools: [p]}]}]\n",
-     "5:39: records.w[0].rules[0].subnets[0]: bad subnet"),
-    ("pools: {p: {min_healthy: 3, members: [{address: 192.0.2.9}]}}\nrecords:\n"
-     "  w: [{types: [A], rules: [{pools: [p]}]}]\n",
-     "3:26: pools.p.min_healthy: is 3 but the pool has 1 members"),
-    ("checks: {c: {type: tcp}}\npools: {p: {check: c, members: [{address: 192.0.2.9}]}}\nrecords:\n"
-     "  w: [{types: [A], rules: [{pools: [p]}]}]\n", "3:13: checks.c: a tcp check needs a 'port'"),
-    ("checks: {c: {type: http, expect: {status: '600'}}}\npools: {p: {check: c, members: [{address: 192.0.2.9}]}}\n"
-     "records:\n  w: [{types: [A], rules: [{pools: [p]}]}]\n",
-     "3:43: checks.c.expect.status: status range must lie within 100..599"),
-    ("checks: {c: {type: http, interval: 5 minutes}}\npools: {p: {check: c, members: [{address: 192.0.2.9}]}}\n"
-     "records:\n  w: [{types: [A], rules: [{pools: [p]}]}]\n",
-     "3:36: checks.c.interval: expected a duration like 5s"),
-    ("records:\n  www: [{type: TXT, value: no}]\n",
-     "4:28: records.www[0].value: expected a string, got False (YAML reads it as a boolean: quote it)"),
+    (
+        "records:\n  sub: [{type: NS, value: ns.sub}, {type: TXT, value: x}]\n",
+        "4:36: records.sub[1]: TXT at a delegation point",
+    ),
+    (
+        "records:\n  sub: [{type: NS, value: ns.sub}]\n  x.sub: [{type: TXT, value: x}]\n",
+        "5:11: records.x.sub[0]: below the delegation sub.t.test.",
+    ),
+    (
+        "records:\n  www: [{types: [A], rules: [{pools: [nope]}]}]\n",
+        "4:39: records.www[0].rules[0].pools[0]: undefined pool 'nope' (pools: none defined)",
+    ),
+    (
+        "pools: {p: {members: [{address: 192.0.2.9}]}}\n"
+        "records:\n  w: [{types: [MX], rules: [{pools: [p]}]}]\n",
+        "5:16: records.w[0].types[0]: balanced records answer A and AAAA, not 'MX'",
+    ),
+    (
+        "pools: {p: {members: [{address: 192.0.2.9}]}}\nrecords:\n"
+        "  w: [{types: [A], answer: {select: fastest}, rules: [{pools: [p]}]}]\n",
+        "5:37: records.w[0].answer.select: unknown select 'fastest'",
+    ),
+    (
+        "pools: {p: {members: [{address: 192.0.2.9}]}}\nrecords:\n"
+        "  w: [{types: [A], when_all_down: panic, rules: [{pools: [p]}]}]\n",
+        "5:35: records.w[0].when_all_down: must be one of serve_all, nodata, servfail, refuse",
+    ),
+    (
+        "pools: {p: {members: [{address: 192.0.2.9}]}}\nrecords:\n"
+        "  w: [{types: [A], rules: [{subnets: [10.0.0.1/8], pools: [p]}, {pools: [p]}]}]\n",
+        "5:39: records.w[0].rules[0].subnets[0]: bad subnet",
+    ),
+    (
+        "pools: {p: {min_healthy: 3, members: [{address: 192.0.2.9}]}}\nrecords:\n"
+        "  w: [{types: [A], rules: [{pools: [p]}]}]\n",
+        "3:26: pools.p.min_healthy: is 3 but the pool has 1 members",
+    ),
+    (
+        "checks: {c: {type: tcp}}\npools: {p: {check: c, members: [{address: 192.0.2.9}]}}\nrecords:\n"
+        "  w: [{types: [A], rules: [{pools: [p]}]}]\n",
+        "3:13: checks.c: a tcp check needs a 'port'",
+    ),
+    (
+        "checks: {c: {type: http, expect: {status: '600'}}}\n"
+        "pools: {p: {check: c, members: [{address: 192.0.2.9}]}}\n"
+        "records:\n  w: [{types: [A], rules: [{pools: [p]}]}]\n",
+        "3:43: checks.c.expect.status: status range must lie within 100..599",
+    ),
+    (
+        "checks: {c: {type: http, interval: 5 minutes}}\n"
+        "pools: {p: {check: c, members: [{address: 192.0.2.9}]}}\n"
+        "records:\n  w: [{types: [A], rules: [{pools: [p]}]}]\n",
+        "3:36: checks.c.interval: expected a duration like 5s",
+    ),
+    (
+        "records:\n  www: [{type: TXT, value: no}]\n",
+        "4:28: records.www[0].value: expected a string, got False (YAML reads it as a boolean: quote it)",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("snippet", "want"), SNIPPETS, ids=[w.split(": ")[1] + ":" + w.split(":")[0] for _, w in SNIPPETS])
+@pytest.mark.parametrize(
+    ("snippet", "want"), SNIPPETS, ids=[w.split(": ")[1] + ":" + w.split(":")[0] for _, w in SNIPPETS]
+)
 def test_snippet_error(tmp_path: Path, snippet: str, want: str) -> None:
     f = tmp_path / "t.test.yaml"
     f.write_text(BASE + snippet)
@@ -132,16 +175,22 @@ def test_all_problems_reported_at_once() -> None:
 @pytest.mark.parametrize("zone", ["zones", "tests/data/zones", "tests/conformance"])
 def test_check_cli_accepts_good_zones(zone: str) -> None:
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-m", "gslb", "check", zone], capture_output=True, text=True,
-                         cwd=root, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "gslb", "check", zone], capture_output=True, text=True, cwd=root, check=False
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert ": ok (" in out.stdout
 
 
 def test_check_cli_reports_bad_zones() -> None:
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-m", "gslb", "check", "tests/data/bad"], capture_output=True,
-                         text=True, cwd=root, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "gslb", "check", "tests/data/bad"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=False,
+    )
     assert out.returncode == 1
     lines = out.stdout.splitlines()
     assert len(lines) == sum(len(v) for v in EXPECTED.values())

@@ -77,8 +77,13 @@ def test_edns_version_1_gets_badvers(conf_server: GslbProcess) -> None:
 
 
 def test_unknown_option_and_flag_not_echoed(conf_server: GslbProcess) -> None:
-    q = dns.message.make_query("conf.test.", "SOA", use_edns=0, ednsflags=0x0080,
-                               options=[dns.edns.GenericOption(100, b"xy")])
+    q = dns.message.make_query(
+        "conf.test.",
+        "SOA",
+        use_edns=0,
+        ednsflags=0x0080,
+        options=[dns.edns.GenericOption(dns.edns.OptionType.make(100), b"xy")],
+    )
     r = dns.query.udp(q, conf_server.host, port=conf_server.port, timeout=2)
     assert r.rcode() == dns.rcode.NOERROR
     assert not r.options
@@ -99,15 +104,21 @@ def test_ecs_echoed_with_scope_zero_for_static(conf_server: GslbProcess) -> None
     assert (opt.address, opt.srclen, opt.scopelen) == ("192.0.2.0", 24, 0)
 
 
-@pytest.mark.parametrize("data", [
-    struct.pack("!HBB", 1, 33, 0) + bytes(5),              # source prefix > 32
-    struct.pack("!HBB", 1, 24, 24) + bytes([192, 0, 2]),   # scope set in a query
-    struct.pack("!HBB", 3, 8, 0) + bytes([1]),             # unknown family
-    struct.pack("!HBB", 1, 24, 0) + bytes([192, 0, 2, 7]), # address longer than the prefix
-    struct.pack("!HBB", 1, 20, 0) + bytes([192, 0, 31]),   # bits beyond the prefix
-], ids=["prefix33", "scope", "family", "addrlen", "hostbits"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        struct.pack("!HBB", 1, 33, 0) + bytes(5),  # source prefix > 32
+        struct.pack("!HBB", 1, 24, 24) + bytes([192, 0, 2]),  # scope set in a query
+        struct.pack("!HBB", 3, 8, 0) + bytes([1]),  # unknown family
+        struct.pack("!HBB", 1, 24, 0) + bytes([192, 0, 2, 7]),  # address longer than the prefix
+        struct.pack("!HBB", 1, 20, 0) + bytes([192, 0, 31]),  # bits beyond the prefix
+    ],
+    ids=["prefix33", "scope", "family", "addrlen", "hostbits"],
+)
 def test_bad_ecs_formerr(conf_server: GslbProcess, data: bytes) -> None:
-    r = conf_server.query("static.conf.test.", "A", options=[dns.edns.GenericOption(8, data)])
+    r = conf_server.query(
+        "static.conf.test.", "A", options=[dns.edns.GenericOption(dns.edns.OptionType.ECS, data)]
+    )
     assert r.rcode() == dns.rcode.FORMERR
     alive(conf_server)
 
@@ -190,8 +201,10 @@ def test_tcp_partial_message_then_close(conf_server: GslbProcess) -> None:
 def test_tcp_idle_timeout_and_connection_cap(server_factory: object) -> None:
     from tests.conftest import ROOT
 
-    srv = server_factory(ROOT / "tests/conformance/conf.test.yaml",  # type: ignore[operator]
-                         ["--tcp-idle", "0.5", "--tcp-max", "3"])
+    srv = server_factory(
+        ROOT / "tests/conformance/conf.test.yaml",  # type: ignore[operator]
+        ["--tcp-idle", "0.5", "--tcp-max", "3"],
+    )
     held = [tcp_conn(srv) for _ in range(3)]
     time.sleep(0.1)
     extra = tcp_conn(srv)
@@ -219,7 +232,9 @@ def hdr(flags: int = 0, qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0) -> b
     return struct.pack("!HHHHHH", 0x1234, flags, qd, an, ns, ar)
 
 
-Q = dns.message.make_query("static.conf.test.", "A").question[0].name.to_wire() + struct.pack("!HH", 1, 1)
+Q = (dns.message.make_query("static.conf.test.", "A").question[0].name.to_wire() or b"") + struct.pack(
+    "!HH", 1, 1
+)
 OPT = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)
 
 # (id, wire, allowed outcomes): "silent" or an rcode name
@@ -239,14 +254,24 @@ MALFORMED: list[tuple[str, bytes, set[str]]] = [
     ("trailing", hdr() + Q + b"\xde\xad\xbe\xef", {"FORMERR"}),
     ("arcount-lie", hdr(ar=1) + Q, {"FORMERR"}),
     ("two-opt", hdr(ar=2) + Q + OPT + OPT, {"FORMERR"}),
-    ("opt-overrun", hdr(ar=1) + Q + b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 8)
-     + struct.pack("!HH", 100, 20) + b"xxxx", {"FORMERR"}),
+    (
+        "opt-overrun",
+        hdr(ar=1)
+        + Q
+        + b"\x00"
+        + struct.pack("!HHIH", 41, 1232, 0, 8)
+        + struct.pack("!HH", 100, 20)
+        + b"xxxx",
+        {"FORMERR"},
+    ),
     ("opt-not-root", hdr(ar=1) + Q + Q[:-4] + struct.pack("!HHIH", 41, 1232, 0, 0), {"FORMERR"}),
     ("ancount-lie", hdr(an=3) + Q, {"FORMERR"}),
 ]
 
 
-@pytest.mark.parametrize(("wire", "allowed"), [(w, a) for _, w, a in MALFORMED], ids=[m[0] for m in MALFORMED])
+@pytest.mark.parametrize(
+    ("wire", "allowed"), [(w, a) for _, w, a in MALFORMED], ids=[m[0] for m in MALFORMED]
+)
 def test_malformed(conf_server: GslbProcess, wire: bytes, allowed: set[str]) -> None:
     got = udp_raw(conf_server, wire, timeout=0.5)
     outcome = "silent" if got is None else dns.rcode.to_text(struct.unpack("!H", got[2:4])[0] & 0xF)
@@ -269,11 +294,13 @@ def test_random_garbage_never_kills_the_server(conf_server: GslbProcess) -> None
     alive(conf_server)
 
 
-@pytest.mark.parametrize(("opcode", "rcode"), [(1, "NOTIMP"), (2, "NOTIMP"), (3, "NOTIMP"), (4, "NOTIMP"),
-                                               (5, "NOTIMP"), (15, "NOTIMP")])
+@pytest.mark.parametrize(
+    ("opcode", "rcode"),
+    [(1, "NOTIMP"), (2, "NOTIMP"), (3, "NOTIMP"), (4, "NOTIMP"), (5, "NOTIMP"), (15, "NOTIMP")],
+)
 def test_other_opcodes_notimp(conf_server: GslbProcess, opcode: int, rcode: str) -> None:
     q = dns.message.make_query("conf.test.", "SOA", use_edns=False)
-    q.set_opcode(opcode)
+    q.set_opcode(dns.opcode.Opcode.make(opcode))
     r = dns.message.from_wire(udp_raw(conf_server, q.to_wire()) or b"")
     assert dns.rcode.to_text(r.rcode()) == rcode and not r.answer
 

@@ -46,6 +46,4 @@ class Policy(Protocol):
 from gslb.policies import all as _all  # noqa: E402
 from gslb.policies import weighted as _weighted  # noqa: E402
 
-REGISTRY: dict[str, Policy] = {
-    p.name: p for p in (_weighted.POLICY, _all.POLICY)
-}
+REGISTRY: dict[str, Policy] = {p.name: p for p in (_weighted.POLICY, _all.POLICY)}

@@ -32,4 +32,4 @@ class All:
         return rotated if count is None or count >= n else rotated[:count]
 
 
-POLICY = All()
+POLICY: All = All()

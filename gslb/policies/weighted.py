@@ -36,10 +36,8 @@ class Weighted:
             k = n
         # Efraimidis-Spirakis: key u**(1/w), the k largest keys are a weighted
         # sample without replacement.
-        keyed = sorted(
-            ((rng.random() ** (1.0 / w), i) for i, w in enumerate(cands.weights)), reverse=True
-        )
+        keyed = sorted(((rng.random() ** (1.0 / w), i) for i, w in enumerate(cands.weights)), reverse=True)
         return tuple(items[i] for _, i in keyed[:k])
 
 
-POLICY = Weighted()
+POLICY: Weighted = Weighted()

@@ -82,7 +82,7 @@ class TcpProtocol(asyncio.Protocol):
             del buf[: 2 + n]
             try:
                 reply = answer(msg, holder.state, self.peer, False, holder.rng)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("internal error answering a TCP query from %s", self.peer)
                 reply = None
             if reply is None:
@@ -116,9 +116,7 @@ class TcpProtocol(asyncio.Protocol):
         self.buf.clear()
 
 
-async def serve_tcp(
-    holder: StateHolder, host: str, port: int, limits: TcpLimits
-) -> asyncio.AbstractServer:
+async def serve_tcp(holder: StateHolder, host: str, port: int, limits: TcpLimits) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -27,7 +27,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         holder = self.holder
         try:
             reply = answer(data, holder.state, addr[0], True, holder.rng)
-        except Exception:  # noqa: BLE001 - one bad packet must not stop the server
+        except Exception:
             self.errors += 1
             if self.errors <= 10:
                 log.exception("internal error answering a UDP query from %s", addr[0])

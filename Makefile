@@ -1,0 +1,43 @@
+# The README's two commands: `make serve` and `make test`. Both set up what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: serve test lint fmt deps conformance bench-qps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Debian packages the tests and the conformance run use (dig, knotd)
+deps:
+	@command -v dig >/dev/null 2>&1 && command -v knotd >/dev/null 2>&1 || .ci/system-deps
+
+serve: $(STAMP)
+	$(BIN)/gslb serve --zones zones --listen 127.0.0.1:5353
+
+lint: $(STAMP)
+	$(BIN)/ruff check gslb tests bench
+	$(BIN)/ruff format --check gslb tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+fmt: $(STAMP)
+	$(BIN)/ruff format gslb tests bench
+	$(BIN)/ruff check --fix gslb tests bench
+
+test: $(STAMP) deps lint
+	$(BIN)/pytest -q
+
+# ../shared/conformance against the real server, Knot DNS as the reference
+conformance: $(STAMP) deps
+	.ci/conformance
+
+bench-qps: $(STAMP)
+	$(BIN)/python bench/qps.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
