@@ -224,9 +224,9 @@ def parse_query(data: bytes) -> Query:
         # the usual EDNS query: one OPT record right after the question
         rtype, payload, ttl, rdlen = _OPT_HDR.unpack_from(data, pos + 1)
         if rtype == OPT and pos + 11 + rdlen == n:
-            edns = _opt_fields(data, pos + 11, rdlen, payload, ttl)
-            return Query(qid, flags, name, name.lower(), qtype, qclass, question, edns)
-    edns = None
+            opt = _opt_fields(data, pos + 11, rdlen, payload, ttl)
+            return Query(qid, flags, name, name.lower(), qtype, qclass, question, opt)
+    edns: Edns | None = None
     for _ in range(an + ns):
         _, _, _, pos = _skip_rr(data, pos)
     for _ in range(ar):
