@@ -61,7 +61,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     listens = args.listen or [("127.0.0.1", 5353)]
     server = Server(
-        args.zones, listens, tcp_idle=args.tcp_idle, tcp_max=args.tcp_max, watch_interval=args.watch_interval
+        args.zones,
+        listens,
+        tcp_idle=args.tcp_idle,
+        tcp_max=args.tcp_max,
+        watch_interval=args.watch_interval,
+        state_dir=args.state_dir or None,
+        probe_concurrency=args.probe_concurrency,
     )
     if not Path(args.zones).is_dir():
         logging.getLogger("gslb").error("zones directory %s does not exist", args.zones)
@@ -106,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="seconds between checks of the zone files for changes; 0 = reload on SIGHUP only",
+    )
+    s.add_argument(
+        "--state-dir",
+        default="state",
+        help="where health state is persisted across restarts (default: ./state; '' = nowhere)",
+    )
+    s.add_argument(
+        "--probe-concurrency", type=int, default=512, help="health probes in flight at once, at most"
     )
     s.add_argument(
         "--tcp-idle", type=float, default=10.0, help="seconds before an idle TCP connection is closed"

@@ -21,6 +21,7 @@ from gslb import names
 from gslb.config import iter_zone_files, load_zone
 from gslb.engine import build_state
 from gslb.errors import ConfigError, Problem
+from gslb.health.prober import Prober
 from gslb.model import Zone
 from gslb.serving import ALL_UP, HealthView, ServingState
 from gslb.transport.tcp import TcpLimits, serve_tcp
@@ -76,6 +77,9 @@ class Server:
         tcp_max: int = 512,
         seed: int | None = None,
         watch_interval: float = WATCH_INTERVAL,
+        state_dir: str | None = "state",
+        probe_concurrency: int = 512,
+        stall_after: float = 10.0,
     ) -> None:
         self.zones_dir = Path(zones_dir)
         self.watch_interval = watch_interval
@@ -91,13 +95,19 @@ class Server:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.last_problems: list[Problem] = []
+        self.stall_after = stall_after
+        self.prober = Prober(self.set_health, Path(state_dir) if state_dir else None, probe_concurrency)
 
     # -- zones --------------------------------------------------------------
     def load_initial(self) -> list[Problem]:
         """Load every zone; return the problems (the caller decides to stop)."""
         problems = self._scan()
+        self.prober.update(self.zones())
         self._publish()
         return problems
+
+    def zones(self) -> list[Zone]:
+        return [ld.zone for ld in self.loaded.values()]
 
     def _scan(self) -> list[Problem]:
         problems: list[Problem] = []
@@ -169,6 +179,7 @@ class Server:
             before = self.generation
             self._scan()
             if self.generation != before:
+                self.prober.update(self.zones())
                 self._publish()
                 log.info("serving %d zone(s), generation %d", len(self.loaded), self.generation)
                 return True
@@ -231,9 +242,14 @@ class Server:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         await self.start()
-        log.info("gslb ready: %d zone(s), pid %d", len(self.loaded), os.getpid())
+        await self.prober.start(watchdog_after=self.stall_after)
+        log.info(
+            "gslb ready: %d zone(s), %d health target(s), pid %d",
+            len(self.loaded), len(self.prober.slots), os.getpid(),
+        )  # fmt: skip
         try:
             await self.watch()
         finally:
+            await self.prober.stop()
             await self.close()
             log.info("stopped")

@@ -29,7 +29,12 @@ LISTEN_RE = re.compile(r"listening on (?:\[(?P<h6>[^\]]+)\]|(?P<h4>[\d.]+)):(?P<
 
 class GslbProcess:
     def __init__(
-        self, zones_dir: Path, log_path: Path, extra: list[str] | None = None, host: str = "127.0.0.1"
+        self,
+        zones_dir: Path,
+        log_path: Path,
+        extra: list[str] | None = None,
+        host: str = "127.0.0.1",
+        state_dir: Path | None = None,
     ) -> None:
         self.zones_dir = zones_dir
         self.log_path = log_path
@@ -45,6 +50,8 @@ class GslbProcess:
             str(zones_dir),
             "--listen",
             listen,
+            "--state-dir",
+            str(state_dir or log_path.with_suffix(".state")),
             *(extra or []),
         ]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()

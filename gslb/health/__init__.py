@@ -1,0 +1,1 @@
+"""Health checking: checks say pass/fail, ``state`` applies rise/fall, ``prober`` schedules."""

@@ -1,0 +1,41 @@
+"""Check kinds, one module each, in one registry: ``REGISTRY[check.type]``.
+
+A check is an async function ``(probe, target) -> (ok, reason)``; it never
+raises for anything the network does, and it is always run under the
+check's timeout by the prober (a hung target is a failure, "timeout after Ns").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gslb.model import Check
+
+if TYPE_CHECKING:
+    from gslb.health.checks.http import HttpClient
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a probe connects to: one check spec at one address and port."""
+
+    check: Check
+    address: str
+    port: int
+
+    @property
+    def ident(self) -> str:
+        """A stable name, used in logs and as the key of persisted state."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.check.name}:{self.check.type}://{host}:{self.port}"
+
+
+CheckFn = Callable[["HttpClient", Target], Awaitable[tuple[bool, str]]]
+
+
+def registry() -> dict[str, CheckFn]:
+    from gslb.health.checks import http, tcp
+
+    return {"http": http.check, "https": http.check, "tcp": tcp.check}

@@ -1,0 +1,342 @@
+"""The async health prober: schedules checks, owns rise/fall, publishes snapshots.
+
+- Targets are (check, address, port): members of several pools or zones that
+  share a check and an address share one probe.
+- One task per target, so at most one probe is ever in flight for it; start
+  times are spread with jitter; a semaphore bounds how many probes run at
+  once; every probe runs under its check's timeout.
+- Results go through the pure state machine (``gslb.health.state``); each
+  transition is logged once with its reason and kept in memory, and a new
+  :class:`HealthView` is published (the runtime swaps it into the serving
+  state at once).
+- State is persisted to ``state_dir/health.json`` and read back at start-up:
+  a DOWN target stays DOWN across a restart until it passes ``rise`` checks.
+  Targets never seen before start UP (fail-open) and are probed at once.
+- A watchdog thread notices when the prober stops making progress (a blocked
+  event loop, a probe task that died) and says so in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gslb import names
+from gslb.health.checks import CheckFn, Target, registry
+from gslb.health.checks.http import HttpClient
+from gslb.health.state import Result, TargetState, Transition, observe
+from gslb.model import Zone
+from gslb.serving import HealthView, MemberKey, member_key
+
+log = logging.getLogger("gslb.health")
+
+STATE_FILE = "health.json"
+MAX_TRANSITIONS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRecord:
+    target: str
+    members: tuple[str, ...]
+    up: bool
+    at: float
+    reason: str
+    count: int
+
+
+@dataclass(slots=True)
+class _Slot:
+    target: Target
+    members: set[MemberKey]
+    labels: list[str]
+    state: TargetState
+    task: asyncio.Task[None] | None = None
+    last_done: float = 0.0  # monotonic time of the last finished probe
+    stale_reported: bool = False
+
+
+@dataclass(slots=True)
+class ProberStats:
+    probes: int = 0
+    failures: int = 0
+    lags: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=100_000))
+    durations: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=100_000))
+
+
+def targets_of(zones: Iterable[Zone]) -> dict[Target, tuple[set[MemberKey], list[str]]]:
+    """Every probe target of the zones, with the members it decides."""
+    out: dict[Target, tuple[set[MemberKey], list[str]]] = {}
+    for z in zones:
+        checks = {c.name: c for c in z.checks}
+        for pool in z.pools:
+            if pool.check is None:
+                continue
+            check = checks[pool.check]
+            for m in pool.members:
+                addr = str(m.check_address or m.address)
+                t = Target(check, addr, m.check_port or check.port)
+                keys, labels = out.setdefault(t, (set(), []))
+                keys.add(member_key(z, pool.name, m))
+                labels.append(f"{names.to_text(z.origin)}/{pool.name}/{m.name}")
+    return out
+
+
+class Prober:
+    def __init__(
+        self,
+        publish: Callable[[HealthView], None],
+        state_dir: Path | None = None,
+        max_concurrency: int = 512,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.publish = publish
+        self.state_dir = state_dir
+        self.sem = asyncio.Semaphore(max_concurrency)
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.client = HttpClient()
+        self.checks: dict[str, CheckFn] = registry()
+        self.slots: dict[Target, _Slot] = {}
+        self.transitions: collections.deque[TransitionRecord] = collections.deque(maxlen=MAX_TRANSITIONS)
+        self.stats = ProberStats()
+        self.version = 0
+        self.heartbeat = time.monotonic()
+        self.stalled = False
+        self.persisted: dict[str, dict[str, float | bool]] = self._load()
+        self._save_pending = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watchdog: threading.Thread | None = None
+        self._watch_stop = threading.Event()
+        self._running = False
+
+    # -- configuration -------------------------------------------------------
+    def update(self, zones: Iterable[Zone]) -> None:
+        """Probe exactly the targets of ``zones``: keep the state of targets that
+        remain, start new ones, stop the ones that went away."""
+        wanted = targets_of(zones)
+        now = self.clock()
+        for t in list(self.slots):
+            if t not in wanted:
+                slot = self.slots.pop(t)
+                if slot.task is not None:
+                    slot.task.cancel()
+                log.info("stopped probing %s (no member uses it any more)", t.ident)
+        for t, (keys, labels) in wanted.items():
+            existing = self.slots.get(t)
+            if existing is not None:
+                existing.members, existing.labels = keys, labels
+                continue
+            saved = self.persisted.get(t.ident)
+            if saved is not None:
+                st = TargetState.initial(bool(saved["up"]), float(saved["since"]))
+                if not st.up:
+                    log.info("%s starts DOWN (persisted state since %s)", t.ident, _when(st.since))
+            else:
+                st = TargetState.initial(True, now)
+            slot = _Slot(t, keys, labels, st)
+            self.slots[t] = slot
+            if self._running:
+                self._start(slot, first=True)
+        self._publish()
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self, watchdog_after: float | None = None) -> None:
+        self._running = True
+        for slot in self.slots.values():
+            if slot.task is None:
+                self._start(slot, first=True)
+        beat = asyncio.get_running_loop().create_task(self._beat())
+        self._tasks.add(beat)
+        if watchdog_after is not None:
+            self._watch_stop.clear()
+            self._watchdog = threading.Thread(
+                target=self._watch, args=(watchdog_after,), name="gslb-health-watchdog", daemon=True
+            )
+            self._watchdog.start()
+
+    async def stop(self) -> None:
+        self._running = False
+        self._watch_stop.set()
+        tasks = [s.task for s in self.slots.values() if s.task is not None] + list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for slot in self.slots.values():
+            slot.task = None
+        await self.client.close()
+        self.save()
+
+    def _start(self, slot: _Slot, first: bool) -> None:
+        loop = asyncio.get_running_loop()
+        slot.task = loop.create_task(self._run(slot), name=f"probe {slot.target.ident}")
+
+    # -- the probe loop --------------------------------------------------------
+    async def _run(self, slot: _Slot) -> None:
+        t = slot.target
+        interval = t.check.interval
+        loop = asyncio.get_running_loop()
+        # spread the first round over at most one interval (and at most 1 s)
+        due = loop.time() + self.rng.uniform(0, min(interval, 1.0))
+        slot.last_done = time.monotonic()
+        while True:
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            started = loop.time()
+            self.stats.lags.append(started - due)
+            try:
+                result = await self._probe(t)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a check bug is a failed probe, not a dead task
+                log.exception("check %s raised", t.ident)
+                result = Result(False, f"internal error: {type(e).__name__}", 0.0, self.clock())
+            slot.last_done = time.monotonic()
+            self.heartbeat = slot.last_done
+            if slot is not self.slots.get(t):
+                return  # removed by a reload while probing
+            self._observe(slot, result)
+            due += interval
+            now = loop.time()
+            if due < now:  # fell behind (overload): skip the missed rounds, keep the phase
+                due += ((now - due) // interval + 1) * interval
+
+    async def _probe(self, t: Target) -> Result:
+        fn = self.checks[t.check.type]
+        async with self.sem:
+            t0 = time.monotonic()
+            try:
+                async with asyncio.timeout(t.check.timeout):
+                    ok, reason = await fn(self.client, t)
+            except TimeoutError:
+                ok, reason = False, f"timeout after {t.check.timeout:g}s"
+            took = time.monotonic() - t0
+        self.stats.probes += 1
+        self.stats.durations.append(took)
+        if not ok:
+            self.stats.failures += 1
+        return Result(ok, reason, took, self.clock())
+
+    def _observe(self, slot: _Slot, result: Result) -> None:
+        c = slot.target.check
+        slot.state, tr = observe(slot.state, result, c.rise, c.fall)
+        if tr is not None:
+            self._transition(slot, tr)
+
+    def _transition(self, slot: _Slot, tr: Transition) -> None:
+        what = "UP" if tr.up else "DOWN"
+        kind = "successes" if tr.up else "failures"
+        log.warning(
+            "%s %s: %s (%d consecutive %s); members: %s",
+            slot.target.ident, what, tr.reason, tr.count, kind, ", ".join(sorted(slot.labels)),
+        )  # fmt: skip
+        self.transitions.append(
+            TransitionRecord(slot.target.ident, tuple(sorted(slot.labels)), tr.up, tr.at, tr.reason, tr.count)
+        )
+        self._publish()
+        self._schedule_save()
+
+    # -- snapshots ---------------------------------------------------------------
+    def view(self) -> HealthView:
+        down: set[MemberKey] = set()
+        for slot in self.slots.values():
+            if not slot.state.up:
+                down |= slot.members
+        return HealthView(frozenset(down), self.version)
+
+    def _publish(self) -> None:
+        self.version += 1
+        self.publish(self.view())
+
+    # -- persistence -------------------------------------------------------------
+    def _load(self) -> dict[str, dict[str, float | bool]]:
+        if self.state_dir is None:
+            return {}
+        path = self.state_dir / STATE_FILE
+        try:
+            data = json.loads(path.read_text())
+            targets = data["targets"]
+            assert isinstance(targets, dict)
+            return {str(k): {"up": bool(v["up"]), "since": float(v["since"])} for k, v in targets.items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+            log.error("ignoring unreadable health state %s: %s", path, e)
+            return {}
+
+    def snapshot(self) -> dict[str, dict[str, float | bool]]:
+        out = dict(self.persisted)  # keep targets not configured right now
+        for slot in self.slots.values():
+            out[slot.target.ident] = {"up": slot.state.up, "since": slot.state.since}
+        return out
+
+    def save(self) -> None:
+        self._save_pending = False
+        if self.state_dir is None:
+            return
+        data = {"version": 1, "saved_at": self.clock(), "targets": self.snapshot()}
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_dir / (STATE_FILE + ".tmp")
+            tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
+            os.replace(tmp, self.state_dir / STATE_FILE)
+        except OSError as e:
+            log.error("cannot persist health state to %s: %s", self.state_dir, e)
+
+    def _schedule_save(self) -> None:
+        if self._save_pending or self.state_dir is None:
+            return
+        self._save_pending = True
+        asyncio.get_running_loop().call_later(0.2, self.save)
+
+    # -- liveness ------------------------------------------------------------------
+    async def _beat(self) -> None:
+        while True:
+            self.heartbeat = time.monotonic()
+            await asyncio.sleep(0.25)
+
+    def _watch(self, after: float) -> None:
+        """Thread: report a prober (or event loop) that stopped making progress."""
+        while not self._watch_stop.wait(min(0.5, after / 4)):
+            now = time.monotonic()
+            quiet = now - self.heartbeat
+            if quiet > after and not self.stalled:
+                self.stalled = True
+                log.error(
+                    "health prober stalled: no progress for %.1fs; DNS answers keep the health state "
+                    "of %.1fs ago until it recovers", quiet, quiet,
+                )  # fmt: skip
+            elif quiet <= after and self.stalled:
+                self.stalled = False
+                log.warning("health prober making progress again")
+            for slot in list(self.slots.values()):
+                c = slot.target.check
+                limit = 3 * c.interval + c.timeout + after
+                late = now - slot.last_done
+                if slot.task is not None and late > limit and not slot.stale_reported:
+                    slot.stale_reported = True
+                    log.error(
+                        "no health result for %s for %.1fs (interval %gs)",
+                        slot.target.ident,
+                        late,
+                        c.interval,
+                    )
+                elif late <= limit:
+                    slot.stale_reported = False
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))

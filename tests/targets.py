@@ -1,0 +1,132 @@
+"""Real health-check targets for tests: HTTP, HTTPS and TCP servers on loopback
+addresses (or inside a test's network namespace), whose behaviour a test can
+switch while they run:
+
+  ok         answer 200 with the body "ok"
+  500        answer 500
+  wrongbody  answer 200 with another body
+  hang       accept the connection and never answer
+  stopped    not listening at all (connections are refused)
+
+Each target runs its own asyncio loop in a thread. ``python -m tests.targets
+http ADDR PORT`` runs one in the foreground (used inside network namespaces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import sys
+import threading
+from typing import Literal
+
+Mode = Literal["ok", "500", "wrongbody", "hang"]
+
+
+class Target:
+    def __init__(
+        self,
+        host: str,
+        port: int = 0,
+        kind: Literal["http", "tcp"] = "http",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.kind = kind
+        self.tls = tls
+        self.mode: Mode = "ok"
+        self.requests = 0
+        self.loop = asyncio.new_event_loop()
+        self.server: asyncio.base_events.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.start()
+
+    def _call(self, coro: object) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)  # type: ignore[arg-type]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
+        try:
+            if self.kind == "tcp":
+                if self.mode == "hang":
+                    await asyncio.sleep(3600)
+                return
+            with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+            mode = self.mode
+            if mode == "hang":
+                await asyncio.sleep(3600)
+                return
+            status, body = {"ok": (200, b"ok"), "500": (500, b"error"), "wrongbody": (200, b"nope")}[mode]
+            reason = "OK" if status == 200 else "Internal Server Error"
+            writer.write(
+                f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\n"
+                f"Connection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.writers.discard(writer)
+            writer.close()
+
+    async def _start(self) -> None:
+        fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(fam, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        sock.listen(128)
+        self.server = await asyncio.start_server(self._handle, sock=sock, ssl=self.tls)
+
+    async def _stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for w in list(self.writers):
+                w.transport.abort()
+            await self.server.wait_closed()
+            self.server = None
+
+    def start(self) -> None:
+        """Listen (again, on the same port)."""
+        self._call(self._start())
+
+    def stop(self) -> None:
+        """Stop listening and drop open connections: new connections are refused."""
+        self._call(self._stop())
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def free_port(hosts: list[str]) -> int:
+    """A TCP port free on every one of ``hosts``."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((hosts[0], 0))
+            port = int(s.getsockname()[1])
+        try:
+            for h in hosts[1:]:
+                with socket.socket() as s:
+                    s.bind((h, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no common free port")
+
+
+if __name__ == "__main__":  # pragma: no cover - used inside network namespaces
+    kind, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    t = Target(addr, port, "tcp" if kind == "tcp" else "http")
+    sys.stdout.write(f"listening {addr}:{t.port}\n")
+    sys.stdout.flush()
+    threading.Event().wait()
