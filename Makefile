@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint fmt deps conformance bench-qps clean
+.PHONY: demo serve test lint fmt deps conformance bench-qps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 # Debian packages the tests and the conformance run use (dig, knotd)
 deps:
 	@command -v dig >/dev/null 2>&1 && command -v knotd >/dev/null 2>&1 || .ci/system-deps
+
+demo: $(STAMP)
+	$(BIN)/gslb demo
 
 serve: $(STAMP)
 	$(BIN)/gslb serve --zones zones --listen 127.0.0.1:5353

@@ -92,6 +92,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gslb.demo import run_demo
+
+    return run_demo(Path(args.dir), args.listen)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gslb", description="DNS-based global server load balancer")
     ap.add_argument("--version", action="version", version=f"gslb {__version__}")
@@ -130,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate zone files offline")
     c.add_argument("paths", nargs="+", help="zone files or directories")
     c.set_defaults(func=cmd_check)
+
+    d = sub.add_parser("demo", help="three loopback HTTP backends behind a health-checked name")
+    d.add_argument(
+        "--dir", default="demo-run", help="run directory: zone, pid files, state (default demo-run)"
+    )
+    d.add_argument("--listen", type=_listen, default=("127.0.0.1", 5353), metavar="ADDR:PORT")
+    d.set_defaults(func=cmd_demo)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the zone format")
     sc.set_defaults(func=cmd_schema)

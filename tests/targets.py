@@ -39,6 +39,7 @@ class Target:
         self.tls = tls
         self.mode: Mode = "ok"
         self.requests = 0
+        self.max_open = 0  # most connections open at once
         self.loop = asyncio.new_event_loop()
         self.server: asyncio.base_events.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
@@ -51,17 +52,18 @@ class Target:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.add(writer)
+        self.max_open = max(self.max_open, len(self.writers))
         try:
             if self.kind == "tcp":
                 if self.mode == "hang":
-                    await asyncio.sleep(3600)
+                    await self._until_client_closes(reader)
                 return
             with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 await reader.readuntil(b"\r\n\r\n")
             self.requests += 1
             mode = self.mode
             if mode == "hang":
-                await asyncio.sleep(3600)
+                await self._until_client_closes(reader)
                 return
             status, body = {"ok": (200, b"ok"), "500": (500, b"error"), "wrongbody": (200, b"nope")}[mode]
             reason = "OK" if status == 200 else "Internal Server Error"
@@ -76,6 +78,12 @@ class Target:
         finally:
             self.writers.discard(writer)
             writer.close()
+
+    @staticmethod
+    async def _until_client_closes(reader: asyncio.StreamReader) -> None:
+        """Never answer; return when the client gives up and closes."""
+        while await reader.read(65536):
+            pass
 
     async def _start(self) -> None:
         fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -106,6 +114,7 @@ class Target:
         self.stop()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
 
 
 def free_port(hosts: list[str]) -> int:

@@ -1,0 +1,122 @@
+"""The prober in-process, against real loopback targets: bounded concurrency,
+shared targets, and stall detection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from gslb.config import load_zone
+from gslb.health.prober import Prober, targets_of
+from gslb.serving import HealthView
+from tests.targets import Target, free_port
+
+
+def zone_file(
+    tmp_path: Path, port: int, hosts: list[str], interval: float = 0.4, timeout: float = 0.3
+) -> Path:
+    members = ", ".join(f"{{address: {h}}}" for h in hosts)
+    f = tmp_path / "p.test.yaml"
+    f.write_text(f"""zone: p.test.
+nameservers: {{ns1.p.test.: [192.0.2.53]}}
+checks:
+  web: {{type: http, port: {port}, interval: {interval}s, timeout: {timeout}s, fall: 1, rise: 1}}
+pools:
+  a: {{check: web, members: [{members}]}}
+  b: {{check: web, members: [{members}]}}
+records:
+  x: [{{types: [A], rules: [{{pools: [a]}}]}}]
+  y: [{{types: [A], rules: [{{pools: [b]}}]}}]
+""")
+    return f
+
+
+def test_members_sharing_a_check_share_one_probe(tmp_path: Path) -> None:
+    z = load_zone(zone_file(tmp_path, 8080, ["127.0.0.51", "127.0.0.52"]))
+    targets = targets_of([z])
+    assert len(targets) == 2  # two pools x two members, but two distinct targets
+    assert all(len(keys) == 2 for keys, _ in targets.values())
+
+
+def test_hung_targets_get_one_probe_each_and_go_down(tmp_path: Path) -> None:
+    hosts = [f"127.0.1.{i}" for i in range(1, 41)]
+    port = free_port(hosts[:1])
+    ts = [Target(h, port) for h in hosts]
+    for t in ts:
+        t.mode = "hang"
+    views: list[HealthView] = []
+    try:
+        z = load_zone(zone_file(tmp_path, port, hosts, interval=0.5, timeout=0.2))
+
+        async def run() -> None:
+            p = Prober(views.append, None, max_concurrency=5)
+            p.update([z])
+            await p.start()
+            await asyncio.sleep(2.0)
+            await p.stop()
+
+        asyncio.run(run())
+        # a hung probe is abandoned at its timeout before the next one starts
+        assert max(t.max_open for t in ts) == 1
+        assert sum(t.requests for t in ts) >= 5
+        assert views[-1].down, "hung targets must end DOWN"
+    finally:
+        for t in ts:
+            t.close()
+
+
+def test_concurrency_peak_measured_at_the_targets(tmp_path: Path) -> None:
+    """Count simultaneous open connections across all targets while probes hang."""
+    hosts = [f"127.0.2.{i}" for i in range(1, 31)]
+    port = free_port(hosts[:1])
+    ts = [Target(h, port) for h in hosts]
+    for t in ts:
+        t.mode = "hang"
+    peak = 0
+    try:
+        z = load_zone(zone_file(tmp_path, port, hosts, interval=0.5, timeout=0.3))
+
+        async def run() -> None:
+            nonlocal peak
+            p = Prober(lambda v: None, None, max_concurrency=4)
+            p.update([z])
+            await p.start()
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                peak = max(peak, sum(len(t.writers) for t in ts))
+                await asyncio.sleep(0.01)
+            await p.stop()
+
+        asyncio.run(run())
+        assert 1 <= peak <= 4
+    finally:
+        for t in ts:
+            t.close()
+
+
+def test_stall_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    host = "127.0.0.61"
+    port = free_port([host])
+    t = Target(host, port)
+    try:
+        z = load_zone(zone_file(tmp_path, port, [host]))
+
+        async def run() -> None:
+            p = Prober(lambda v: None, None)
+            p.update([z])
+            await p.start(watchdog_after=0.5)
+            await asyncio.sleep(0.5)
+            time.sleep(1.5)  # the event loop is blocked: nothing can probe
+            await asyncio.sleep(0.8)
+            await p.stop()
+
+        with caplog.at_level(logging.INFO, logger="gslb.health"):
+            asyncio.run(run())
+        assert "health prober stalled: no progress for" in caplog.text
+        assert "health prober making progress again" in caplog.text
+    finally:
+        t.close()
