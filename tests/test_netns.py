@@ -82,6 +82,8 @@ class Host:
     def remove(self) -> None:
         self.proc.kill()
         self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         subprocess.run(["ip", "netns", "del", self.ns], check=False)
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, check=False)
 
