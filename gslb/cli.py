@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         watch_interval=args.watch_interval,
         state_dir=args.state_dir or None,
         probe_concurrency=args.probe_concurrency,
+        stall_after=args.stall_after,
     )
     if not Path(args.zones).is_dir():
         logging.getLogger("gslb").error("zones directory %s does not exist", args.zones)
@@ -126,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--probe-concurrency", type=int, default=512, help="health probes in flight at once, at most"
+    )
+    s.add_argument(
+        "--stall-after",
+        type=float,
+        default=10.0,
+        help="seconds without progress before the health prober is reported as stalled",
     )
     s.add_argument(
         "--tcp-idle", type=float, default=10.0, help="seconds before an idle TCP connection is closed"

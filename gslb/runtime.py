@@ -21,7 +21,7 @@ from gslb import names
 from gslb.config import iter_zone_files, load_zone
 from gslb.engine import build_state
 from gslb.errors import ConfigError, Problem
-from gslb.health.prober import Prober
+from gslb.health.process import ProberProcess
 from gslb.model import Zone
 from gslb.serving import ALL_UP, HealthView, ServingState
 from gslb.transport.tcp import TcpLimits, serve_tcp
@@ -96,7 +96,9 @@ class Server:
         self._reload_lock = asyncio.Lock()
         self.last_problems: list[Problem] = []
         self.stall_after = stall_after
-        self.prober = Prober(self.set_health, Path(state_dir) if state_dir else None, probe_concurrency)
+        self.prober = ProberProcess(
+            self.set_health, Path(state_dir) if state_dir else None, probe_concurrency, stall_after
+        )
 
     # -- zones --------------------------------------------------------------
     def load_initial(self) -> list[Problem]:
@@ -245,7 +247,7 @@ class Server:
         await self.prober.start(watchdog_after=self.stall_after)
         log.info(
             "gslb ready: %d zone(s), %d health target(s), pid %d",
-            len(self.loaded), len(self.prober.slots), os.getpid(),
+            len(self.loaded), self.prober.targets, os.getpid(),
         )  # fmt: skip
         try:
             await self.watch()

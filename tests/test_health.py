@@ -224,7 +224,10 @@ def test_tcp_check(tmp_path: Path, server_factory: Callable[..., GslbProcess]) -
     port = free_port(hosts)
     ts = [Target(h, port, kind="tcp") for h in hosts]
     try:
-        check = f"web: {{type: tcp, port: {port}, interval: {INTERVAL}s, timeout: {TIMEOUT}s, fall: {FALL}, rise: {RISE}}}"
+        check = (
+            f"web: {{type: tcp, port: {port}, interval: {INTERVAL}s, timeout: {TIMEOUT}s, "
+            f"fall: {FALL}, rise: {RISE}}}"
+        )
         z = tmp_path / "h.test.yaml"
         z.write_text(zone(port, hosts, check))
         srv = server_factory(z)
@@ -272,5 +275,50 @@ def test_down_state_survives_restart(tmp_path: Path) -> None:
         finally:
             srv.stop()
     finally:
+        for t in ts:
+            t.close()
+
+
+def prober_pid(srv: GslbProcess, start: int = 0) -> int:
+    import re
+
+    m = re.findall(r"health prober running as pid (\d+)", srv.log()[start:])
+    assert m, srv.log()
+    return int(m[-1])
+
+
+def test_prober_process_restarts_and_stalls_are_reported(tmp_path: Path) -> None:
+    import os
+
+    hosts = ["127.0.0.81", "127.0.0.82"]
+    port = free_port(hosts)
+    ts = [Target(h, port) for h in hosts]
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    (zdir / "h.test.yaml").write_text(zone(port, hosts))
+    srv = GslbProcess(zdir, tmp_path / "gslb.log", extra=["--stall-after", "1"])
+    try:
+        wait_until(lambda: "health prober running as pid" in srv.log(), 5)
+        first = prober_pid(srv)
+        # a prober that dies is restarted; DNS keeps answering throughout
+        mark = len(srv.log())
+        os.kill(first, signal.SIGKILL)
+        srv.wait_log(r"health prober process died \(exit code -9\); restarting it", 5, mark)
+        assert answers(srv) == set(hosts)
+        wait_until(lambda: prober_pid(srv, mark) != first, 5)
+        ts[1].stop()  # and the new prober still takes failed members out
+        wait_until(lambda: answers(srv) == {hosts[0]}, 10)
+        # a prober that stops making progress is reported, and its recovery too
+        second = prober_pid(srv, mark)
+        mark = len(srv.log())
+        os.kill(second, signal.SIGSTOP)
+        try:
+            srv.wait_log(r"health prober stalled: no progress for", 5, mark)
+            assert answers(srv) == {hosts[0]}  # the last known state keeps serving
+        finally:
+            os.kill(second, signal.SIGCONT)
+        srv.wait_log(r"health prober making progress again", 5, mark)
+    finally:
+        srv.stop()
         for t in ts:
             t.close()

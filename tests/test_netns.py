@@ -66,7 +66,8 @@ class Host:
         sh("ip", "netns", "exec", self.ns, "ip", "link", "set", self.ns_if, "up")
         sh("ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "tests.targets", "http", self.addr, str(port)],
+            ["ip", "netns", "exec", self.ns,
+             sys.executable, "-m", "tests.targets", "http", self.addr, str(port)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None

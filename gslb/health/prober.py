@@ -263,19 +263,7 @@ class Prober:
 
     # -- persistence -------------------------------------------------------------
     def _load(self) -> dict[str, dict[str, float | bool]]:
-        if self.state_dir is None:
-            return {}
-        path = self.state_dir / STATE_FILE
-        try:
-            data = json.loads(path.read_text())
-            targets = data["targets"]
-            assert isinstance(targets, dict)
-            return {str(k): {"up": bool(v["up"]), "since": float(v["since"])} for k, v in targets.items()}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
-            log.error("ignoring unreadable health state %s: %s", path, e)
-            return {}
+        return load_state(self.state_dir)
 
     def snapshot(self) -> dict[str, dict[str, float | bool]]:
         out = dict(self.persisted)  # keep targets not configured right now
@@ -336,6 +324,24 @@ class Prober:
                     )
                 elif late <= limit:
                     slot.stale_reported = False
+
+
+def load_state(state_dir: Path | None) -> dict[str, dict[str, float | bool]]:
+    """Persisted target states ({ident: {"up", "since"}}); empty when absent or unreadable."""
+    if state_dir is None:
+        return {}
+    path = state_dir / STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+        targets = data["targets"]
+        if not isinstance(targets, dict):
+            raise TypeError("'targets' is not a mapping")
+        return {str(k): {"up": bool(v["up"]), "since": float(v["since"])} for k, v in targets.items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.error("ignoring unreadable health state %s: %s", path, e)
+        return {}
 
 
 def _when(t: float) -> str:
