@@ -45,6 +45,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{len(problems)} problem(s) in {len({p.path for p in problems})} file(s)", file=sys.stderr)
         return 1
     for z in zones:
+        for w in z.warnings:
+            print(f"{w} (warning)")
         print(f"{z.path}: ok ({len(z.rrsets)} RRsets, {len(z.balanced)} balanced, {len(z.pools)} pools)")
     return 0
 
@@ -57,19 +59,26 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gslb.geo import GeoDatabaseError
     from gslb.runtime import Server
 
     listens = args.listen or [("127.0.0.1", 5353)]
-    server = Server(
-        args.zones,
-        listens,
-        tcp_idle=args.tcp_idle,
-        tcp_max=args.tcp_max,
-        watch_interval=args.watch_interval,
-        state_dir=args.state_dir or None,
-        probe_concurrency=args.probe_concurrency,
-        stall_after=args.stall_after,
-    )
+    try:
+        server = Server(
+            args.zones,
+            listens,
+            tcp_idle=args.tcp_idle,
+            tcp_max=args.tcp_max,
+            watch_interval=args.watch_interval,
+            state_dir=args.state_dir or None,
+            probe_concurrency=args.probe_concurrency,
+            stall_after=args.stall_after,
+            geoip_db=args.geoip_db,
+            asn_db=args.asn_db,
+        )
+    except GeoDatabaseError as e:
+        logging.getLogger("gslb").error("%s", e)
+        return 1
     if not Path(args.zones).is_dir():
         logging.getLogger("gslb").error("zones directory %s does not exist", args.zones)
         return 1
@@ -97,6 +106,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gslb.demo import run_demo
 
     return run_demo(Path(args.dir), args.listen)
+
+
+def _geo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--geoip-db", metavar="PATH", help="MaxMind GeoIP2/GeoLite2 City or Country database")
+    p.add_argument("--asn-db", metavar="PATH", help="MaxMind GeoLite2 ASN database (for 'asns' rules)")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from gslb.explain import explain_offline, render
+
+    try:
+        result = explain_offline(args)
+    except (ValueError, OSError) as e:
+        print(f"gslb explain: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--probe-concurrency", type=int, default=512, help="health probes in flight at once, at most"
     )
+    _geo_args(s)
     s.add_argument(
         "--stall-after",
         type=float,
@@ -150,6 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--listen", type=_listen, default=("127.0.0.1", 5353), metavar="ADDR:PORT")
     d.set_defaults(func=cmd_demo)
+
+    e = sub.add_parser("explain", help="how a name is answered, and why (offline, with the real engine)")
+    e.add_argument("name", help="the name to look up, e.g. www.example.com")
+    e.add_argument("--type", default="A", help="query type (default A)")
+    who = e.add_mutually_exclusive_group()
+    who.add_argument("--client", default="192.0.2.1", help="the client's address (default 192.0.2.1)")
+    who.add_argument("--ecs", metavar="CIDR", help="an EDNS Client Subnet, e.g. 198.51.100.0/24")
+    e.add_argument("--zones", default="zones", help="directory of zone files (default: zones)")
+    e.add_argument("--state-dir", default="state", help="persisted health state to apply ('' = all up)")
+    e.add_argument(
+        "--down",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="treat members with this address as down (repeatable)",
+    )
+    e.add_argument("--json", action="store_true", help="print JSON")
+    _geo_args(e)
+    e.set_defaults(func=cmd_explain)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the zone format")
     sc.set_defaults(func=cmd_schema)

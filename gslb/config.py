@@ -26,11 +26,13 @@ import dns.rdatatype
 from gslb import names
 from gslb.errors import ConfigError, Problem
 from gslb.model import (
+    CONTINENTS,
     FAMILY_OF_TYPE,
     TTL_MAX,
     WEIGHT_MAX,
     Balanced,
     Check,
+    GeoMatch,
     IPAddress,
     IPNetwork,
     Location,
@@ -94,6 +96,13 @@ class _Ctx:
 
     path: str
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    geo_db: bool | None = None  # None: not known (offline check); False: no GeoIP database loaded
+    asn_db: bool | None = None
+    ecs_default: bool = True
+
+    def warn(self, loc: Located, key: str, message: str) -> None:
+        self.warnings.append(Problem(self.path, loc.line, loc.col, key, message))
 
     def err(self, loc: Located, key: str, message: str, at_key: bool = False) -> None:
         line, col = (loc.key_line, loc.key_col) if at_key and loc.key_line else (loc.line, loc.col)
@@ -240,8 +249,14 @@ def _opt(m: dict[str, Located], key: str, fn: Callable[[Located], T | None], def
 # --------------------------------------------------------------------------- zone
 
 
-def load_zone(path: str | Path, text: str | None = None) -> Zone:
-    """Load and validate one zone file; raise ConfigError with every problem."""
+def load_zone(
+    path: str | Path, text: str | None = None, geo_db: bool | None = None, asn_db: bool | None = None
+) -> Zone:
+    """Load and validate one zone file; raise ConfigError with every problem.
+
+    ``geo_db`` / ``asn_db`` say whether the server has a GeoIP / ASN database:
+    False makes rules that need one an error; None (offline checks) only checks syntax.
+    """
     p = str(path)
     if text is None:
         try:
@@ -249,7 +264,7 @@ def load_zone(path: str | Path, text: str | None = None) -> Zone:
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError([Problem(p, 1, 1, "", f"cannot read: {e}")]) from None
     doc = load(text, p)
-    ctx = _Ctx(p)
+    ctx = _Ctx(p, geo_db=geo_db, asn_db=asn_db)
     zone = _zone(ctx, doc, text)
     if ctx.problems or zone is None:
         raise ConfigError(ctx.problems or [Problem(p, 1, 1, "", "invalid zone")])
@@ -258,7 +273,7 @@ def load_zone(path: str | Path, text: str | None = None) -> Zone:
 
 def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
     top = ctx.mapping(
-        doc, "", ("zone", "nameservers"), ("ttl", "ns_ttl", "soa", "checks", "pools", "records")
+        doc, "", ("zone", "nameservers"), ("ttl", "ns_ttl", "ecs", "soa", "checks", "pools", "records")
     )
     if top is None:
         return None
@@ -275,6 +290,7 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
         return None  # every other name depends on the origin
     ttl_ = ttl if ttl is not None else DEFAULT_TTL
 
+    ctx.ecs_default = _opt(top, "ecs", lambda v: ctx.bool_(v, "ecs"), True) is not False
     ns_ttl = _opt(top, "ns_ttl", lambda v: ctx.int_(v, "ns_ttl", 0, TTL_MAX), ttl_)
     ns_ttl_ = ns_ttl if ns_ttl is not None else ttl_
     ns_hosts, glue = _nameservers(ctx, top.get("nameservers"), origin, ttl_)
@@ -314,6 +330,7 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
         checks=tuple(c for c, _ in checks.values()),
         pools=tuple(p for p, _ in pools.values()),
         digest=hashlib.sha256(text.encode()).hexdigest(),
+        warnings=tuple(ctx.warnings),
     )
 
 
@@ -798,7 +815,7 @@ def _balanced(
     pool_names: frozenset[str],
     used: set[str],
 ) -> Balanced | None:
-    m = ctx.mapping(loc, key, ("types", "rules"), ("ttl", "answer", "when_all_down"))
+    m = ctx.mapping(loc, key, ("types", "rules"), ("ttl", "answer", "when_all_down", "ecs"))
     if m is None:
         return None
     before = len(ctx.problems)
@@ -819,8 +836,10 @@ def _balanced(
         ctx.err(m["types"], f"{key}.types", "list at least one of A, AAAA")
     ttl = _opt(m, "ttl", lambda v: ctx.int_(v, f"{key}.ttl", 0, TTL_MAX), DEFAULT_BALANCED_TTL)
     select, count = "weighted", None
+    hash4, hash6 = 24, 56
+    ecs = _opt(m, "ecs", lambda v: ctx.bool_(v, f"{key}.ecs"), ctx.ecs_default) is not False
     if "answer" in m:
-        am = ctx.mapping(m["answer"], f"{key}.answer", (), ("select", "count"))
+        am = ctx.mapping(m["answer"], f"{key}.answer", (), ("select", "count", "hash_prefix"))
         if am is not None:
             s = _opt(am, "select", lambda v: ctx.str_(v, f"{key}.answer.select"), "weighted")
             if s is not None and s not in POLICIES:
@@ -831,6 +850,20 @@ def _balanced(
                 )
             select = s or select
             count = _opt(am, "count", lambda v: ctx.int_(v, f"{key}.answer.count", 1, 64), None)
+            if "hash_prefix" in am:
+                hk = f"{key}.answer.hash_prefix"
+                hm = ctx.mapping(am["hash_prefix"], hk, (), ("ipv4", "ipv6"))
+                if hm is not None:
+                    hash4 = _opt(hm, "ipv4", lambda v: ctx.int_(v, f"{hk}.ipv4", 0, 32), 24) or 0
+                    hash6 = _opt(hm, "ipv6", lambda v: ctx.int_(v, f"{hk}.ipv6", 0, 128), 56) or 0
+                if select != "hashed":
+                    ctx.err(am["hash_prefix"], hk, "only for select: hashed", at_key=True)
+            if select == "closest" and ctx.geo_db is False:
+                ctx.err(
+                    am["select"],
+                    f"{key}.answer.select",
+                    "select: closest needs client coordinates: start gslb with --geoip-db (a City database)",
+                )
     wad = _opt(m, "when_all_down", lambda v: ctx.str_(v, f"{key}.when_all_down"), "serve_all")
     if wad is not None and wad not in WHEN_ALL_DOWN:
         ctx.err(
@@ -849,7 +882,9 @@ def _balanced(
         if rule is None:
             continue
         if rule.catch_all and i != len(rl or []) - 1:
-            ctx.err(r, rk, "a catch-all rule (no subnets) must be the last rule: rules after it never match")
+            ctx.err(
+                r, rk, "a catch-all rule (only 'pools') must be the last rule: rules after it never match"
+            )
         for pn in rule.pools:
             if pn in pools:
                 families.update(mem.family for mem in pools[pn][0].members)
@@ -869,11 +904,15 @@ def _balanced(
             )
     if len(ctx.problems) > before or not rules or ttl is None:
         return None
-    return Balanced(owner, tuple(types), ttl, select, count, tuple(rules), wad)  # type: ignore[arg-type]
+    _shadow_warnings(ctx, key, rules, rl or [])
+    return Balanced(
+        owner, tuple(types), ttl, select, count, tuple(rules), wad,  # type: ignore[arg-type]
+        ecs=ecs, hash_prefix4=hash4, hash_prefix6=hash6,
+    )  # fmt: skip
 
 
 def _rule(ctx: _Ctx, key: str, loc: Located, pools: frozenset[str], used: set[str]) -> Rule | None:
-    m = ctx.mapping(loc, key, ("pools",), ("subnets", "geos"))
+    m = ctx.mapping(loc, key, ("pools",), ("subnets", "geos", "asns"))
     if m is None:
         return None
     before = len(ctx.problems)
@@ -907,17 +946,105 @@ def _rule(ctx: _Ctx, key: str, loc: Located, pools: frozenset[str], used: set[st
                 subnets.append(ipaddress.ip_network(text, strict=True))
             except ValueError as e:
                 ctx.err(sloc, f"{key}.subnets[{i}]", f"bad subnet: {e}")
+    geos: list[GeoMatch] = []
     if "geos" in m:
-        ctx.err(
-            m["geos"],
-            f"{key}.geos",
-            "geo rules need a GeoIP database, which this version of gslb does not load yet; "
-            "use 'subnets' for now",
-            at_key=True,
-        )
+        gl = ctx.seq(m["geos"], f"{key}.geos")
+        if gl is not None and not gl:
+            ctx.err(m["geos"], f"{key}.geos", "empty list: leave the key out for a catch-all rule")
+        for i, gloc in enumerate(gl or []):
+            text = ctx.str_(gloc, f"{key}.geos[{i}]")
+            if text is None:
+                continue
+            g = parse_geo(text)
+            if isinstance(g, str):
+                ctx.err(gloc, f"{key}.geos[{i}]", g)
+            else:
+                geos.append(g)
+        if ctx.geo_db is False:
+            ctx.err(
+                m["geos"], f"{key}.geos", "geo rules need a GeoIP database: start gslb with --geoip-db", True
+            )
+    asns: list[int] = []
+    if "asns" in m:
+        al = ctx.seq(m["asns"], f"{key}.asns")
+        if al is not None and not al:
+            ctx.err(m["asns"], f"{key}.asns", "empty list: leave the key out for a catch-all rule")
+        for i, aloc in enumerate(al or []):
+            v = aloc.value
+            if isinstance(v, str) and re.fullmatch(r"(?i)AS\d+", v.strip()):
+                v = int(v.strip()[2:])
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**32:
+                ctx.err(
+                    aloc,
+                    f"{key}.asns[{i}]",
+                    f"expected an AS number like 64500 or AS64500, got {aloc.value!r}",
+                )
+            else:
+                asns.append(v)
+        if ctx.asn_db is False:
+            ctx.err(
+                m["asns"], f"{key}.asns", "ASN rules need an ASN database: start gslb with --asn-db", True
+            )
     if len(ctx.problems) > before or not names_:
         return None
-    return Rule(tuple(names_), tuple(subnets))
+    return Rule(tuple(names_), tuple(subnets), tuple(geos), tuple(asns))
+
+
+def parse_geo(text: str) -> GeoMatch | str:
+    """``EU``, ``DE``, ``EU-DE``, ``US-CA``, ``NA-US-CA`` -> GeoMatch, or an error message."""
+    parts = text.strip().upper().split("-")
+    bad = (
+        f"bad geo {text!r}: use a continent (EU), a country (DE or EU-DE) "
+        "or a subdivision (US-CA or NA-US-CA), ISO codes"
+    )
+    if not all(re.fullmatch(r"[A-Z0-9]{1,3}", p) for p in parts):
+        return bad
+    cc = r"[A-Z]{2}"
+    if len(parts) == 1:
+        if parts[0] in CONTINENTS:
+            return GeoMatch(text, continent=parts[0])
+        return GeoMatch(text, country=parts[0]) if re.fullmatch(cc, parts[0]) else bad
+    if len(parts) == 2:
+        if parts[0] in CONTINENTS and re.fullmatch(cc, parts[1]):
+            return GeoMatch(text, continent=parts[0], country=parts[1])
+        if re.fullmatch(cc, parts[0]):
+            return GeoMatch(text, country=parts[0], subdivision=parts[1])
+        return bad
+    if len(parts) == 3 and parts[0] in CONTINENTS and re.fullmatch(cc, parts[1]):
+        return GeoMatch(text, continent=parts[0], country=parts[1], subdivision=parts[2])
+    return bad
+
+
+def _geo_covers(a: GeoMatch, b: GeoMatch) -> bool:
+    """Every client matching ``b`` also matches ``a``."""
+    return all(x is None or x == y for x, y in ((a.continent, b.continent), (a.country, b.country),
+                                                 (a.subdivision, b.subdivision)))  # fmt: skip
+
+
+def _shadow_warnings(ctx: _Ctx, key: str, rules: list[Rule], locs: list[Located]) -> None:
+    """Warn where an earlier, broader rule takes every client a later criterion names."""
+    for j, later in enumerate(rules):
+        for i in range(j):
+            early = rules[i]
+            for net in later.subnets:
+                for wide in early.subnets:
+                    if net.version == wide.version and net.subnet_of(wide):  # type: ignore[arg-type]
+                        ctx.warn(
+                            locs[j],
+                            f"{key}.rules[{j}].subnets",
+                            f"{net} is shadowed by {wide} in rules[{i}]: those clients never reach this rule",
+                        )
+            for g in later.geos:
+                for wide_g in early.geos:
+                    if _geo_covers(wide_g, g):
+                        ctx.warn(
+                            locs[j],
+                            f"{key}.rules[{j}].geos",
+                            f"{g.text} is shadowed by {wide_g.text} in rules[{i}]: "
+                            "those clients never reach this rule",
+                        )
+            for asn in set(later.asns) & set(early.asns):
+                ctx.warn(locs[j], f"{key}.rules[{j}].asns", f"AS{asn} is already taken by rules[{i}]")
 
 
 def _check_tree(

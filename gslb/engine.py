@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from gslb import names
+from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
 from gslb.model import FAMILY_OF_TYPE, Zone
+from gslb.policies import NO_CLIENT, PickContext
 from gslb.serving import (
     ALL_UP,
     BalancedPlan,
@@ -75,6 +77,8 @@ class Plan:
     dynamic: bool = False  # depends on health or the client: never precompiled
     scope: int = 0  # ECS scope prefix
     pool: str = ""  # the pool that answered a balanced name (for explain/metrics)
+    pick: Pick | None = None
+    balanced: bytes = b""  # the balanced name that answered
 
 
 # --------------------------------------------------------------------- the answer
@@ -113,13 +117,14 @@ def answer(data: bytes, state: ServingState, host: str, udp: bool, rng: random.R
                 hit.additional_required,
             )
             return _finish(q, hit.aa, hit.rcode, hit.body, hit.counts, small, client, 0)
-        plan = state.plans[hit]
-        frags, scope, outcome = _pick(plan, qtype, q, client, rng)
+        pk = pick_balanced(state.plans[hit], qtype, q, client, rng, state.geo)
+        outcome = pk.outcome
         if outcome is not None and outcome.kind in ("servfail", "refuse"):
             rcode = SERVFAIL if outcome.kind == "servfail" else REFUSED
-            return _finish(q, False, rcode, b"", (0, 0, 0), None, client, scope)
-        if frags:
-            return _finish(q, True, NOERROR, b"".join(frags), (len(frags), 0, 0), None, client, scope)
+            return _finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope)
+        if pk.frags:
+            frags = pk.frags
+            return _finish(q, True, NOERROR, b"".join(frags), (len(frags), 0, 0), None, client, pk.scope)
         # nodata: fall through to the general lookup, which adds the SOA
     if qtype in (T_AXFR, T_IXFR):
         return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0)
@@ -184,10 +189,10 @@ def _finish(
     return header(q.id, q.flags, aa, rcode, 1, an, ns, ar) + question + body + opt
 
 
-def _client_addr(q: Query, client: Client) -> tuple[int, int, int, bool]:
+def _client_addr(q: Query, client: Client, use_ecs: bool) -> tuple[int, int, int, bool]:
     """(family, address, source prefix, from ECS) of the client."""
     edns = q.edns
-    if edns is not None and edns.ecs is not None and edns.ecs.source > 0:
+    if use_ecs and edns is not None and edns.ecs is not None and edns.ecs.source > 0:
         ecs = edns.ecs
         fam = 4 if ecs.family == 1 else 6
         return fam, int.from_bytes(ecs.ip_bytes(), "big"), ecs.source, True
@@ -195,23 +200,59 @@ def _client_addr(q: Query, client: Client) -> tuple[int, int, int, bool]:
     return fam, addr, 32 if fam == 4 else 128, False
 
 
-def _pick(
-    plan: BalancedPlan, qtype: int, q: Query, client: Client, rng: random.Random
-) -> tuple[list[bytes], int, Outcome | None]:
-    """Member fragments for a balanced name, the ECS scope, and the outcome."""
+@dataclass(slots=True)
+class Pick:
+    """A balanced answer's members and how they were chosen (for explain)."""
+
+    frags: list[bytes]
+    scope: int
+    outcome: Outcome | None
+    rule: int = 0
+    pool: str = ""
+    geo: GeoInfo | None = None
+    client: tuple[int, int, int, bool] | None = None
+
+
+def pick_balanced(
+    plan: BalancedPlan, qtype: int, q: Query, client: Client, rng: random.Random, geo: GeoLookup | None
+) -> Pick:
+    """Choose a balanced name's members for one query: rule, pool, policy."""
     rule = plan.catch_all
     scope = 0
-    if plan.subnets:
-        fam, addr, source, from_ecs = _client_addr(q, client)
-        rule, scope = match_rule(plan, fam, addr, source)
-        if not from_ecs:
-            scope = 0
+    info: GeoInfo | None = None
+    ca = None
+    if plan.needs_client:
+        ca = _client_addr(q, client, plan.record.ecs)
+        fam, addr, source, _ = ca
+        rule, scope, info = match_rule(plan, fam, addr, source, geo)
     outcome = plan.outcomes[rule].get(qtype)
-    if outcome is None or outcome.cands is None:
-        return [], scope, outcome
+    if outcome is None or not outcome.pools:
+        return Pick([], scope if ca and ca[3] else 0, outcome, rule, "", info, ca)
     if outcome.kind == "serve_all":
-        return list(outcome.cands.items), scope, outcome
-    return list(plan.policy.pick(outcome.cands, plan.count, rng)), scope, outcome
+        choice = outcome.pools[0]
+        return Pick(
+            list(choice.cands.items), scope if ca and ca[3] else 0, outcome, rule, choice.name, info, ca
+        )
+    policy = plan.policy
+    ctx = NO_CLIENT
+    index = 0
+    if ca is not None and (policy.uses_client or policy.uses_location):
+        fam, addr, source, _ = ca
+        rec = plan.record
+        prefix = rec.hash_prefix4 if fam == 4 else rec.hash_prefix6
+        if policy.uses_location:
+            if info is None:
+                info = geo.lookup(fam, addr) if geo is not None else UNKNOWN
+            scope = max(scope, info.prefix)
+        if policy.uses_client:
+            scope = max(scope, prefix)
+        ctx = PickContext(fam, addr, prefix, info.lat if info else None, info.lon if info else None)
+        scope = min(scope, source)
+        if policy.uses_location and len(outcome.pools) > 1:
+            index = policy.choose_pool([p.location for p in outcome.pools], ctx)
+    choice = outcome.pools[index]
+    frags = list(policy.pick(choice.cands, plan.count, rng, ctx))
+    return Pick(frags, scope if ca and ca[3] else 0, outcome, rule, choice.name, info, ca)
 
 
 # ------------------------------------------------------------------ RFC 1034 lookup
@@ -299,11 +340,13 @@ def resolve(
             plan.dynamic = True
             if q is None or client is None:
                 return plan
-            bplan = state.plans[bal.name]
-            frags, scope, outcome = _pick(bplan, qtype, q, client, rng)
-            plan.scope = scope
+            pk = pick_balanced(state.plans[bal.name], qtype, q, client, rng, state.geo)
+            frags, outcome = pk.frags, pk.outcome
+            plan.scope = pk.scope
+            plan.pick = pk
+            plan.balanced = bal.name
             if outcome is not None:
-                plan.pool = outcome.pool
+                plan.pool = pk.pool
                 if outcome.kind == "servfail":
                     plan.rcode = SERVFAIL
                     return plan
@@ -335,13 +378,16 @@ def resolve(
 
 
 def build_state(
-    zones: list[tuple[Zone, int]], health: HealthView = ALL_UP, generation: int = 0
+    zones: list[tuple[Zone, int]],
+    health: HealthView = ALL_UP,
+    generation: int = 0,
+    geo: GeoLookup | None = None,
 ) -> ServingState:
     """Compile zones (with their serials) and precompute every static answer."""
     compiled = {z.origin: compile_zone(z, serial) for z, serial in zones}
     fast: dict[tuple[bytes, int], Static | bytes] = {}
     plans: dict[bytes, BalancedPlan] = {}
-    state = ServingState(compiled, fast, plans, health, generation)
+    state = ServingState(compiled, fast, plans, health, generation, geo)
     rng = random.Random(0)
     for cz in compiled.values():
         for b in cz.zone.balanced:

@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gslb.errors import Problem
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -117,17 +119,42 @@ class Pool:
         return self.min_healthy
 
 
+CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
+
+
+@dataclass(frozen=True, slots=True)
+class GeoMatch:
+    """A ``geos`` entry: a continent, a country, or a country subdivision (ISO codes).
+
+    Written ``EU`` (continent), ``DE`` or ``EU-DE`` (country), ``US-CA`` or
+    ``NA-US-CA`` (subdivision): octoDNS's continent-country-subdivision form, and
+    the shorter ISO 3166 forms where the first part is not a continent code.
+    """
+
+    text: str
+    continent: str | None = None
+    country: str | None = None
+    subdivision: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.continent is None or self.continent in CONTINENTS, "unknown continent")
+        _require(self.subdivision is None or self.country is not None, "a subdivision needs a country")
+        _require(any((self.continent, self.country)), "empty geo")
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     pools: tuple[str, ...]
     subnets: tuple[IPNetwork, ...] = ()
+    geos: tuple[GeoMatch, ...] = ()
+    asns: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _require(len(self.pools) > 0, "a rule needs pools")
 
     @property
     def catch_all(self) -> bool:
-        return not self.subnets
+        return not (self.subnets or self.geos or self.asns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +184,13 @@ class Balanced:
     count: int | None
     rules: tuple[Rule, ...]
     when_all_down: WhenAllDown = "serve_all"
+    ecs: bool = True  # use EDNS Client Subnet as the client's location
+    hash_prefix4: int = 24  # select: hashed groups clients by these prefixes
+    hash_prefix6: int = 56
 
     def __post_init__(self) -> None:
         _require(all(t in FAMILY_OF_TYPE for t in self.types), "types must be A/AAAA")
+        _require(0 <= self.hash_prefix4 <= 32 and 0 <= self.hash_prefix6 <= 128, "hash prefix out of range")
         _require(0 <= self.ttl <= TTL_MAX, "ttl out of range")
         _require(len(self.rules) > 0 and self.rules[-1].catch_all, "last rule must be a catch-all")
         _require(self.count is None or self.count >= 1, "count must be >= 1")
@@ -190,6 +221,7 @@ class Zone:
     checks: tuple[Check, ...] = ()
     pools: tuple[Pool, ...] = ()
     digest: str = field(default="", compare=False)  # content hash, for serials
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         _require(len(self.nameservers) > 0, "a zone needs name servers")

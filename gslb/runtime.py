@@ -21,6 +21,7 @@ from gslb import names
 from gslb.config import iter_zone_files, load_zone
 from gslb.engine import build_state
 from gslb.errors import ConfigError, Problem
+from gslb.geo import MaxMindGeo
 from gslb.health.process import ProberProcess
 from gslb.model import Zone
 from gslb.serving import ALL_UP, HealthView, ServingState
@@ -80,8 +81,14 @@ class Server:
         state_dir: str | None = "state",
         probe_concurrency: int = 512,
         stall_after: float = 10.0,
+        geoip_db: str | None = None,
+        asn_db: str | None = None,
     ) -> None:
         self.zones_dir = Path(zones_dir)
+        # opening a database that is missing or not a MaxMind file raises here, at start-up
+        self.geo = MaxMindGeo(geoip_db, asn_db) if (geoip_db or asn_db) else None
+        if self.geo is not None:
+            log.info("GeoIP: %s", self.geo.describe())
         self.watch_interval = watch_interval
         self.listens = listens
         self.rng = random.Random(seed)
@@ -126,7 +133,11 @@ class Server:
                 origins[old.zone.origin] = path
                 continue
             try:
-                zone = load_zone(path)
+                zone = load_zone(
+                    path,
+                    geo_db=self.geo is not None and self.geo.geo is not None,
+                    asn_db=self.geo is not None and self.geo.asn is not None,
+                )
             except ConfigError as e:
                 problems.extend(e.problems)
                 if old is not None:
@@ -155,6 +166,8 @@ class Server:
             origins[zone.origin] = path
             if prev is None or prev.serial != serial:
                 log.info("loaded zone %s from %s (serial %d)", names.to_text(zone.origin), path, serial)
+                for w in zone.warnings:
+                    log.warning("%s", w)
         for path in self.loaded.keys() - new.keys():
             if path not in present:
                 log.info(
@@ -173,7 +186,7 @@ class Server:
 
     def _publish(self) -> None:
         zones = [(ld.zone, ld.serial) for ld in self.loaded.values()]
-        self.state = build_state(zones, self.health, self.generation)
+        self.state = build_state(zones, self.health, self.generation, self.geo)
 
     async def reload(self) -> bool:
         """Re-read changed zone files; swap the state if anything changed."""
@@ -219,6 +232,8 @@ class Server:
                 await asyncio.wait_for(self._stop.wait(), self.watch_interval)
             if not self._stop.is_set():
                 await self.reload()
+                if self.geo is not None:
+                    self.geo.maybe_reload()  # swaps readers in place; the state keeps the object
 
     def stop(self) -> None:
         self._stop.set()

@@ -110,6 +110,18 @@ RULE = _obj(
     {
         "pools": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "subnets": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "geos": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "pattern": r"^[A-Za-z0-9]{1,3}(-[A-Za-z0-9]{1,3}){0,2}$"},
+        },
+        "asns": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": "^(?i:AS)[0-9]+$"}]
+            },
+        },
     },
     ("pools",),
 )
@@ -120,10 +132,17 @@ BALANCED = _obj(
         "ttl": _TTL,
         "answer": _obj(
             {
-                "select": {"enum": ["weighted", "all"]},
+                "select": {"enum": ["weighted", "all", "first", "hashed", "closest"]},
                 "count": {"type": "integer", "minimum": 1, "maximum": 64},
+                "hash_prefix": _obj(
+                    {
+                        "ipv4": {"type": "integer", "minimum": 0, "maximum": 32},
+                        "ipv6": {"type": "integer", "minimum": 0, "maximum": 128},
+                    }
+                ),
             }
         ),
+        "ecs": {"type": "boolean"},
         "rules": {"type": "array", "items": RULE, "minItems": 1},
         "when_all_down": {"enum": ["serve_all", "nodata", "servfail", "refuse"]},
     },
@@ -139,6 +158,7 @@ SCHEMA: dict[str, Any] = {
             "zone": {"type": "string", "pattern": r"\.$"},
             "ttl": _TTL,
             "ns_ttl": _TTL,
+            "ecs": {"type": "boolean"},
             "soa": _obj(
                 {
                     "mname": {"type": "string"},

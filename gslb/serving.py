@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gslb import names
-from gslb.model import FAMILY_OF_TYPE, Balanced, Member, Pool, RRset, Zone
+from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
+from gslb.model import FAMILY_OF_TYPE, Balanced, GeoMatch, Member, Pool, RRset, Zone
 from gslb.policies import REGISTRY, Candidates, Policy
 from gslb.wire import RRw, member_fragment
 
@@ -53,13 +54,38 @@ ALL_UP = HealthView()
 
 
 @dataclass(frozen=True, slots=True)
+class PoolChoice:
+    """A pool that is up for one address family, with its candidate members."""
+
+    name: str
+    cands: Candidates[bytes]  # member_fragment() items, keyed by member address
+    location: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What one rule answers for one address family in the current health state."""
 
     kind: Literal["answer", "serve_all", "nodata", "servfail", "refuse"]
-    cands: Candidates[bytes] | None = None  # member_fragment() items
-    pool: str = ""
-    skipped: tuple[str, ...] = ()  # pools passed over (below min_healthy / no member of the family)
+    pools: tuple[PoolChoice, ...] = ()  # "answer": the rule's up pools in order; "serve_all": one
+    skipped: tuple[tuple[str, str], ...] = ()  # (pool, why) for pools passed over
+
+    @property
+    def pool(self) -> str:
+        return self.pools[0].name if self.pools else ""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMatch:
+    """A rule's criteria, compiled: any one matching makes the rule match."""
+
+    subnets: tuple[tuple[int, int, int], ...]  # (family, network as int, prefix length)
+    geos: tuple[GeoMatch, ...]
+    asns: frozenset[int]
+
+    @property
+    def catch_all(self) -> bool:
+        return not (self.subnets or self.geos or self.asns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +93,11 @@ class BalancedPlan:
     record: Balanced
     policy: Policy
     count: int | None
-    # rule index -> {qtype: Outcome}
-    outcomes: tuple[dict[int, Outcome], ...]
-    # (family, network int, prefix len, rule index) for rules with subnets
-    subnets: tuple[tuple[int, int, int, int], ...]
+    outcomes: tuple[dict[int, Outcome], ...]  # rule index -> {qtype: Outcome}
+    matchers: tuple[RuleMatch, ...]
     catch_all: int  # index of the catch-all rule
+    needs_client: bool  # rules or the policy look at the client at all
+    needs_geo: bool  # a geo/asn rule or select: closest
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,69 +187,112 @@ def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView) -> Balanc
         for qtype in rec.types:
             per_type[qtype] = _rule_outcome(cz, rec, rule.pools, qtype, health)
         outcomes.append(per_type)
-    subnets = tuple(
-        (net.version, int(net.network_address), net.prefixlen, i)
-        for i, rule in enumerate(rec.rules)
-        for net in rule.subnets
+    matchers = tuple(
+        RuleMatch(
+            tuple((n.version, int(n.network_address), n.prefixlen) for n in rule.subnets),
+            rule.geos,
+            frozenset(rule.asns),
+        )
+        for rule in rec.rules
     )
     catch_all = next(i for i, r in enumerate(rec.rules) if r.catch_all)
     count = rec.count if rec.count is not None else policy.default_count
-    return BalancedPlan(rec, policy, count, tuple(outcomes), subnets, catch_all)
+    criteria = any(not m.catch_all for m in matchers)
+    needs_geo = any(m.geos or m.asns for m in matchers) or policy.uses_location
+    needs_client = criteria or policy.uses_client or policy.uses_location
+    return BalancedPlan(rec, policy, count, tuple(outcomes), matchers, catch_all, needs_client, needs_geo)
 
 
-def _fragment(m: Member, qtype: int, ttl: int) -> bytes:
-    return member_fragment(qtype, ttl, m.address.packed)
+def _choice(pool: Pool, members: list[Member], qtype: int, ttl: int, weighted: bool) -> PoolChoice:
+    pairs = [(member_fragment(qtype, ttl, m.address.packed), m.weight if weighted else 1) for m in members]
+    loc = (pool.location.lat, pool.location.lon) if pool.location is not None else None
+    return PoolChoice(pool.name, Candidates.of(pairs, [m.address.packed for m in members]), loc)
 
 
 def _rule_outcome(
     cz: CompiledZone, rec: Balanced, pool_names: tuple[str, ...], qtype: int, health: HealthView
 ) -> Outcome:
     fam = FAMILY_OF_TYPE[qtype]
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    up_pools: list[PoolChoice] = []
     for pname in pool_names:
         pool = cz.pools[pname]
         up = [m for m in pool.members if health.is_up(member_key(cz.origin, pname, m), m)]
-        cands = [(_fragment(m, qtype, rec.ttl), m.weight) for m in up if m.family == fam and m.weight > 0]
-        if len(up) >= pool.needed() and cands:
-            return Outcome("answer", Candidates.of(cands), pname, tuple(skipped))
-        skipped.append(pname)
+        usable = [m for m in up if m.family == fam and m.weight > 0]
+        if len(up) < pool.needed():
+            skipped.append(
+                (pname, f"{len(up)} of {len(pool.members)} members up, min_healthy is {pool.needed()}")
+            )
+        elif not usable:
+            skipped.append((pname, f"no up IPv{fam} member with weight > 0"))
+        else:
+            up_pools.append(_choice(pool, usable, qtype, rec.ttl, True))
+    if up_pools:
+        return Outcome("answer", tuple(up_pools), tuple(skipped))
     if rec.when_all_down != "serve_all":
-        return Outcome(rec.when_all_down, None, "", tuple(skipped))
+        return Outcome(rec.when_all_down, (), tuple(skipped))
     # fail open: every member of the first pool that has this family
     for pname in pool_names:
-        fam_members = [m for m in cz.pools[pname].members if m.family == fam]
+        pool = cz.pools[pname]
+        fam_members = [m for m in pool.members if m.family == fam]
         if fam_members:
-            cands = [(_fragment(m, qtype, rec.ttl), 1) for m in fam_members]
-            return Outcome("serve_all", Candidates.of(cands), pname, tuple(skipped))
-    return Outcome("nodata", None, "", tuple(skipped))
+            return Outcome("serve_all", (_choice(pool, fam_members, qtype, rec.ttl, False),), tuple(skipped))
+    return Outcome("nodata", (), tuple(skipped))
 
 
-def match_rule(plan: BalancedPlan, family: int, addr: int, source: int) -> tuple[int, int]:
-    """(rule index, ECS scope) for a client; first matching rule wins.
+def geo_hit(m: RuleMatch, info: GeoInfo) -> bool:
+    if info.asn is not None and info.asn in m.asns:
+        return True
+    for g in m.geos:
+        if (
+            (g.continent is None or g.continent == info.continent)
+            and (g.country is None or g.country == info.country)
+            and (g.subdivision is None or g.subdivision in info.subdivisions)
+        ):
+            return True
+    return False
 
+
+def match_rule(
+    plan: BalancedPlan, family: int, addr: int, source: int, geo: GeoLookup | None
+) -> tuple[int, int, GeoInfo | None]:
+    """(rule index, ECS scope, GeoIP data if it was looked up) for a client.
+
+    Rules are tried in order; the first whose subnets, geos or asns match wins.
     The scope is the shortest prefix of the client address for which every
-    address in it would pick the same rule: the matched subnet's length, or
-    for earlier non-matching subnets one bit past the common prefix. It is
-    capped at ``source`` (the client's ECS source prefix).
+    address in it would pick the same rule: a matched subnet's length, one bit
+    past the common prefix for subnets that did not match, and the GeoIP
+    network's prefix once a geo/asn criterion was consulted. It is capped at
+    ``source`` (the client's ECS source prefix).
     """
     bits = 32 if family == 4 else 128
-    rule = plan.catch_all
     scope = 0
-    for fam, net, plen, idx in plan.subnets:
-        if fam != family:
-            continue
-        if idx > rule:
-            break
-        shift = bits - plen
-        if (addr >> shift) == (net >> shift):
-            rule = idx
-            scope = max(scope, plen)
-            continue
-        # disjoint: the client's network must be long enough to exclude `net`
-        diff = (addr ^ net) >> shift
-        common = plen - diff.bit_length()
-        scope = max(scope, common + 1)
-    return rule, min(scope, source)
+    info: GeoInfo | None = None
+    for idx, m in enumerate(plan.matchers):
+        if m.catch_all:
+            return idx, min(scope, source), info
+        hit = False
+        for fam, net, plen in m.subnets:
+            if fam != family:
+                continue
+            shift = bits - plen
+            if (addr >> shift) == (net >> shift):
+                hit = True
+                scope = max(scope, plen)
+            else:
+                common = plen - ((addr ^ net) >> shift).bit_length()
+                scope = max(scope, common + 1)
+        if not hit and (m.geos or m.asns):
+            if info is None:
+                info = geo.lookup(family, addr) if geo is not None else UNKNOWN
+            if m.geos:
+                scope = max(scope, info.prefix)
+            if m.asns:
+                scope = max(scope, info.asn_prefix)
+            hit = geo_hit(m, info)
+        if hit:
+            return idx, min(scope, source), info
+    return plan.catch_all, min(scope, source), info
 
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"
@@ -253,6 +322,7 @@ class ServingState:
     plans: dict[bytes, BalancedPlan]
     health: HealthView = ALL_UP
     generation: int = 0
+    geo: GeoLookup | None = None
 
     def find_zone(self, key: bytes) -> CompiledZone | None:
         zones = self.zones
@@ -267,7 +337,7 @@ class ServingState:
 
     def with_health(self, health: HealthView) -> ServingState:
         plans = {name: plan_balanced(self.zone_of(name), p.record, health) for name, p in self.plans.items()}
-        return ServingState(self.zones, self.fast, plans, health, self.generation)
+        return ServingState(self.zones, self.fast, plans, health, self.generation, self.geo)
 
     def zone_of(self, name: bytes) -> CompiledZone:
         z = self.find_zone(name)

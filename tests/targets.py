@@ -6,6 +6,7 @@ switch while they run:
   500        answer 500
   wrongbody  answer 200 with another body
   hang       accept the connection and never answer
+  slow       answer 200 "ok" after 0.25 s
   stopped    not listening at all (connections are refused)
 
 Each target runs its own asyncio loop in a thread. ``python -m tests.targets
@@ -22,7 +23,7 @@ import sys
 import threading
 from typing import Literal
 
-Mode = Literal["ok", "500", "wrongbody", "hang"]
+Mode = Literal["ok", "500", "wrongbody", "hang", "slow"]
 
 
 class Target:
@@ -65,6 +66,9 @@ class Target:
             if mode == "hang":
                 await self._until_client_closes(reader)
                 return
+            if mode == "slow":
+                await asyncio.sleep(0.25)
+                mode = "ok"
             status, body = {"ok": (200, b"ok"), "500": (500, b"error"), "wrongbody": (200, b"nope")}[mode]
             reason = "OK" if status == 200 else "Internal Server Error"
             writer.write(

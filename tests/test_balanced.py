@@ -10,7 +10,7 @@ import dns.edns
 import dns.rcode
 import pytest
 
-from gslb.policies import REGISTRY, Candidates
+from gslb.policies import NO_CLIENT, REGISTRY, Candidates
 from tests.conftest import GslbProcess, rrset_texts
 
 NEG = "bal.test. 60 IN SOA ns1.bal.test. hostmaster.bal.test."
@@ -147,7 +147,7 @@ def test_dig_subnet(test_server: GslbProcess) -> None:
 def test_weighted_policy_distribution_seeded() -> None:
     cands = Candidates.of([("a", 3), ("b", 1), ("c", 6)])
     rng = random.Random(1)
-    counts = collections.Counter(REGISTRY["weighted"].pick(cands, 1, rng)[0] for _ in range(20000))
+    counts = collections.Counter(REGISTRY["weighted"].pick(cands, 1, rng, NO_CLIENT)[0] for _ in range(20000))
     for item, w in (("a", 0.3), ("b", 0.1), ("c", 0.6)):
         assert abs(counts[item] / 20000 - w) < 0.015, counts
 
@@ -157,16 +157,16 @@ def test_weighted_policy_count_is_distinct() -> None:
     rng = random.Random(2)
     firsts: collections.Counter[str] = collections.Counter()
     for _ in range(2000):
-        got = REGISTRY["weighted"].pick(cands, 2, rng)
+        got = REGISTRY["weighted"].pick(cands, 2, rng, NO_CLIENT)
         assert len(set(got)) == 2
         firsts[got[0]] += 1
     assert firsts["c"] > 1800  # heavy member drawn first nearly always
-    assert len(REGISTRY["weighted"].pick(cands, 5, rng)) == 3  # capped by candidates
+    assert len(REGISTRY["weighted"].pick(cands, 5, rng, NO_CLIENT)) == 3  # capped by candidates
 
 
 def test_all_policy_rotates_and_caps() -> None:
     cands = Candidates.of([("a", 1), ("b", 1), ("c", 1)])
     rng = random.Random(3)
-    outs = {tuple(REGISTRY["all"].pick(cands, None, rng)) for _ in range(100)}
+    outs = {tuple(REGISTRY["all"].pick(cands, None, rng, NO_CLIENT)) for _ in range(100)}
     assert outs == {("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b")}
-    assert len(REGISTRY["all"].pick(cands, 2, rng)) == 2
+    assert len(REGISTRY["all"].pick(cands, 2, rng, NO_CLIENT)) == 2

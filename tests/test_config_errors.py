@@ -41,7 +41,7 @@ EXPECTED: dict[str, list[str]] = {
         "7:7: records.alias[0]: CNAME beside other data",
         "9:3: records.www.other.example.: name is outside the zone bad.test.",
         "12:14: records.lb[0].types: AAAA is listed but no pool in the rules has an IPv6 member",
-        "14:11: records.lb[0].rules[0]: a catch-all rule (no subnets) must be the last rule",
+        "14:11: records.lb[0].rules[0]: a catch-all rule (only 'pools') must be the last rule",
         "15:11: records.lb[0].rules[1]: the last rule must be a catch-all",
         "18:40: records.ttls[1].ttl: TTL 30 differs from 60 at records.ttls[0]",
     ],

@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -25,25 +25,65 @@ class Candidates(Generic[T]):
     items: tuple[T, ...]
     weights: tuple[int, ...]
     cum_weights: tuple[int, ...]
+    keys: tuple[bytes, ...]  # stable identities (member addresses), for hashing
 
     @classmethod
-    def of(cls, pairs: Sequence[tuple[T, int]]) -> Candidates[T]:
+    def of(cls, pairs: Sequence[tuple[T, int]], keys: Sequence[bytes] | None = None) -> Candidates[T]:
         items = tuple(i for i, _ in pairs)
         weights = tuple(w for _, w in pairs)
         if any(w <= 0 for w in weights):
             raise ValueError("candidates need positive weights")
-        return cls(items, weights, tuple(accumulate(weights)))
+        ks = tuple(keys) if keys is not None else tuple(repr(i).encode() for i in items)
+        if len(ks) != len(items):
+            raise ValueError("one key per candidate")
+        return cls(items, weights, tuple(accumulate(weights)), ks)
+
+
+class PickContext(NamedTuple):
+    """What a policy may know about the client (filled in only when it asks)."""
+
+    family: int = 4
+    addr: int = 0
+    hash_prefix: int = 24  # for select: hashed, this family's prefix from the record
+    lat: float | None = None
+    lon: float | None = None
+
+
+NO_CLIENT = PickContext()
 
 
 class Policy(Protocol):
     name: str
     default_count: int | None  # None: every candidate
     doc: str
+    uses_client: bool  # the pick depends on the client's address (ECS scope: hash prefix)
+    uses_location: bool  # the pick depends on the client's coordinates (ECS scope: GeoIP network)
 
-    def pick(self, cands: Candidates[T], count: int | None, rng: random.Random) -> Sequence[T]: ...
+    def choose_pool(self, locations: Sequence[tuple[float, float] | None], ctx: PickContext) -> int:
+        """Which of the rule's pools that are up answers (index; rule order is the default)."""
+        ...
+
+    def pick(
+        self, cands: Candidates[T], count: int | None, rng: random.Random, ctx: PickContext
+    ) -> Sequence[T]: ...
+
+
+class FirstPool:
+    """Mixin: the first pool of the rule that is up answers."""
+
+    uses_client = False
+    uses_location = False
+
+    def choose_pool(self, locations: Sequence[tuple[float, float] | None], ctx: PickContext) -> int:
+        return 0
 
 
 from gslb.policies import all as _all  # noqa: E402
+from gslb.policies import closest as _closest  # noqa: E402
+from gslb.policies import first as _first  # noqa: E402
+from gslb.policies import hashed as _hashed  # noqa: E402
 from gslb.policies import weighted as _weighted  # noqa: E402
 
-REGISTRY: dict[str, Policy] = {p.name: p for p in (_weighted.POLICY, _all.POLICY)}
+REGISTRY: dict[str, Policy] = {
+    p.name: p for p in (_weighted.POLICY, _all.POLICY, _first.POLICY, _hashed.POLICY, _closest.POLICY)
+}

@@ -12,17 +12,19 @@ import random
 from collections.abc import Sequence
 from typing import TypeVar
 
-from gslb.policies import Candidates
+from gslb.policies import Candidates, FirstPool, PickContext
 
 T = TypeVar("T")
 
 
-class All:
+class All(FirstPool):
     name = "all"
     default_count: int | None = None
     doc = "every healthy member, rotated per query"
 
-    def pick(self, cands: Candidates[T], count: int | None, rng: random.Random) -> Sequence[T]:
+    def pick(
+        self, cands: Candidates[T], count: int | None, rng: random.Random, ctx: PickContext
+    ) -> Sequence[T]:
         items = cands.items
         n = len(items)
         if n == 1:

@@ -13,17 +13,19 @@ import random
 from collections.abc import Sequence
 from typing import TypeVar
 
-from gslb.policies import Candidates
+from gslb.policies import Candidates, FirstPool, PickContext
 
 T = TypeVar("T")
 
 
-class Weighted:
+class Weighted(FirstPool):
     name = "weighted"
     default_count: int | None = 1
     doc = "weighted random choice of `count` distinct members"
 
-    def pick(self, cands: Candidates[T], count: int | None, rng: random.Random) -> Sequence[T]:
+    def pick(
+        self, cands: Candidates[T], count: int | None, rng: random.Random, ctx: PickContext
+    ) -> Sequence[T]:
         items = cands.items
         n = len(items)
         k = n if count is None else min(count, n)
