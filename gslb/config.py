@@ -423,7 +423,7 @@ def _soa(ctx: _Ctx, loc: Located | None, origin: bytes, ns: list[bytes], ttl: in
 
 _CHECK_KEYS = (
     "type", "port", "path", "host", "method", "headers", "expect",
-    "tls_verify", "ca_file", "interval", "timeout", "fall", "rise", "send",
+    "tls_verify", "ca_file", "interval", "timeout", "fall", "rise", "send", "load",
 )  # fmt: skip
 
 
@@ -511,6 +511,17 @@ def _check(ctx: _Ctx, name: str, loc: Located) -> Check | None:
     fall = _opt(m, "fall", lambda v: ctx.int_(v, f"{key}.fall", 1, 100), 3)
     rise = _opt(m, "rise", lambda v: ctx.int_(v, f"{key}.rise", 1, 100), 2)
     send = _opt(m, "send", lambda v: ctx.str_(v, f"{key}.send"), None)
+    load_header = load_json = None
+    if "load" in m:
+        lk = f"{key}.load"
+        if ctype == "tcp":
+            ctx.err(m["load"], lk, "only for http and https checks", at_key=True)
+        lm = ctx.mapping(m["load"], lk, (), ("header", "json"))
+        if lm is not None:
+            if ("header" in lm) == ("json" in lm):
+                ctx.err(m["load"], lk, "give exactly one of 'header' or 'json'")
+            load_header = _opt(lm, "header", lambda v: ctx.str_(v, f"{lk}.header"), None)
+            load_json = _opt(lm, "json", lambda v: ctx.str_(v, f"{lk}.json"), None)
     if len(ctx.problems) > before or ctype is None or port is None:
         return None
     assert interval is not None and timeout is not None and fall is not None and rise is not None
@@ -532,6 +543,8 @@ def _check(ctx: _Ctx, name: str, loc: Located) -> Check | None:
         tls_verify=bool(tls_verify),
         ca_file=ca_file,
         send=send.encode() if send is not None else None,
+        load_header=load_header,
+        load_json=load_json,
     )
 
 

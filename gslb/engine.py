@@ -12,6 +12,7 @@ lookup in :func:`resolve`, whose result is encoded per query.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -24,6 +25,7 @@ from gslb.serving import (
     BalancedPlan,
     CompiledZone,
     HealthView,
+    MemberKey,
     Outcome,
     ServingState,
     Static,
@@ -117,7 +119,7 @@ def answer(data: bytes, state: ServingState, host: str, udp: bool, rng: random.R
                 hit.additional_required,
             )
             return _finish(q, hit.aa, hit.rcode, hit.body, hit.counts, small, client, 0)
-        pk = pick_balanced(state.plans[hit], qtype, q, client, rng, state.geo)
+        pk = pick_balanced(state.plans[hit], qtype, q, client, rng, state.geo, state.loads)
         outcome = pk.outcome
         if outcome is not None and outcome.kind in ("servfail", "refuse"):
             rcode = SERVFAIL if outcome.kind == "servfail" else REFUSED
@@ -200,6 +202,9 @@ def _client_addr(q: Query, client: Client, use_ecs: bool) -> tuple[int, int, int
     return fam, addr, 32 if fam == 4 else 128, False
 
 
+_NO_LOADS: Mapping[MemberKey, float] = {}
+
+
 @dataclass(slots=True)
 class Pick:
     """A balanced answer's members and how they were chosen (for explain)."""
@@ -214,7 +219,13 @@ class Pick:
 
 
 def pick_balanced(
-    plan: BalancedPlan, qtype: int, q: Query, client: Client, rng: random.Random, geo: GeoLookup | None
+    plan: BalancedPlan,
+    qtype: int,
+    q: Query,
+    client: Client,
+    rng: random.Random,
+    geo: GeoLookup | None,
+    loads: Mapping[MemberKey, float] = _NO_LOADS,
 ) -> Pick:
     """Choose a balanced name's members for one query: rule, pool, policy."""
     rule = plan.catch_all
@@ -251,6 +262,8 @@ def pick_balanced(
         if policy.uses_location and len(outcome.pools) > 1:
             index = policy.choose_pool([p.location for p in outcome.pools], ctx)
     choice = outcome.pools[index]
+    if policy.uses_loads:
+        ctx = ctx._replace(loads=tuple(loads.get(k) for k in choice.member_keys))
     frags = list(policy.pick(choice.cands, plan.count, rng, ctx))
     return Pick(frags, scope if ca and ca[3] else 0, outcome, rule, choice.name, info, ca)
 
@@ -340,7 +353,7 @@ def resolve(
             plan.dynamic = True
             if q is None or client is None:
                 return plan
-            pk = pick_balanced(state.plans[bal.name], qtype, q, client, rng, state.geo)
+            pk = pick_balanced(state.plans[bal.name], qtype, q, client, rng, state.geo, state.loads)
             frags, outcome = pk.frags, pk.outcome
             plan.scope = pk.scope
             plan.pick = pk

@@ -64,9 +64,12 @@ class Check:
     tls_verify: bool = True
     ca_file: str | None = None
     send: bytes | None = None
+    load_header: str | None = None  # least_loaded: the load is this response header's number ...
+    load_json: str | None = None  # ... or this (dotted) field of a JSON body
 
     def __post_init__(self) -> None:
         _require(1 <= self.port <= 65535, "port must be 1..65535")
+        _require(not (self.load_header and self.load_json), "one load source")
         _require(0 < self.timeout < self.interval, "timeout must be > 0 and < interval")
         _require(1 <= self.fall <= 100 and 1 <= self.rise <= 100, "fall and rise must be 1..100")
 

@@ -24,7 +24,7 @@ from gslb.errors import ConfigError, Problem
 from gslb.geo import MaxMindGeo
 from gslb.health.process import ProberProcess
 from gslb.model import Zone
-from gslb.serving import ALL_UP, HealthView, ServingState
+from gslb.serving import ALL_UP, HealthView, MemberKey, ServingState
 from gslb.transport.tcp import TcpLimits, serve_tcp
 from gslb.transport.udp import serve_udp
 
@@ -104,7 +104,11 @@ class Server:
         self.last_problems: list[Problem] = []
         self.stall_after = stall_after
         self.prober = ProberProcess(
-            self.set_health, Path(state_dir) if state_dir else None, probe_concurrency, stall_after
+            self.set_health,
+            Path(state_dir) if state_dir else None,
+            probe_concurrency,
+            stall_after,
+            publish_loads=self.set_loads,
         )
 
     # -- zones --------------------------------------------------------------
@@ -186,7 +190,8 @@ class Server:
 
     def _publish(self) -> None:
         zones = [(ld.zone, ld.serial) for ld in self.loaded.values()]
-        self.state = build_state(zones, self.health, self.generation, self.geo)
+        loads = self.state.loads
+        self.state = build_state(zones, self.health, self.generation, self.geo).with_loads(loads)
 
     async def reload(self) -> bool:
         """Re-read changed zone files; swap the state if anything changed."""
@@ -199,6 +204,9 @@ class Server:
                 log.info("serving %d zone(s), generation %d", len(self.loaded), self.generation)
                 return True
             return False
+
+    def set_loads(self, loads: dict[MemberKey, float]) -> None:
+        self.state = self.state.with_loads(loads)
 
     def set_health(self, health: HealthView) -> None:
         self.health = health

@@ -57,6 +57,7 @@ CHECK = _obj(
         "fall": {"type": "integer", "minimum": 1, "maximum": 100},
         "rise": {"type": "integer", "minimum": 1, "maximum": 100},
         "send": {"type": "string"},
+        "load": _obj({"header": {"type": "string"}, "json": {"type": "string"}}),
     },
     ("type",),
     "a named health check, used by pools",
@@ -132,7 +133,7 @@ BALANCED = _obj(
         "ttl": _TTL,
         "answer": _obj(
             {
-                "select": {"enum": ["weighted", "all", "first", "hashed", "closest"]},
+                "select": {"enum": ["weighted", "all", "first", "hashed", "closest", "least_loaded"]},
                 "count": {"type": "integer", "minimum": 1, "maximum": 64},
                 "hash_prefix": _obj(
                     {

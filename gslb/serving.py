@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -60,6 +61,7 @@ class PoolChoice:
     name: str
     cands: Candidates[bytes]  # member_fragment() items, keyed by member address
     location: tuple[float, float] | None = None
+    member_keys: tuple[MemberKey, ...] = ()  # aligned with cands.items (for load readings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +205,13 @@ def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView) -> Balanc
     return BalancedPlan(rec, policy, count, tuple(outcomes), matchers, catch_all, needs_client, needs_geo)
 
 
-def _choice(pool: Pool, members: list[Member], qtype: int, ttl: int, weighted: bool) -> PoolChoice:
+def _choice(
+    origin: bytes, pool: Pool, members: list[Member], qtype: int, ttl: int, weighted: bool
+) -> PoolChoice:
     pairs = [(member_fragment(qtype, ttl, m.address.packed), m.weight if weighted else 1) for m in members]
     loc = (pool.location.lat, pool.location.lon) if pool.location is not None else None
-    return PoolChoice(pool.name, Candidates.of(pairs, [m.address.packed for m in members]), loc)
+    keys = tuple(member_key(origin, pool.name, m) for m in members)
+    return PoolChoice(pool.name, Candidates.of(pairs, [m.address.packed for m in members]), loc, keys)
 
 
 def _rule_outcome(
@@ -226,7 +231,7 @@ def _rule_outcome(
         elif not usable:
             skipped.append((pname, f"no up IPv{fam} member with weight > 0"))
         else:
-            up_pools.append(_choice(pool, usable, qtype, rec.ttl, True))
+            up_pools.append(_choice(cz.origin, pool, usable, qtype, rec.ttl, True))
     if up_pools:
         return Outcome("answer", tuple(up_pools), tuple(skipped))
     if rec.when_all_down != "serve_all":
@@ -236,7 +241,9 @@ def _rule_outcome(
         pool = cz.pools[pname]
         fam_members = [m for m in pool.members if m.family == fam]
         if fam_members:
-            return Outcome("serve_all", (_choice(pool, fam_members, qtype, rec.ttl, False),), tuple(skipped))
+            return Outcome(
+                "serve_all", (_choice(cz.origin, pool, fam_members, qtype, rec.ttl, False),), tuple(skipped)
+            )
     return Outcome("nodata", (), tuple(skipped))
 
 
@@ -323,6 +330,7 @@ class ServingState:
     health: HealthView = ALL_UP
     generation: int = 0
     geo: GeoLookup | None = None
+    loads: Mapping[MemberKey, float] = field(default_factory=dict)  # fresh reported loads
 
     def find_zone(self, key: bytes) -> CompiledZone | None:
         zones = self.zones
@@ -337,7 +345,11 @@ class ServingState:
 
     def with_health(self, health: HealthView) -> ServingState:
         plans = {name: plan_balanced(self.zone_of(name), p.record, health) for name, p in self.plans.items()}
-        return ServingState(self.zones, self.fast, plans, health, self.generation, self.geo)
+        return ServingState(self.zones, self.fast, plans, health, self.generation, self.geo, self.loads)
+
+    def with_loads(self, loads: Mapping[MemberKey, float]) -> ServingState:
+        """The same state with new load readings (nothing is recompiled)."""
+        return ServingState(self.zones, self.fast, self.plans, self.health, self.generation, self.geo, loads)
 
     def zone_of(self, name: bytes) -> CompiledZone:
         z = self.find_zone(name)

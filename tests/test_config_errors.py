@@ -195,3 +195,27 @@ def test_check_cli_reports_bad_zones() -> None:
     lines = out.stdout.splitlines()
     assert len(lines) == sum(len(v) for v in EXPECTED.values())
     assert "tests/data/bad/bad_ttl.yaml:5:41: records.www[0].ttl: must be 0..2147483647, got -1" in lines
+
+
+LOAD_SNIPPETS = [
+    (
+        "checks: {c: {type: tcp, port: 1, load: {header: X-Load}}}\n",
+        "3:34: checks.c.load: only for http and https checks",
+    ),
+    (
+        "checks: {c: {type: http, load: {header: X, json: y}}}\n",
+        "3:32: checks.c.load: give exactly one of 'header' or 'json'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("snippet", "want"), LOAD_SNIPPETS)
+def test_load_source_errors(tmp_path: Path, snippet: str, want: str) -> None:
+    f = tmp_path / "t.test.yaml"
+    tail = (
+        "pools: {p: {check: c, members: [{address: 192.0.2.9}]}}\n"
+        "records:\n  w: [{types: [A], rules: [{pools: [p]}]}]\n"
+    )
+    f.write_text(BASE + snippet + tail)
+    got = problems_of(f)
+    assert any(g.startswith(f"{f}:{want}") for g in got), "\n".join(got)

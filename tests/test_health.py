@@ -322,3 +322,48 @@ def test_prober_process_restarts_and_stalls_are_reported(tmp_path: Path) -> None
         srv.stop()
         for t in ts:
             t.close()
+
+
+def test_least_loaded_follows_reported_load(
+    tmp_path: Path, server_factory: Callable[..., GslbProcess]
+) -> None:
+    hosts = ["127.0.0.91", "127.0.0.92", "127.0.0.93"]
+    port = free_port(hosts)
+    ts = {h: Target(h, port) for h in hosts}
+    for h, load in zip(hosts, ("0.7", "0.2", "0.9"), strict=True):
+        ts[h].extra_headers = {"X-Load": load}
+    ts["127.0.0.93"].body = b'{"stats": {"load": 0.05}}'  # reports through JSON on the other check
+    try:
+        check = (
+            f"web: {{type: http, port: {port}, load: {{header: X-Load}}, interval: {INTERVAL}s, "
+            f"timeout: {TIMEOUT}s}}\n"
+            f"  js: {{type: http, port: {port}, load: {{json: stats.load}}, interval: {INTERVAL}s, "
+            f"timeout: {TIMEOUT}s}}"
+        )
+        z = tmp_path / "h.test.yaml"
+        z.write_text(
+            zone(
+                port,
+                hosts,
+                check,
+                extra_pools="  q: {check: js, members: [{address: 127.0.0.91}, {address: 127.0.0.93}]}",
+                records="  ll: [{types: [A], answer: {select: least_loaded}, rules: [{pools: [p]}]}]\n"
+                "  lj: [{types: [A], answer: {select: least_loaded}, rules: [{pools: [q]}]}]",
+            )
+        )
+        srv = server_factory(z)
+        wait_until(lambda: answers(srv, "ll.h.test.") == {"127.0.0.92"}, 5)
+        wait_until(lambda: answers(srv, "lj.h.test.") == {"127.0.0.93"}, 5)  # 0.05 from JSON; .91 has no JSON
+        ts["127.0.0.91"].extra_headers = {"X-Load": "0.1"}  # the load moves
+        took = wait_until(lambda: answers(srv, "ll.h.test.") == {"127.0.0.91"}, 5)
+        assert took <= INTERVAL + 0.25 + TIMEOUT + 0.5
+        # a member that stops reporting ranks last once its reading expires (3 x interval + timeout)
+        ts["127.0.0.91"].extra_headers = {}
+        took = wait_until(lambda: answers(srv, "ll.h.test.") == {"127.0.0.92"}, 6)
+        assert took >= 3 * INTERVAL  # not before the reading had expired
+        # a down member is never answered, whatever its load
+        ts["127.0.0.92"].stop()
+        wait_until(lambda: answers(srv, "ll.h.test.") == {"127.0.0.93"}, 5)
+    finally:
+        for t in ts.values():
+            t.close()

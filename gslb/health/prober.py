@@ -41,6 +41,7 @@ from gslb.serving import HealthView, MemberKey, member_key
 log = logging.getLogger("gslb.health")
 
 STATE_FILE = "health.json"
+LOAD_PERIOD = 0.25  # seconds between load publications (when they changed)
 MAX_TRANSITIONS = 1000
 
 
@@ -63,6 +64,8 @@ class _Slot:
     task: asyncio.Task[None] | None = None
     last_done: float = 0.0  # monotonic time of the last finished probe
     stale_reported: bool = False
+    load: float | None = None  # last reported load and when (monotonic)
+    load_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -99,8 +102,11 @@ class Prober:
         max_concurrency: int = 512,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        publish_loads: Callable[[dict[MemberKey, float]], None] | None = None,
     ) -> None:
         self.publish = publish
+        self.publish_loads = publish_loads
+        self._last_loads: dict[MemberKey, float] = {}
         self.state_dir = state_dir
         self.sem = asyncio.Semaphore(max_concurrency)
         self.rng = rng or random.Random()
@@ -156,8 +162,10 @@ class Prober:
         for slot in self.slots.values():
             if slot.task is None:
                 self._start(slot, first=True)
-        beat = asyncio.get_running_loop().create_task(self._beat())
-        self._tasks.add(beat)
+        loop = asyncio.get_running_loop()
+        self._tasks.add(loop.create_task(self._beat()))
+        if self.publish_loads is not None:
+            self._tasks.add(loop.create_task(self._loads()))
         if watchdog_after is not None:
             self._watch_stop.clear()
             self._watchdog = threading.Thread(
@@ -220,18 +228,20 @@ class Prober:
             t0 = time.monotonic()
             try:
                 async with asyncio.timeout(t.check.timeout):
-                    ok, reason = await fn(self.client, t)
+                    ok, reason, load = await fn(self.client, t)
             except TimeoutError:
-                ok, reason = False, f"timeout after {t.check.timeout:g}s"
+                ok, reason, load = False, f"timeout after {t.check.timeout:g}s", None
             took = time.monotonic() - t0
         self.stats.probes += 1
         self.stats.durations.append(took)
         if not ok:
             self.stats.failures += 1
-        return Result(ok, reason, took, self.clock())
+        return Result(ok, reason, took, self.clock(), load if ok else None)
 
     def _observe(self, slot: _Slot, result: Result) -> None:
         c = slot.target.check
+        if result.load is not None:
+            slot.load, slot.load_at = result.load, time.monotonic()
         slot.state, tr = observe(slot.state, result, c.rise, c.fall)
         if tr is not None:
             self._transition(slot, tr)
@@ -289,6 +299,26 @@ class Prober:
             return
         self._save_pending = True
         asyncio.get_running_loop().call_later(0.2, self.save)
+
+    def fresh_loads(self) -> dict[MemberKey, float]:
+        """Load readings no older than 3 intervals + timeout, per member."""
+        now = time.monotonic()
+        out: dict[MemberKey, float] = {}
+        for slot in self.slots.values():
+            c = slot.target.check
+            if slot.load is not None and now - slot.load_at <= 3 * c.interval + c.timeout:
+                for k in slot.members:
+                    out[k] = slot.load
+        return out
+
+    async def _loads(self) -> None:
+        """Publish load readings when they change (at most every LOAD_PERIOD)."""
+        while True:
+            await asyncio.sleep(LOAD_PERIOD)
+            loads = self.fresh_loads()
+            if loads != self._last_loads and self.publish_loads is not None:
+                self._last_loads = loads
+                self.publish_loads(loads)
 
     # -- liveness ------------------------------------------------------------------
     async def _beat(self) -> None:

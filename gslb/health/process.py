@@ -14,6 +14,7 @@ Parent and child talk over a pipe:
                     ("stop",)                persist state and exit
   child -> parent   ("health", HealthView)   after every transition and update
                     ("beat", t)              every 0.5 s: the child's loop is alive
+                    ("loads", {member: load}) fresh load readings, when they change
 
 The parent serves the persisted state from its first query (it reads
 health.json itself) until the child's first snapshot arrives; it restarts a
@@ -52,8 +53,10 @@ class ProberProcess:
         concurrency: int = 512,
         stall_after: float = 10.0,
         nice: int = 10,
+        publish_loads: Callable[[dict[MemberKey, float]], None] | None = None,
     ) -> None:
         self.publish = publish
+        self.publish_loads = publish_loads
         self.state_dir = state_dir
         self.concurrency = concurrency
         self.stall_after = stall_after
@@ -180,6 +183,9 @@ class ProberProcess:
         if kind == "health":
             self.child_view_seen = True
             self._set(msg[1])
+        elif kind == "loads":
+            if self.publish_loads is not None:
+                self.publish_loads(msg[1])
         elif kind == "stats":
             fut = self._pending.pop(msg[1], None)
             if fut is not None and not fut.done():
@@ -259,7 +265,12 @@ async def _child(conn: Connection, state_dir: Path | None, concurrency: int, sta
             log.error("health prober: cannot send to the server (%s); exiting", e)
             stop.set()  # the parent is gone
 
-    prober = Prober(lambda view: send(("health", view)), state_dir, concurrency)
+    prober = Prober(
+        lambda view: send(("health", view)),
+        state_dir,
+        concurrency,
+        publish_loads=lambda loads: send(("loads", loads)),
+    )
 
     def readable() -> None:
         try:

@@ -19,6 +19,7 @@ class Result:
     reason: str  # "HTTP 200", "timeout after 2s", "connection refused", ...
     duration: float  # seconds the probe took
     at: float  # wall-clock time it finished (Unix seconds)
+    load: float | None = None  # the member's reported load (least_loaded), from a passing check
 
 
 @dataclass(frozen=True, slots=True)

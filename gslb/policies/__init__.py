@@ -47,6 +47,7 @@ class PickContext(NamedTuple):
     hash_prefix: int = 24  # for select: hashed, this family's prefix from the record
     lat: float | None = None
     lon: float | None = None
+    loads: tuple[float | None, ...] = ()  # for select: least_loaded, aligned with the candidates
 
 
 NO_CLIENT = PickContext()
@@ -58,6 +59,7 @@ class Policy(Protocol):
     doc: str
     uses_client: bool  # the pick depends on the client's address (ECS scope: hash prefix)
     uses_location: bool  # the pick depends on the client's coordinates (ECS scope: GeoIP network)
+    uses_loads: bool  # the pick reads the members' reported loads
 
     def choose_pool(self, locations: Sequence[tuple[float, float] | None], ctx: PickContext) -> int:
         """Which of the rule's pools that are up answers (index; rule order is the default)."""
@@ -73,6 +75,7 @@ class FirstPool:
 
     uses_client = False
     uses_location = False
+    uses_loads = False
 
     def choose_pool(self, locations: Sequence[tuple[float, float] | None], ctx: PickContext) -> int:
         return 0
@@ -82,8 +85,17 @@ from gslb.policies import all as _all  # noqa: E402
 from gslb.policies import closest as _closest  # noqa: E402
 from gslb.policies import first as _first  # noqa: E402
 from gslb.policies import hashed as _hashed  # noqa: E402
+from gslb.policies import least_loaded as _least_loaded  # noqa: E402
 from gslb.policies import weighted as _weighted  # noqa: E402
 
 REGISTRY: dict[str, Policy] = {
-    p.name: p for p in (_weighted.POLICY, _all.POLICY, _first.POLICY, _hashed.POLICY, _closest.POLICY)
+    p.name: p
+    for p in (
+        _weighted.POLICY,
+        _all.POLICY,
+        _first.POLICY,
+        _hashed.POLICY,
+        _closest.POLICY,
+        _least_loaded.POLICY,
+    )
 }

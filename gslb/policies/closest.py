@@ -36,6 +36,7 @@ class Closest:
     doc = "the up pool nearest to the client's GeoIP coordinates"
     uses_client = False
     uses_location = True
+    uses_loads = False
 
     def choose_pool(self, locations: Sequence[tuple[float, float] | None], ctx: PickContext) -> int:
         if ctx.lat is None or ctx.lon is None:

@@ -1,6 +1,7 @@
 """Check kinds, one module each, in one registry: ``REGISTRY[check.type]``.
 
-A check is an async function ``(probe, target) -> (ok, reason)``; it never
+A check is an async function ``(client, target) -> (ok, reason, load)``
+(``load``: the member's reported load, for ``least_loaded``, or None); it never
 raises for anything the network does, and it is always run under the
 check's timeout by the prober (a hung target is a failure, "timeout after Ns").
 """
@@ -32,7 +33,7 @@ class Target:
         return f"{self.check.name}:{self.check.type}://{host}:{self.port}"
 
 
-CheckFn = Callable[["HttpClient", Target], Awaitable[tuple[bool, str]]]
+CheckFn = Callable[["HttpClient", Target], Awaitable[tuple[bool, str, float | None]]]
 
 
 def registry() -> dict[str, CheckFn]:

@@ -15,6 +15,8 @@ TLS SNI name, which is also the name the certificate must match;
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import re
 import ssl
 
@@ -109,7 +111,42 @@ async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
     return body
 
 
-async def check(client: HttpClient, target: Target) -> tuple[bool, str]:
+def _number(v: object) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        f = float(v)
+    elif isinstance(v, str):
+        try:
+            f = float(v.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _header_load(c: Check, headers: dict[str, str]) -> float | None:
+    if not c.load_header:
+        return None
+    return _number(headers.get(c.load_header.lower()))
+
+
+def _json_load(c: Check, text: str) -> float | None:
+    if not c.load_json:
+        return None
+    try:
+        v: object = json.loads(text)
+    except ValueError:
+        return None
+    for part in c.load_json.split("."):
+        if not isinstance(v, dict) or part not in v:
+            return None
+        v = v[part]
+    return _number(v)
+
+
+async def check(client: HttpClient, target: Target) -> tuple[bool, str, float | None]:
     c = target.check
     tls: ssl.SSLContext | None = None
     server_hostname: str | None = None
@@ -121,33 +158,34 @@ async def check(client: HttpClient, target: Target) -> tuple[bool, str]:
             target.address, target.port, ssl=tls, server_hostname=server_hostname
         )
     except ConnectionRefusedError:
-        return False, "connection refused"
+        return False, "connection refused", None
     except ssl.SSLCertVerificationError as e:
-        return False, f"TLS certificate error: {e.verify_message or e.reason}"
+        return False, f"TLS certificate error: {e.verify_message or e.reason}", None
     except ssl.SSLError as e:
-        return False, f"TLS error: {e.reason or e}"
+        return False, f"TLS error: {e.reason or e}", None
     except OSError as e:
-        return False, f"connect failed: {e.strerror or e}"
+        return False, f"connect failed: {e.strerror or e}", None
     try:
         writer.write(_request(c, target))
         status, headers = await _headers(reader)
         if not any(status in r for r in c.expect_status):
-            return False, f"HTTP {status}"
-        if c.method == "HEAD" or (c.expect_body is None and c.expect_body_regex is None):
-            return True, f"HTTP {status}"
+            return False, f"HTTP {status}", None
+        need_body = c.expect_body is not None or c.expect_body_regex is not None or c.load_json is not None
+        if c.method == "HEAD" or not need_body:
+            return True, f"HTTP {status}", _header_load(c, headers)
         text = (await _body(reader, headers)).decode("utf-8", "replace")
         if c.expect_body is not None and c.expect_body not in text:
-            return False, f"HTTP {status}, body does not contain {c.expect_body!r}"
+            return False, f"HTTP {status}, body does not contain {c.expect_body!r}", None
         if c.expect_body_regex is not None and not re.search(c.expect_body_regex, text):
-            return False, f"HTTP {status}, body does not match /{c.expect_body_regex}/"
-        return True, f"HTTP {status}"
+            return False, f"HTTP {status}, body does not match /{c.expect_body_regex}/", None
+        return True, f"HTTP {status}", _header_load(c, headers) if c.load_header else _json_load(c, text)
     except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
-        return False, "server closed the connection"
+        return False, "server closed the connection", None
     except (ValueError, asyncio.LimitOverrunError) as e:
-        return False, f"bad HTTP response: {e}"
+        return False, f"bad HTTP response: {e}", None
     except ssl.SSLError as e:
-        return False, f"TLS error: {e.reason or e}"
+        return False, f"TLS error: {e.reason or e}", None
     except OSError as e:
-        return False, f"connection error: {e.strerror or e}"
+        return False, f"connection error: {e.strerror or e}", None
     finally:
         writer.close()

@@ -19,14 +19,14 @@ if TYPE_CHECKING:
 MAX_READ = 4096
 
 
-async def check(client: HttpClient, target: Target) -> tuple[bool, str]:
+async def check(client: HttpClient, target: Target) -> tuple[bool, str, float | None]:
     c = target.check
     try:
         reader, writer = await asyncio.open_connection(target.address, target.port)
     except ConnectionRefusedError:
-        return False, "connection refused"
+        return False, "connection refused", None
     except OSError as e:
-        return False, f"connect failed: {e.strerror or e}"
+        return False, f"connect failed: {e.strerror or e}", None
     try:
         if c.send:
             writer.write(c.send)
@@ -34,7 +34,7 @@ async def check(client: HttpClient, target: Target) -> tuple[bool, str]:
         want = c.expect_body
         rx = re.compile(c.expect_body_regex) if c.expect_body_regex else None
         if want is None and rx is None:
-            return True, "connected"
+            return True, "connected", None
         got = b""
         while len(got) < MAX_READ:
             chunk = await reader.read(MAX_READ - len(got))
@@ -43,10 +43,10 @@ async def check(client: HttpClient, target: Target) -> tuple[bool, str]:
             got += chunk
             text = got.decode("utf-8", "replace")
             if (want is None or want in text) and (rx is None or rx.search(text)):
-                return True, "reply matched"
-        return False, "reply mismatch"
+                return True, "reply matched", None
+        return False, "reply mismatch", None
     except OSError as e:
-        return False, f"connection error: {e.strerror or e}"
+        return False, f"connection error: {e.strerror or e}", None
     finally:
         writer.close()
         with contextlib.suppress(OSError):
