@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test lint fmt deps conformance bench-qps clean
+.PHONY: demo serve test lint fmt deps conformance bench-qps bench-health clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ conformance: $(STAMP) deps
 
 bench-qps: $(STAMP)
 	$(BIN)/python bench/qps.py
+
+bench-health: $(STAMP)
+	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/prober_scale.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

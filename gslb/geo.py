@@ -11,9 +11,12 @@ changed (``maybe_reload``), keeping the last good one when the new file is bad.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +28,7 @@ import maxminddb
 log = logging.getLogger("gslb.geo")
 
 CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
+CACHE_MAX = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +82,7 @@ class _Db:
         if kind == "geo" and not ("City" in self.type or "Country" in self.type):
             raise GeoDatabaseError(f"{path}: a {self.type} database, expected a City or Country database")
         reader.close()
-        # read into memory: an mmapped file rewritten in place would change under the reader
-        self.reader = maxminddb.open_database(str(path), maxminddb.MODE_MEMORY)
+        self.reader = _open_private(path)
         self.v6 = self.reader.metadata().ip_version == 6
 
     def get(self, family: int, addr: int) -> tuple[Any, int]:
@@ -93,6 +96,29 @@ class _Db:
         self.reader.close()
 
 
+def _open_private(path: Path) -> Any:
+    """Open a private copy of the database with the C reader (mmap).
+
+    maxminddb's C extension maps the file; a database rewritten in place (not
+    replaced by rename) would change under it. So the file is copied, the copy
+    mapped, and the copy unlinked at once: the mapping stays valid and no file
+    is left behind. The pure-Python reader (MODE_MEMORY) would avoid the copy
+    but costs ten times more per lookup.
+    """
+    fd, tmp = tempfile.mkstemp(prefix="gslb-geo-", suffix=".mmdb")
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        mode = maxminddb.MODE_MMAP_EXT if hasattr(maxminddb, "extension") else maxminddb.MODE_MMAP
+        try:
+            return maxminddb.open_database(tmp, mode)
+        except (ImportError, ValueError):
+            return maxminddb.open_database(tmp, maxminddb.MODE_MMAP)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def _stamp(path: Path) -> tuple[int, int]:
     st = os.stat(path)
     return (st.st_mtime_ns, st.st_size)
@@ -103,12 +129,26 @@ class MaxMindGeo:
         self.geo = _Db(Path(geo_path), "geo") if geo_path else None
         self.asn = _Db(Path(asn_path), "asn") if asn_path else None
         self.reload_errors = 0
+        # decoded results by exact client address (ECS clients arrive as /24 and /56
+        # network addresses, so this hits often); cleared on reload and when full
+        self._cache: dict[tuple[int, int], GeoInfo] = {}
 
     def describe(self) -> str:
         parts = [f"{d.path} ({d.type})" for d in (self.geo, self.asn) if d is not None]
         return ", ".join(parts) or "none"
 
     def lookup(self, family: int, addr: int) -> GeoInfo:
+        key = (family, addr)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        info = self._lookup(family, addr)
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = info
+        return info
+
+    def _lookup(self, family: int, addr: int) -> GeoInfo:
         continent = country = None
         subs: tuple[str, ...] = ()
         lat = lon = None
@@ -161,6 +201,7 @@ class MaxMindGeo:
                 continue
             setattr(self, attr, new)
             db.close()
+            self._cache = {}
             changed = True
             log.info("GeoIP database %s reloaded (%s)", db.path, new.type)
         return changed

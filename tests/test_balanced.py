@@ -108,7 +108,8 @@ ROUTES = [
     ("192.0.2.0", 24, "198.51.100.1", 24),  # 192.0.2.0/24 (second rule)
     ("192.0.0.0", 20, "198.51.100.3", 20),  # a /20 is wider than the rule: catch-all, scope capped at 20
     ("198.51.100.0", 24, "198.51.100.3", 6),  # catch-all; 198.0.0.0/6 contains no rule subnet
-    ("2001:db8:1::", 56, "198.51.100.3", 0),  # no IPv6 subnets: nothing about the client mattered
+    ("2001:db8:aa:1::", 64, "198.51.100.1", 48),  # IPv6 subnet rule 2001:db8:aa::/48
+    ("2001:db8:1::", 56, "198.51.100.3", 41),  # catch-all; 2001:db8::/41 excludes 2001:db8:aa::/48
 ]
 
 

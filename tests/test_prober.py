@@ -120,3 +120,22 @@ def test_stall_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
         assert "health prober making progress again" in caplog.text
     finally:
         t.close()
+
+
+def test_check_address_and_port_redirect_the_probe(tmp_path: Path) -> None:
+    f = tmp_path / "c.test.yaml"
+    f.write_text("""zone: c.test.
+nameservers: {ns1.c.test.: [192.0.2.53]}
+checks: {web: {type: http, port: 8080}}
+pools:
+  p:
+    check: web
+    members:
+      - {address: 192.0.2.10, check_address: 127.0.0.10}
+      - {address: 192.0.2.11, check_port: 9090, check_address: 127.0.0.11}
+records:
+  x: [{types: [A], rules: [{pools: [p]}]}]
+""")
+    targets = targets_of([load_zone(f)])
+    got = {(t.address, t.port): sorted(k[2] for k in keys) for t, (keys, _) in targets.items()}
+    assert got == {("127.0.0.10", 8080): ["192.0.2.10"], ("127.0.0.11", 9090): ["192.0.2.11"]}

@@ -1,8 +1,8 @@
 """``select: hashed``: the same client subnet keeps the same answer.
 
 Weighted rendezvous hashing (highest random weight): every member gets the
-score ``-weight / ln(h)``, where ``h`` in (0, 1) is a hash of the member's
-address and the client's subnet (``answer.hash_prefix``: /24 for IPv4 and /56
+score ``-weight / ln(h)``, where ``h`` in (0, 1) mixes a hash of the member's
+address (computed once) with the client's subnet (splitmix64) (``answer.hash_prefix``: /24 for IPv4 and /56
 for IPv6 by default), and the ``count`` (default 1) highest scores answer.
 A client's answer changes only when one of its members goes away (or comes
 back): removing one of N members moves about 1/N of the clients, those that
@@ -13,6 +13,7 @@ the ECS scope is at least the hash prefix.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -25,10 +26,20 @@ T = TypeVar("T")
 _SCALE = float(1 << 64)
 
 
-def _unit(member: bytes, subnet: bytes) -> float:
-    """A hash of (member, subnet) mapped into the open interval (0, 1)."""
-    h = int.from_bytes(hashlib.blake2b(member + b"|" + subnet, digest_size=8).digest(), "big")
-    return (h + 0.5) / _SCALE
+_MASK = (1 << 64) - 1
+
+
+@functools.lru_cache(maxsize=65536)
+def _seed(key: bytes) -> int:
+    """A member's 64-bit seed: a hash of its address, computed once."""
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finalizer: a cheap, well-spread 64-bit mix."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
 
 
 class Hashed(FirstPool):
@@ -42,12 +53,11 @@ class Hashed(FirstPool):
     ) -> Sequence[T]:
         bits = 32 if ctx.family == 4 else 128
         shift = bits - ctx.hash_prefix
-        subnet = bytes([ctx.family, ctx.hash_prefix]) + ((ctx.addr >> shift) << shift).to_bytes(
-            bits // 8, "big"
-        )
+        net = ctx.addr >> shift  # up to 128 bits for IPv6: fold to 64 before mixing
+        subnet = _mix(_mix((net >> 64) ^ (net & _MASK)) ^ (ctx.hash_prefix << 1 | (ctx.family == 6)))
         scored = sorted(
             (
-                (-w / math.log(_unit(key, subnet)), i)
+                (-w / math.log((_mix(_seed(key) ^ subnet) + 0.5) / _SCALE), i)
                 for i, (key, w) in enumerate(zip(cands.keys, cands.weights, strict=True))
             ),
             reverse=True,
