@@ -153,19 +153,11 @@ async def check(client: HttpClient, target: Target) -> tuple[bool, str, float | 
     if c.type == "https":
         tls = client.ssl_for(c)
         server_hostname = c.host or target.address
+    writer: asyncio.StreamWriter | None = None
     try:
         reader, writer = await asyncio.open_connection(
             target.address, target.port, ssl=tls, server_hostname=server_hostname
         )
-    except ConnectionRefusedError:
-        return False, "connection refused", None
-    except ssl.SSLCertVerificationError as e:
-        return False, f"TLS certificate error: {e.verify_message or e.reason}", None
-    except ssl.SSLError as e:
-        return False, f"TLS error: {e.reason or e}", None
-    except OSError as e:
-        return False, f"connect failed: {e.strerror or e}", None
-    try:
         writer.write(_request(c, target))
         status, headers = await _headers(reader)
         if not any(status in r for r in c.expect_status):
@@ -179,13 +171,18 @@ async def check(client: HttpClient, target: Target) -> tuple[bool, str, float | 
         if c.expect_body_regex is not None and not re.search(c.expect_body_regex, text):
             return False, f"HTTP {status}, body does not match /{c.expect_body_regex}/", None
         return True, f"HTTP {status}", _header_load(c, headers) if c.load_header else _json_load(c, text)
+    except ConnectionRefusedError:
+        return False, "connection refused", None
+    except ssl.SSLCertVerificationError as e:
+        return False, f"TLS certificate error: {e.verify_message or e.reason}", None
+    except ssl.SSLError as e:
+        return False, f"TLS error: {e.reason or e}", None
     except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
         return False, "server closed the connection", None
     except (ValueError, asyncio.LimitOverrunError) as e:
         return False, f"bad HTTP response: {e}", None
-    except ssl.SSLError as e:
-        return False, f"TLS error: {e.reason or e}", None
     except OSError as e:
-        return False, f"connection error: {e.strerror or e}", None
+        return False, f"{'connection error' if writer else 'connect failed'}: {e.strerror or e}", None
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
