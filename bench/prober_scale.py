@@ -76,7 +76,9 @@ async def run(a: argparse.Namespace, work: Path) -> dict[str, float]:
     zdir.mkdir()
     write_zone(zdir / "s.test.yaml", a.members, port, a.interval)
     t_load = time.monotonic()
-    server = Server(str(zdir), [("127.0.0.1", 0)], state_dir=None, probe_concurrency=a.concurrency)
+    server = Server(
+        str(zdir), [("127.0.0.1", 0)], state_dir=None, probe_concurrency=a.concurrency, api_listen=None
+    )
     assert not server.load_initial()
     load_s = time.monotonic() - t_load
     await server.start()
@@ -87,7 +89,7 @@ async def run(a: argparse.Namespace, work: Path) -> dict[str, float]:
     qfile.write_text("static.s.test. A\nn0.s.test. A\nn100.s.test. A\n")
     try:
         await asyncio.sleep(a.interval * 3)  # warm-up: first rounds, connection churn settles
-        s0 = await server.prober.stats()
+        s0 = await server.prober.stats(samples=True)
         c0, t0 = cpu(), time.monotonic()
         perf = await asyncio.create_subprocess_exec(
             "taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(dns_port), "-d", str(qfile),
@@ -97,7 +99,7 @@ async def run(a: argparse.Namespace, work: Path) -> dict[str, float]:
         out = (await perf.communicate())[0].decode()
         elapsed = time.monotonic() - t0
         used = cpu() - c0
-        s1 = await server.prober.stats()
+        s1 = await server.prober.stats(samples=True)
         n_lag = len(s1["lags"]) - len(s0["lags"]) if len(s1["lags"]) < 100_000 else 20_000
         n_dur = len(s1["durations"]) - len(s0["durations"]) if len(s1["durations"]) < 100_000 else 20_000
         lags, durs = s1["lags"][-n_lag:], s1["durations"][-n_dur:]

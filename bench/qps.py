@@ -74,7 +74,7 @@ def start_gslb(zdir: Path, port: int) -> subprocess.Popen[bytes]:
 
     city, asn = write_city(zdir.parent / "city.mmdb"), write_asn(zdir.parent / "asn.mmdb")
     cmd = ["taskset", "-c", "0", sys.executable, "-m", "gslb", "--log-level", "warning", "serve",
-           "--zones", str(zdir), "--listen", f"127.0.0.1:{port}", "--state-dir", "",
+           "--zones", str(zdir), "--listen", f"127.0.0.1:{port}", "--state-dir", "", "--no-api",
            "--geoip-db", str(city), "--asn-db", str(asn)]  # fmt: skip
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

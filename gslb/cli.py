@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             stall_after=args.stall_after,
             geoip_db=args.geoip_db,
             asn_db=args.asn_db,
+            api_listen=args.api or None,
+            api_token=_token(args.api_token_file),
         )
     except GeoDatabaseError as e:
         logging.getLogger("gslb").error("%s", e)
@@ -106,6 +110,79 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gslb.demo import run_demo
 
     return run_demo(Path(args.dir), args.listen)
+
+
+def _token(path: str | None) -> str | None:
+    """The admin token: from a file (first line) or the GSLB_API_TOKEN environment variable."""
+    if path:
+        return Path(path).read_text().strip() or None
+    return os.environ.get("GSLB_API_TOKEN") or None
+
+
+def _api_call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        args.api_url.rstrip("/") + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+    )
+    token = _token(getattr(args, "api_token_file", None))
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode(errors="replace")
+        raise SystemExit(f"gslb: {method} {path}: HTTP {e.code}: {detail.strip()}") from None
+    except urllib.error.URLError as e:
+        raise SystemExit(f"gslb: cannot reach the API at {args.api_url}: {e.reason}") from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    doc = _api_call(args, "GET", "/v1/status")
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    for z in doc["zones"]:
+        print(f"zone {z['zone']} serial {z['serial']} ({z['file']})")
+    print(f"{'ZONE/POOL/MEMBER':44} {'ADDRESS':20} {'ROTATION':9} {'CHECK':6} {'SINCE':20} LAST / OVERRIDE")
+    for m in doc["members"]:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["since"])) if m["since"] else "-"
+        last = (m["last"] or {}).get("reason", "-")
+        if m["override"]:
+            o = m["override"]
+            last += f"  [{o['action']}" + (
+                f" until {time.strftime('%H:%M:%S', time.localtime(o['expires']))}]" if o["expires"] else "]"
+            )
+        if m["status"] != "obey":
+            last += f"  [status: {m['status']} in zone]"
+        name = f"{m['zone']}/{m['pool']}/{m['name']}"
+        print(
+            f"{name:44} {m['address']:20} {'IN' if m['in_rotation'] else 'OUT':9} "
+            f"{(m['check_state'] or '-'):6} {since:20} {last}"
+        )
+    return 0
+
+
+def cmd_member(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {}
+    if getattr(args, "for_", None):
+        body["for"] = _seconds(args.for_)
+    path = f"/v1/members/{args.zone}/{args.pool}/{args.member}/{args.action}"
+    r = _api_call(args, "POST", path, body)
+    print(f"{r['member']}: {r['action']}" + (" (no change)" if not r["changed"] else ""))
+    return 0
+
+
+def _seconds(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip()
+    return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
 
 
 def _geo_args(p: argparse.ArgumentParser) -> None:
@@ -156,6 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _geo_args(s)
     s.add_argument(
+        "--api",
+        type=_listen,
+        default=("127.0.0.1", 8053),
+        metavar="ADDR:PORT",
+        help="HTTP API listen address (default 127.0.0.1:8053; keep it off public interfaces)",
+    )
+    s.add_argument("--no-api", dest="api", action="store_const", const=None, help="run without the HTTP API")
+    s.add_argument(
+        "--api-token-file",
+        metavar="PATH",
+        help="file holding the admin bearer token (else $GSLB_API_TOKEN; none: admin disabled)",
+    )
+    s.add_argument(
         "--stall-after",
         type=float,
         default=10.0,
@@ -197,6 +287,26 @@ def build_parser() -> argparse.ArgumentParser:
     _geo_args(e)
     e.set_defaults(func=cmd_explain)
 
+    st = sub.add_parser("status", help="the member table of a running server (through its API)")
+    st.add_argument("--api-url", default="http://127.0.0.1:8053")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    for action, helptext in (
+        ("drain", "take a member out of answers (maintenance)"),
+        ("down", "force a member down"),
+        ("up", "force a member up, whatever its checks"),
+        ("clear", "remove a member's override"),
+    ):
+        a = sub.add_parser(action, help=helptext)
+        a.add_argument("zone")
+        a.add_argument("pool")
+        a.add_argument("member", help="member name or address")
+        if action != "clear":
+            a.add_argument("--for", dest="for_", metavar="DURATION", help="expire after e.g. 30m, 2h, 600")
+        a.add_argument("--api-url", default="http://127.0.0.1:8053")
+        a.add_argument("--api-token-file", metavar="PATH", help="the admin token (else $GSLB_API_TOKEN)")
+        a.set_defaults(func=cmd_member, action=action)
+
     sc = sub.add_parser("schema", help="print the JSON Schema of the zone format")
     sc.set_defaults(func=cmd_schema)
     return ap
@@ -204,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "serve":  # `gslb status | head` should end quietly
+        import signal
+
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

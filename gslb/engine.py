@@ -121,6 +121,9 @@ def answer(data: bytes, state: ServingState, host: str, udp: bool, rng: random.R
             return _finish(q, hit.aa, hit.rcode, hit.body, hit.counts, small, client, 0)
         pk = pick_balanced(state.plans[hit], qtype, q, client, rng, state.geo, state.loads)
         outcome = pk.outcome
+        counts = state.balanced_counts
+        if counts is not None:
+            counts[(hit, pk.pool, outcome.kind if outcome is not None else "nodata")] += 1
         if outcome is not None and outcome.kind in ("servfail", "refuse"):
             rcode = SERVFAIL if outcome.kind == "servfail" else REFUSED
             return _finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope)
@@ -355,6 +358,9 @@ def resolve(
                 return plan
             pk = pick_balanced(state.plans[bal.name], qtype, q, client, rng, state.geo, state.loads)
             frags, outcome = pk.frags, pk.outcome
+            counts = state.balanced_counts
+            if counts is not None and q is not None and q.id >= 0:
+                counts[(bal.name, pk.pool, outcome.kind if outcome is not None else "nodata")] += 1
             plan.scope = pk.scope
             plan.pick = pk
             plan.balanced = bal.name

@@ -63,7 +63,7 @@ def explain(state: ServingState, name: str, qtype_text: str, client: str, ecs: s
         out.update(rcode="REFUSED", why="the name is in no zone served here")
         return out
     out["zone"] = names.to_text(zone.origin)
-    q = Query(0, 0, key, key, qtype, 1, key + struct.pack("!HH", qtype, 1), edns)
+    q = Query(-1, 0, key, key, qtype, 1, key + struct.pack("!HH", qtype, 1), edns)  # id -1: not counted
     plan = resolve(state, zone, key, qtype, q, Client(client, False), random.Random())
     out["rcode"] = RCODES.get(plan.rcode, str(plan.rcode))
     out["authoritative"] = plan.aa

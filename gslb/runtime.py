@@ -14,8 +14,11 @@ import logging
 import os
 import random
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from aiohttp import web
 
 from gslb import names
 from gslb.config import iter_zone_files, load_zone
@@ -23,7 +26,10 @@ from gslb.engine import build_state
 from gslb.errors import ConfigError, Problem
 from gslb.geo import MaxMindGeo
 from gslb.health.process import ProberProcess
+from gslb.httpapi import make_app
+from gslb.metrics import QueryStats, RuntimeFacts
 from gslb.model import Zone
+from gslb.overrides import Overrides
 from gslb.serving import ALL_UP, HealthView, MemberKey, ServingState
 from gslb.transport.tcp import TcpLimits, serve_tcp
 from gslb.transport.udp import serve_udp
@@ -83,7 +89,13 @@ class Server:
         stall_after: float = 10.0,
         geoip_db: str | None = None,
         asn_db: str | None = None,
+        api_listen: tuple[str, int] | None = ("127.0.0.1", 8053),
+        api_token: str | None = None,
     ) -> None:
+        self.api_listen = api_listen
+        self.api_token = api_token
+        self.api_port: int | None = None
+        self._api_runner: web.AppRunner | None = None
         self.zones_dir = Path(zones_dir)
         # opening a database that is missing or not a MaxMind file raises here, at start-up
         self.geo = MaxMindGeo(geoip_db, asn_db) if (geoip_db or asn_db) else None
@@ -94,7 +106,10 @@ class Server:
         self.rng = random.Random(seed)
         self.limits = TcpLimits(tcp_idle, tcp_max)
         self.loaded: dict[Path, Loaded] = {}
-        self.health: HealthView = ALL_UP
+        self.health: HealthView = ALL_UP  # what the prober says, before overrides
+        self.overrides = Overrides(Path(state_dir) if state_dir else None)
+        self.stats = QueryStats()
+        self.facts = RuntimeFacts()
         self.generation = 0
         self.state: ServingState = build_state([])
         self.bound: list[tuple[str, int]] = []
@@ -182,6 +197,12 @@ class Server:
         for p in problems:
             log.error("%s", p)
         self.last_problems = problems
+        failed_files = {p.path for p in problems}
+        self.facts.reloads_failed += len(failed_files)
+        loaded_now = sum(1 for path, ld in new.items() if self.loaded.get(path) is not ld)
+        if loaded_now:
+            self.facts.reloads_ok += loaded_now
+            self.facts.last_good_load = time.time()
         changed = new != self.loaded
         self.loaded = new
         if changed:
@@ -191,7 +212,9 @@ class Server:
     def _publish(self) -> None:
         zones = [(ld.zone, ld.serial) for ld in self.loaded.values()]
         loads = self.state.loads
-        self.state = build_state(zones, self.health, self.generation, self.geo).with_loads(loads)
+        effective = self.health.with_forced(self.overrides.active())
+        self.state = build_state(zones, effective, self.generation, self.geo).with_loads(loads)
+        self.state = self.state.with_counts(self.stats.balanced)
 
     async def reload(self) -> bool:
         """Re-read changed zone files; swap the state if anything changed."""
@@ -210,7 +233,10 @@ class Server:
 
     def set_health(self, health: HealthView) -> None:
         self.health = health
-        self.state = self.state.with_health(health)
+        self.state = self.state.with_health(health.with_forced(self.overrides.active()))
+
+    def overrides_changed(self) -> None:
+        self.set_health(self.health)
 
     # -- network ------------------------------------------------------------
     async def start(self) -> None:
@@ -233,20 +259,51 @@ class Server:
     async def watch(self) -> None:
         """Poll the zone directory for changes (``watch_interval`` 0: SIGHUP only)."""
         if self.watch_interval <= 0:
-            await self._stop.wait()
+            while not self._stop.is_set():  # overrides still expire without zone polling
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+                if self.overrides.expire(time.time()):
+                    self.overrides_changed()
             return
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.watch_interval)
             if not self._stop.is_set():
                 await self.reload()
+                if self.overrides.expire(time.time()):
+                    self.overrides_changed()
                 if self.geo is not None:
                     self.geo.maybe_reload()  # swaps readers in place; the state keeps the object
 
     def stop(self) -> None:
         self._stop.set()
 
+    def tcp_open(self) -> int:
+        return self.limits.open
+
+    async def start_api(self) -> None:
+        if self.api_listen is None:
+            return
+        runner = web.AppRunner(make_app(self), access_log=None)
+        await runner.setup()
+        host, port = self.api_listen
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        server = site._server  # aiohttp keeps the bound sockets there
+        sockets = getattr(server, "sockets", None) or []
+        self.api_port = sockets[0].getsockname()[1] if sockets else port
+        self._api_runner = runner
+        shown = f"[{host}]" if ":" in host else host
+        log.info(
+            "HTTP API on http://%s:%d/%s",
+            shown,
+            self.api_port,
+            "" if self.api_token else " (admin actions disabled: no token configured)",
+        )
+
     async def close(self) -> None:
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
         for c in self._closers:
             c.close()
         for c in self._closers:
@@ -267,6 +324,7 @@ class Server:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         await self.start()
+        await self.start_api()
         await self.prober.start(watchdog_after=self.stall_after)
         log.info(
             "gslb ready: %d zone(s), %d health target(s), pid %d",

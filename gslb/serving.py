@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,22 +34,31 @@ def member_key(zone: Zone | bytes, pool: str, member: Member) -> MemberKey:
 
 @dataclass(frozen=True, slots=True)
 class HealthView:
-    """Which members the health checks (or runtime overrides) consider down.
+    """Which members the health checks consider down, and the runtime overrides.
 
-    Members absent from ``down`` are up: unknown means up (fail-open), which
-    is also the state before the first probe round. YAML ``status: up|down``
-    always wins over this view.
+    A member's state: YAML ``status: up|down`` first, then a runtime override
+    (``forced``: drain and down take it out, up keeps it in), then the checks.
+    Members absent from ``down`` are up: unknown means up (fail-open), which is
+    also the state before the first probe round.
     """
 
     down: frozenset[MemberKey] = frozenset()
     version: int = 0
+    # runtime overrides (admin API): member -> "up" | "down" | "drain"
+    forced: Mapping[MemberKey, str] = field(default_factory=dict)
 
     def is_up(self, key: MemberKey, member: Member) -> bool:
         if member.status == "up":
             return True
         if member.status == "down":
             return False
+        f = self.forced.get(key)
+        if f is not None:
+            return f == "up"
         return key not in self.down
+
+    def with_forced(self, forced: Mapping[MemberKey, str]) -> HealthView:
+        return HealthView(self.down, self.version, forced)
 
 
 ALL_UP = HealthView()
@@ -331,6 +341,8 @@ class ServingState:
     generation: int = 0
     geo: GeoLookup | None = None
     loads: Mapping[MemberKey, float] = field(default_factory=dict)  # fresh reported loads
+    # answers per (balanced name, pool, outcome): a counter the runtime owns and keeps across swaps
+    balanced_counts: Counter[tuple[bytes, str, str]] | None = None
 
     def find_zone(self, key: bytes) -> CompiledZone | None:
         zones = self.zones
@@ -345,11 +357,27 @@ class ServingState:
 
     def with_health(self, health: HealthView) -> ServingState:
         plans = {name: plan_balanced(self.zone_of(name), p.record, health) for name, p in self.plans.items()}
-        return ServingState(self.zones, self.fast, plans, health, self.generation, self.geo, self.loads)
+        return ServingState(
+            self.zones, self.fast, plans, health, self.generation, self.geo, self.loads, self.balanced_counts
+        )
 
     def with_loads(self, loads: Mapping[MemberKey, float]) -> ServingState:
         """The same state with new load readings (nothing is recompiled)."""
-        return ServingState(self.zones, self.fast, self.plans, self.health, self.generation, self.geo, loads)
+        return ServingState(
+            self.zones,
+            self.fast,
+            self.plans,
+            self.health,
+            self.generation,
+            self.geo,
+            loads,
+            self.balanced_counts,
+        )
+
+    def with_counts(self, counts: Counter[tuple[bytes, str, str]]) -> ServingState:
+        return ServingState(
+            self.zones, self.fast, self.plans, self.health, self.generation, self.geo, self.loads, counts
+        )
 
     def zone_of(self, name: bytes) -> CompiledZone:
         z = self.find_zone(name)

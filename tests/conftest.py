@@ -25,6 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 LISTEN_RE = re.compile(r"listening on (?:\[(?P<h6>[^\]]+)\]|(?P<h4>[\d.]+)):(?P<port>\d+)")
+API_RE = re.compile(r"HTTP API on http://127\.0\.0\.1:(?P<port>\d+)/")
 
 
 class GslbProcess:
@@ -40,6 +41,7 @@ class GslbProcess:
         self.log_path = log_path
         self.host = host
         self.port = 0
+        self.api_port = 0
         listen = f"[{host}]:0" if ":" in host else f"{host}:0"
         cmd = [
             sys.executable,
@@ -52,15 +54,20 @@ class GslbProcess:
             listen,
             "--state-dir",
             str(state_dir or log_path.with_suffix(".state")),
+            "--api",
+            "127.0.0.1:0",
             *(extra or []),
         ]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            m = LISTEN_RE.search(self.log())
-            if m:
+            text = self.log()
+            m = LISTEN_RE.search(text)
+            a = API_RE.search(text)
+            if m and a:
                 self.port = int(m.group("port"))
+                self.api_port = int(a.group("port"))
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gslb exited with {self.proc.returncode}:\n{self.log()}")

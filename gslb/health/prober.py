@@ -68,10 +68,29 @@ class _Slot:
     load_at: float = 0.0
 
 
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
+
+
+def reason_class(reason: str) -> str:
+    """A failure reason folded into a small, fixed set (metric label values)."""
+    for prefix, cls in (("HTTP", "http_status"), ("timeout", "timeout"), ("connection refused", "refused"),
+                        ("TLS", "tls"), ("connect failed", "connect"), ("server closed", "closed"),
+                        ("bad HTTP", "bad_response"), ("reply mismatch", "reply"),
+                        ("connection error", "connection")):  # fmt: skip
+        if reason.startswith(prefix):
+            return "body" if cls == "http_status" and "body" in reason else cls
+    return "other"
+
+
 @dataclass(slots=True)
 class ProberStats:
     probes: int = 0
     failures: int = 0
+    failures_by_reason: collections.Counter[str] = field(default_factory=collections.Counter)
+    transitions_up: int = 0
+    transitions_down: int = 0
+    duration_counts: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    duration_sum: float = 0.0
     lags: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=100_000))
     durations: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=100_000))
 
@@ -232,10 +251,17 @@ class Prober:
             except TimeoutError:
                 ok, reason, load = False, f"timeout after {t.check.timeout:g}s", None
             took = time.monotonic() - t0
-        self.stats.probes += 1
-        self.stats.durations.append(took)
+        st = self.stats
+        st.probes += 1
+        st.durations.append(took)
+        st.duration_sum += took
+        for i, le in enumerate(DURATION_BUCKETS):
+            if took <= le:
+                st.duration_counts[i] += 1
+                break
         if not ok:
-            self.stats.failures += 1
+            st.failures += 1
+            st.failures_by_reason[reason_class(reason)] += 1
         return Result(ok, reason, took, self.clock(), load if ok else None)
 
     def _observe(self, slot: _Slot, result: Result) -> None:
@@ -248,6 +274,10 @@ class Prober:
 
     def _transition(self, slot: _Slot, tr: Transition) -> None:
         what = "UP" if tr.up else "DOWN"
+        if tr.up:
+            self.stats.transitions_up += 1
+        else:
+            self.stats.transitions_down += 1
         kind = "successes" if tr.up else "failures"
         log.warning(
             "%s %s: %s (%d consecutive %s); members: %s",
@@ -299,6 +329,42 @@ class Prober:
             return
         self._save_pending = True
         asyncio.get_running_loop().call_later(0.2, self.save)
+
+    def metric_stats(self) -> dict[str, object]:
+        """Counters for /metrics (histogram buckets cumulative, as Prometheus wants)."""
+        st = self.stats
+        cum, total = [], 0
+        for le, n in zip(DURATION_BUCKETS, st.duration_counts, strict=True):
+            total += n
+            cum.append((le, total))
+        return {
+            "probes": st.probes,
+            "failures": st.failures,
+            "failures_by_reason": dict(st.failures_by_reason),
+            "transitions_up": st.transitions_up,
+            "transitions_down": st.transitions_down,
+            "duration_buckets": cum,
+            "duration_sum": st.duration_sum,
+            "targets": len(self.slots),
+        }
+
+    def target_status(self) -> dict[str, dict[str, object]]:
+        """Per target ident: what /v1/status shows."""
+        out: dict[str, dict[str, object]] = {}
+        for t, slot in self.slots.items():
+            st = slot.state
+            out[t.ident] = {
+                "up": st.up,
+                "since": st.since,
+                "last": None if st.last is None else {"ok": st.last.ok, "reason": st.last.reason,
+                                                      "at": st.last.at, "duration": st.last.duration},
+                "last_error": None if st.last_error is None else {"reason": st.last_error.reason,
+                                                                  "at": st.last_error.at},
+                "load": slot.load,
+                "check": t.check.name,
+                "members": sorted(slot.labels),
+            }  # fmt: skip
+        return out
 
     def fresh_loads(self) -> dict[MemberKey, float]:
         """Load readings no older than 3 intervals + timeout, per member."""

@@ -14,6 +14,7 @@ Parent and child talk over a pipe:
                     ("stop",)                persist state and exit
   child -> parent   ("health", HealthView)   after every transition and update
                     ("beat", t)              every 0.5 s: the child's loop is alive
+                    ("round",)               once every target has a first result
                     ("loads", {member: load}) fresh load readings, when they change
 
 The parent serves the persisted state from its first query (it reads
@@ -74,6 +75,7 @@ class ProberProcess:
         self._stopping = False
         self._watch: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.first_round = False  # every target has a result (for /readyz)
         self._ids = itertools.count(1)
 
     # -- the runtime's side ------------------------------------------------------
@@ -115,12 +117,23 @@ class ProberProcess:
                 proc.join(2)
         self._close_conn()
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self, samples: bool = False) -> dict[str, Any]:
+        """Counters of the prober; with ``samples``, also its recent lags and durations."""
+        return await self._ask("stats", samples)
+
+    async def status(self) -> dict[str, Any]:
+        """Per target: state, since, last result, last error, load."""
+        return await self._ask("status")
+
+    async def _ask(self, kind: str, *args: Any) -> dict[str, Any]:
         n = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[n] = fut
-        self._send(("stats", n))
-        return await asyncio.wait_for(fut, 5)
+        self._send((kind, n, *args))
+        try:
+            return await asyncio.wait_for(fut, 5)
+        finally:
+            self._pending.pop(n, None)
 
     @property
     def pid(self) -> int | None:
@@ -186,7 +199,11 @@ class ProberProcess:
         elif kind == "loads":
             if self.publish_loads is not None:
                 self.publish_loads(msg[1])
-        elif kind == "stats":
+        elif kind == "round":
+            if not self.first_round:
+                log.info("health: first probe round complete")
+            self.first_round = True
+        elif kind in ("stats", "status"):
             fut = self._pending.pop(msg[1], None)
             if fut is not None and not fut.done():
                 fut.set_result(msg[2])
@@ -281,10 +298,13 @@ async def _child(conn: Connection, state_dir: Path | None, concurrency: int, sta
                 elif msg[0] == "stats":
                     st = prober.stats
                     send(("stats", msg[1], {
-                        "probes": st.probes, "failures": st.failures, "targets": len(prober.slots),
-                        "lags": list(st.lags), "durations": list(st.durations),
+                        **prober.metric_stats(),
+                        "lags": list(st.lags) if msg[2:] == (True,) else [],
+                        "durations": list(st.durations) if msg[2:] == (True,) else [],
                         "cpu": sum(os.times()[:2]),
                     }))  # fmt: skip
+                elif msg[0] == "status":
+                    send(("status", msg[1], prober.target_status()))
                 elif msg[0] == "stop":
                     stop.set()
         except (EOFError, OSError) as e:
@@ -295,8 +315,12 @@ async def _child(conn: Connection, state_dir: Path | None, concurrency: int, sta
     await prober.start(watchdog_after=stall_after)
 
     async def beat() -> None:
+        round_sent = False
         while True:
             send(("beat", time.time()))
+            if not round_sent and all(s.state.last is not None for s in prober.slots.values()):
+                send(("round",))
+                round_sent = True
             await asyncio.sleep(BEAT)
 
     beats = loop.create_task(beat())

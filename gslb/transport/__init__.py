@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Protocol
 
+from gslb.metrics import QueryStats
 from gslb.serving import ServingState
 
 
@@ -13,3 +14,4 @@ class StateHolder(Protocol):
 
     state: ServingState
     rng: random.Random
+    stats: QueryStats

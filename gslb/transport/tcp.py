@@ -43,8 +43,10 @@ class TcpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
         if self.limits.open >= self.limits.max_connections:
+            self.holder.stats.tcp_refused += 1
             transport.abort()
             return
+        self.holder.stats.tcp_accepted += 1
         self.limits.open += 1
         self.counted = True
         peer = transport.get_extra_info("peername")
@@ -86,7 +88,9 @@ class TcpProtocol(asyncio.Protocol):
                 log.exception("internal error answering a TCP query from %s", self.peer)
                 reply = None
             if reply is None:
+                holder.stats.dropped["not_a_query"] += 1
                 continue
+            holder.stats.observe(reply, False)
             out.append(len(reply).to_bytes(2, "big") + reply)
         if out and self.transport is not None:
             self.transport.write(b"".join(out))

@@ -27,12 +27,17 @@ class UdpProtocol(asyncio.DatagramProtocol):
         holder = self.holder
         try:
             reply = answer(data, holder.state, addr[0], True, holder.rng)
-        except Exception:
+        except Exception:  # one bad packet must not stop the server
             self.errors += 1
+            holder.stats.dropped["internal_error"] += 1
             if self.errors <= 10:
                 log.exception("internal error answering a UDP query from %s", addr[0])
             return
-        if reply is not None and self.transport is not None:
+        if reply is None:
+            holder.stats.dropped["not_a_query"] += 1  # shorter than a header, or QR set
+            return
+        holder.stats.observe(reply, True)
+        if self.transport is not None:
             self.transport.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:

@@ -1,0 +1,231 @@
+"""The HTTP API (aiohttp), on its own listen address (default 127.0.0.1:8053).
+
+  GET  /healthz                       the process is alive
+  GET  /readyz                        zones loaded and the first health round complete
+  GET  /metrics                       Prometheus text format
+  GET  /v1/status                     zones, members with state, last results, overrides
+  GET  /v1/explain?name=&type=&client=&ecs=    how a name is answered, and why
+  POST /v1/members/{zone}/{pool}/{member}/{action}   drain | down | up | clear
+       body (optional JSON): {"for": seconds} or {"until": unix_time}
+       needs "Authorization: Bearer <token>"; without a valid one: 401, nothing changes
+
+Admin requests are logged; overrides persist in the state directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import time
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from gslb import names
+from gslb.explain import explain
+from gslb.health.process import ProberProcess
+from gslb.metrics import QueryStats, RuntimeFacts, render
+from gslb.model import Zone
+from gslb.overrides import ACTIONS, Override, Overrides
+from gslb.serving import ServingState, member_key
+
+log = logging.getLogger("gslb.api")
+
+MAX_BODY = 4096
+
+
+class ServerView(Protocol):
+    state: ServingState
+    stats: QueryStats
+    facts: RuntimeFacts
+    prober: ProberProcess
+    overrides: Overrides
+    api_token: str | None
+
+    def zones(self) -> list[Zone]: ...
+    def overrides_changed(self) -> None: ...
+    def tcp_open(self) -> int: ...
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, indent=1, default=str), status=status, content_type="application/json"
+    )
+
+
+def make_app(server: ServerView) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    routes = web.RouteTableDef()
+
+    @routes.get("/healthz")
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    @routes.get("/readyz")
+    async def readyz(request: web.Request) -> web.Response:
+        why = []
+        if not server.state.zones:
+            why.append("no zone loaded")
+        if server.prober.targets and not server.prober.first_round:
+            why.append("first health round not complete")
+        if why:
+            return _json({"ready": False, "why": why}, 503)
+        return _json({"ready": True})
+
+    @routes.get("/metrics")
+    async def metrics(request: web.Request) -> web.Response:
+        with contextlib.suppress(TimeoutError, OSError):  # else the prober's last counters stay
+            server.facts.prober = await server.prober.stats()
+        server.facts.tcp_open = server.tcp_open()
+        body = render(server.stats, server.state, server.facts)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    @routes.get("/v1/status")
+    async def status(request: web.Request) -> web.Response:
+        try:
+            targets = await server.prober.status()
+        except (TimeoutError, OSError):
+            targets = {}
+        return _json(status_doc(server, targets))
+
+    @routes.get("/v1/explain")
+    async def explain_(request: web.Request) -> web.Response:
+        q = request.query
+        if "name" not in q:
+            return _json({"error": "name= is required"}, 400)
+        try:
+            out = explain(
+                server.state,
+                q["name"],
+                q.get("type", "A"),
+                q.get("client") or request.remote or "",
+                q.get("ecs"),
+            )
+        except (ValueError, KeyError) as e:
+            return _json({"error": str(e)}, 400)
+        return _json(out)
+
+    @routes.post("/v1/members/{zone}/{pool}/{member}/{action}")
+    async def admin(request: web.Request) -> web.Response:
+        if not _authorized(request, server.api_token):
+            log.warning(
+                "admin: refused %s %s from %s (bad or missing token)",
+                request.method,
+                request.path,
+                request.remote,
+            )
+            return _json({"error": "a valid bearer token is required"}, 401)
+        action = request.match_info["action"]
+        if action not in (*ACTIONS, "clear"):
+            return _json({"error": f"action must be one of {', '.join((*ACTIONS, 'clear'))}"}, 404)
+        found = _find_member(server.zones(), **{k: request.match_info[k] for k in ("zone", "pool", "member")})
+        if isinstance(found, str):
+            return _json({"error": found}, 404)
+        key = found
+        expires = None
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except (ValueError, UnicodeDecodeError):
+                return _json(
+                    {"error": 'the body must be JSON: {} or {"for": seconds} or {"until": unix_time}'}, 400
+                )
+            if not isinstance(body, dict) or set(body) - {"for", "until"}:
+                return _json({"error": "only 'for' (seconds) or 'until' (Unix time) may be given"}, 400)
+            try:
+                if "for" in body:
+                    expires = time.time() + float(body["for"])
+                elif "until" in body:
+                    expires = float(body["until"])
+            except (TypeError, ValueError):
+                return _json({"error": "'for' and 'until' are numbers"}, 400)
+        who = f"api {request.remote}"
+        if action == "clear":
+            changed = server.overrides.clear(key, who)
+        else:
+            server.overrides.set(Override(*key, action, time.time(), expires, who))  # type: ignore[arg-type]
+            changed = True
+        if changed:
+            server.overrides_changed()
+        return _json({"member": "/".join(key), "action": action, "expires": expires, "changed": changed})
+
+    app.add_routes(routes)
+    return app
+
+
+def _authorized(request: web.Request, token: str | None) -> bool:
+    if not token:
+        return False
+    got = request.headers.get("Authorization", "")
+    if not got.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(got[7:].strip().encode(), token.encode())
+
+
+def _find_member(zones: list[Zone], zone: str, pool: str, member: str) -> tuple[str, str, str] | str:
+    zname = zone if zone.endswith(".") else zone + "."
+    for z in zones:
+        if names.to_text(z.origin) != zname.lower():
+            continue
+        for p in z.pools:
+            if p.name != pool:
+                continue
+            for m in p.members:
+                if member in (m.name, str(m.address)):
+                    return member_key(z, p.name, m)
+            return f"no member {member!r} in pool {pool!r} of {zname}"
+        return f"no pool {pool!r} in {zname}"
+    return f"no zone {zname}"
+
+
+def status_doc(server: ServerView, targets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    state = server.state
+    overrides = server.overrides.items
+    by_member: dict[str, dict[str, Any]] = {}
+    for ident, t in targets.items():
+        for label in t.get("members", []):
+            by_member[label] = {**t, "target": ident}
+    zones_out, members = [], []
+    for cz in state.zones.values():
+        z = cz.zone
+        zones_out.append({"zone": names.to_text(z.origin), "file": z.path, "serial": cz.serial})
+        checks = {c.name: c for c in z.checks}
+        for p in z.pools:
+            for m in p.members:
+                k = member_key(z, p.name, m)
+                label = f"{k[0]}/{p.name}/{m.name}"
+                t = by_member.get(label, {})
+                o = overrides.get(k)
+                members.append(
+                    {
+                        "zone": k[0],
+                        "pool": p.name,
+                        "name": m.name,
+                        "address": k[2],
+                        "weight": m.weight,
+                        "in_rotation": state.health.is_up(k, m),
+                        "status": m.status,
+                        "check": p.check,
+                        "check_state": None if not t else ("up" if t["up"] else "down"),
+                        "since": t.get("since"),
+                        "last": t.get("last"),
+                        "last_error": t.get("last_error"),
+                        "load": t.get("load"),
+                        "override": None
+                        if o is None
+                        else {"action": o.action, "expires": o.expires, "by": o.by, "set_at": o.set_at},
+                        "interval": checks[p.check].interval if p.check else None,
+                    }
+                )
+    return {
+        "zones": zones_out,
+        "members": members,
+        "prober": {
+            "targets": server.prober.targets,
+            "first_round": server.prober.first_round,
+            "stalled": server.prober.stalled,
+            "restarts": server.prober.restarts,
+        },
+    }

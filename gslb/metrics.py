@@ -1,0 +1,191 @@
+"""Counters the serving path keeps, and their Prometheus exposition.
+
+The DNS hot path only increments plain dict counters (``QueryStats``); names,
+labels and types are produced at scrape time by :func:`render`, with
+prometheus-client's exposition format. Naming follows Prometheus
+conventions: ``gslb_`` prefix, ``_total`` for counters, base units (seconds).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from gslb import names
+from gslb.serving import ServingState, member_key
+
+RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+QTYPE_NAMES = {
+    1: "A",
+    2: "NS",
+    5: "CNAME",
+    6: "SOA",
+    12: "PTR",
+    15: "MX",
+    16: "TXT",
+    28: "AAAA",
+    33: "SRV",
+    43: "DS",
+    64: "SVCB",
+    65: "HTTPS",
+    99: "SPF",
+    251: "IXFR",
+    252: "AXFR",
+    255: "ANY",
+    257: "CAA",
+}
+
+
+@dataclass(slots=True)
+class QueryStats:
+    """Per-query counters, incremented by the transports from the reply bytes."""
+
+    queries: collections.Counter[tuple[bytes, int, int, str]] = field(default_factory=collections.Counter)
+    dropped: collections.Counter[str] = field(default_factory=collections.Counter)
+    balanced: collections.Counter[tuple[bytes, str, str]] = field(default_factory=collections.Counter)
+    tcp_accepted: int = 0
+    tcp_refused: int = 0
+
+    def observe(self, reply: bytes, udp: bool) -> None:
+        """Count one reply: (qname, qtype, rcode, transport); the zone is found at scrape time."""
+        pos = 12
+        n = len(reply)
+        if reply[5] != 1 or n < 17:  # QDCOUNT 1, or no question to learn from
+            self.queries[(b"", 0, reply[3] & 0xF, "udp" if udp else "tcp")] += 1
+            return
+        while pos < n and reply[pos]:
+            pos += 1 + reply[pos]
+        qtype = (reply[pos + 1] << 8 | reply[pos + 2]) if pos + 2 < n else 0
+        self.queries[(reply[12 : pos + 1].lower(), qtype, reply[3] & 0xF, "udp" if udp else "tcp")] += 1
+
+
+@dataclass(slots=True)
+class RuntimeFacts:
+    """What the runtime knows at scrape time, besides the serving state."""
+
+    reloads_ok: int = 0
+    reloads_failed: int = 0
+    last_good_load: float = 0.0
+    tcp_open: int = 0
+    prober: dict[str, Any] = field(default_factory=dict)  # from ProberProcess.stats()
+
+
+class _Collector(Collector):
+    def __init__(self, stats: QueryStats, state: ServingState, facts: RuntimeFacts) -> None:
+        self.stats, self.state, self.facts = stats, state, facts
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._queries()
+        yield from self._balanced()
+        yield from self._members()
+        yield from self._zones()
+        yield from self._prober()
+        f = self.facts
+        reloads = CounterMetricFamily("gslb_zone_reloads", "Zone file loads, by result", labels=["result"])
+        reloads.add_metric(["success"], f.reloads_ok)
+        reloads.add_metric(["failure"], f.reloads_failed)
+        yield reloads
+        yield GaugeMetricFamily(
+            "gslb_zone_last_good_load_timestamp_seconds",
+            "Unix time of the last successful zone load",
+            value=f.last_good_load,
+        )
+        yield GaugeMetricFamily("gslb_tcp_connections", "Open DNS-over-TCP connections", value=f.tcp_open)
+        tcp = CounterMetricFamily(
+            "gslb_tcp_connections_accepted", "DNS-over-TCP connections, by outcome", labels=["outcome"]
+        )
+        tcp.add_metric(["accepted"], self.stats.tcp_accepted)
+        tcp.add_metric(["refused_over_limit"], self.stats.tcp_refused)
+        yield tcp
+
+    def _queries(self) -> Iterator[Metric]:
+        q = CounterMetricFamily(
+            "gslb_queries",
+            "DNS queries answered, by zone, type, rcode and transport",
+            labels=["zone", "qtype", "rcode", "transport"],
+        )
+        by_zone: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
+        for (qname, qtype, rcode, transport), n in list(self.stats.queries.items()):
+            zone = self.state.find_zone(qname) if qname else None
+            ztext = names.to_text(zone.origin) if zone is not None else "none"
+            tname = QTYPE_NAMES.get(qtype, f"TYPE{qtype}")
+            by_zone[(ztext, tname, RCODE_NAMES.get(rcode, str(rcode)), transport)] += n
+        for labels, n in by_zone.items():
+            q.add_metric(list(labels), n)
+        yield q
+        d = CounterMetricFamily("gslb_packets_dropped", "Packets not answered, by reason", labels=["reason"])
+        for reason, n in self.stats.dropped.items():
+            d.add_metric([reason], n)
+        yield d
+
+    def _balanced(self) -> Iterator[Metric]:
+        b = CounterMetricFamily(
+            "gslb_balanced_answers",
+            "Balanced answers, by record, pool and outcome (answer, serve_all, nodata, servfail, refuse)",
+            labels=["record", "pool", "outcome"],
+        )
+        for (rec, pool, outcome), n in list(self.stats.balanced.items()):
+            b.add_metric([names.to_text(rec), pool, outcome], n)
+        yield b
+
+    def _members(self) -> Iterator[Metric]:
+        g = GaugeMetricFamily(
+            "gslb_member_up",
+            "1 when a pool member is in rotation (health, overrides, status)",
+            labels=["zone", "pool", "member", "address"],
+        )
+        health = self.state.health
+        for cz in self.state.zones.values():
+            for pool in cz.zone.pools:
+                for m in pool.members:
+                    k = member_key(cz.zone, pool.name, m)
+                    g.add_metric([k[0], pool.name, m.name, k[2]], 1.0 if health.is_up(k, m) else 0.0)
+        yield g
+
+    def _zones(self) -> Iterator[Metric]:
+        g = GaugeMetricFamily("gslb_zone_serial", "SOA serial of each zone served", labels=["zone"])
+        for cz in self.state.zones.values():
+            g.add_metric([names.to_text(cz.origin)], cz.serial)
+        yield g
+
+    def _prober(self) -> Iterator[Metric]:
+        p = self.facts.prober
+        if not p:
+            return
+        c = CounterMetricFamily("gslb_health_probes", "Health probes run", value=p.get("probes", 0))
+        yield c
+        f = CounterMetricFamily(
+            "gslb_health_probe_failures", "Failed health probes, by reason", labels=["reason"]
+        )
+        for reason, n in p.get("failures_by_reason", {}).items():
+            f.add_metric([reason], n)
+        yield f
+        t = CounterMetricFamily(
+            "gslb_health_transitions", "Health state transitions, by direction", labels=["to"]
+        )
+        t.add_metric(["up"], p.get("transitions_up", 0))
+        t.add_metric(["down"], p.get("transitions_down", 0))
+        yield t
+        h = HistogramMetricFamily("gslb_health_probe_duration_seconds", "Health probe duration")
+        buckets = [(str(le) if le != float("inf") else "+Inf", n) for le, n in p.get("duration_buckets", [])]
+        if buckets:
+            h.add_metric([], buckets, sum_value=p.get("duration_sum", 0.0))
+            yield h
+        yield GaugeMetricFamily("gslb_health_targets", "Health probe targets", value=p.get("targets", 0))
+
+
+def render(stats: QueryStats, state: ServingState, facts: RuntimeFacts) -> bytes:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(_Collector(stats, state, facts))
+    return generate_latest(reg)
+
+
+def now() -> float:
+    return time.time()
