@@ -1,0 +1,235 @@
+"""The HTTP API against the real server, with a real HTTP client (urllib)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import ROOT, GslbProcess
+from tests.targets import Target, free_port
+
+TOKEN = "t0ken-for-tests"
+HOSTS = ["127.0.0.101", "127.0.0.102", "127.0.0.103"]
+
+
+def http(srv: GslbProcess, method: str, path: str, body: bytes | None = None,
+         token: str | None = None) -> tuple[int, Any]:  # fmt: skip
+    req = urllib.request.Request(f"http://127.0.0.1:{srv.api_port}{path}", data=body, method=method)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            raw = r.read()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        raw, status = e.read(), e.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
+
+
+def answers(srv: GslbProcess) -> set[str]:
+    return {rd.to_text() for rr in srv.query("www.api.test.", "A").answer for rd in rr}
+
+
+def wait_until(cond: Callable[[], bool], timeout: float) -> None:
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, "condition not met"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def api_server(tmp_path: Path) -> Iterator[tuple[GslbProcess, dict[str, Target], Path]]:
+    port = free_port(HOSTS)
+    ts = {h: Target(h, port) for h in HOSTS}
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    members = ", ".join(f"{{address: {h}, name: lb{i + 1}}}" for i, h in enumerate(HOSTS[:2]))
+    (zdir / "api.test.yaml").write_text(f"""zone: api.test.
+nameservers: {{ns1.api.test.: [192.0.2.53]}}
+checks:
+  web: {{type: http, port: {port}, expect: {{body: ok}}, interval: 0.5s, timeout: 0.3s, fall: 2, rise: 2}}
+pools:
+  p:
+    check: web
+    members: [{members}, {{address: {HOSTS[2]}, name: fixed, status: down}}]
+records:
+  www: [{{types: [A], answer: {{select: all}}, rules: [{{pools: [p]}}]}}]
+""")
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    state = tmp_path / "state"
+    srv = GslbProcess(
+        zdir, tmp_path / "gslb.log", ["--api-token-file", str(tmp_path / "token")], state_dir=state
+    )
+    try:
+        yield srv, ts, tmp_path
+    finally:
+        srv.stop()
+        for t in ts.values():
+            t.close()
+
+
+def test_health_readiness_and_status(api_server: tuple[GslbProcess, dict[str, Target], Path]) -> None:
+    srv, ts, _ = api_server
+    assert http(srv, "GET", "/healthz") == (200, "ok\n")
+    wait_until(lambda: http(srv, "GET", "/readyz")[0] == 200, 5)
+    ts[HOSTS[1]].mode = "500"
+    wait_until(lambda: answers(srv) == {HOSTS[0]}, 5)
+    code, doc = http(srv, "GET", "/v1/status")
+    assert code == 200
+    assert doc["zones"][0]["zone"] == "api.test."
+    by_name = {m["name"]: m for m in doc["members"]}
+    assert by_name["lb1"]["in_rotation"] and by_name["lb1"]["check_state"] == "up"
+    assert not by_name["lb2"]["in_rotation"] and by_name["lb2"]["check_state"] == "down"
+    assert by_name["lb2"]["last_error"]["reason"] == "HTTP 500"
+    assert by_name["fixed"]["status"] == "down" and not by_name["fixed"]["in_rotation"]
+
+
+def test_readyz_waits_for_the_first_round(tmp_path: Path) -> None:
+    port = free_port(HOSTS[:1])
+    t = Target(HOSTS[0], port)
+    t.mode = "hang"
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    (zdir / "r.test.yaml").write_text(f"""zone: r.test.
+nameservers: {{ns1.r.test.: [192.0.2.53]}}
+checks: {{web: {{type: http, port: {port}, interval: 5s, timeout: 2s}}}}
+pools: {{p: {{check: web, members: [{{address: {HOSTS[0]}}}]}}}}
+records: {{www: [{{types: [A], rules: [{{pools: [p]}}]}}]}}
+""")
+    srv = GslbProcess(zdir, tmp_path / "gslb.log")
+    try:
+        code, doc = http(srv, "GET", "/readyz")
+        assert code == 503 and doc["why"] == ["first health round not complete"]
+        wait_until(lambda: http(srv, "GET", "/readyz")[0] == 200, 6)  # the hung probe times out at 2 s
+    finally:
+        srv.stop()
+        t.close()
+
+
+def test_admin_needs_the_token(api_server: tuple[GslbProcess, dict[str, Target], Path]) -> None:
+    srv, _, _ = api_server
+    wait_until(lambda: answers(srv) == set(HOSTS[:2]), 5)
+    for token in (None, "wrong", TOKEN + "x"):
+        code, doc = http(srv, "POST", "/v1/members/api.test/p/lb1/drain", token=token)
+        assert code == 401 and "token" in doc["error"]
+    assert answers(srv) == set(HOSTS[:2])  # nothing changed
+    assert "admin: refused POST /v1/members/api.test/p/lb1/drain" in srv.log()
+
+
+def test_drain_expiry_force_and_clear(api_server: tuple[GslbProcess, dict[str, Target], Path]) -> None:
+    srv, ts, _ = api_server
+    wait_until(lambda: answers(srv) == set(HOSTS[:2]), 5)
+    code, doc = http(srv, "POST", "/v1/members/api.test./p/lb1/drain", b'{"for": 1.5}', TOKEN)
+    assert code == 200 and doc["changed"]
+    assert answers(srv) == {HOSTS[1]}  # at once, no restart
+    wait_until(lambda: answers(srv) == set(HOSTS[:2]), 4)  # the maintenance window ends by itself
+    assert "admin: drain api.test./p/127.0.0.101" in srv.log() and "expired" in srv.log()
+    # force up beats a failing check; a zone file's status: down beats force up
+    ts[HOSTS[1]].stop()
+    wait_until(lambda: answers(srv) == {HOSTS[0]}, 5)
+    assert http(srv, "POST", "/v1/members/api.test/p/lb2/up", token=TOKEN)[0] == 200
+    assert http(srv, "POST", f"/v1/members/api.test/p/{HOSTS[2]}/up", token=TOKEN)[0] == 200
+    assert answers(srv) == set(HOSTS[:2])
+    code, doc = http(srv, "POST", "/v1/members/api.test/p/lb2/clear", token=TOKEN)
+    assert code == 200 and doc["changed"]
+    assert answers(srv) == {HOSTS[0]}
+
+
+def test_bad_admin_requests(api_server: tuple[GslbProcess, dict[str, Target], Path]) -> None:
+    srv, _, _ = api_server
+    wait_until(lambda: answers(srv) == set(HOSTS[:2]), 5)
+    assert http(srv, "POST", "/v1/members/api.test/p/nobody/drain", token=TOKEN)[0] == 404
+    assert http(srv, "POST", "/v1/members/api.test/nopool/lb1/drain", token=TOKEN)[0] == 404
+    assert http(srv, "POST", "/v1/members/api.test/p/lb1/explode", token=TOKEN)[0] == 404
+    assert http(srv, "POST", "/v1/members/api.test/p/lb1/drain", b"{not json", TOKEN)[0] == 400
+    assert http(srv, "POST", "/v1/members/api.test/p/lb1/drain", b'{"for": "soon"}', TOKEN)[0] == 400
+    assert http(srv, "POST", "/v1/members/api.test/p/lb1/drain", b'{"why": 1}', TOKEN)[0] == 400
+    assert http(srv, "POST", "/v1/members/api.test/p/lb1/drain", b"x" * 10000, TOKEN)[0] == 413
+    # none of these changed anything
+    assert answers(srv) == set(HOSTS[:2])
+    _, doc = http(srv, "GET", "/v1/status")
+    assert all(m["override"] is None for m in doc["members"])
+
+
+def test_overrides_survive_restart(api_server: tuple[GslbProcess, dict[str, Target], Path]) -> None:
+    srv, _, tmp = api_server
+    wait_until(lambda: answers(srv) == set(HOSTS[:2]), 5)
+    assert http(srv, "POST", "/v1/members/api.test/p/lb2/down", token=TOKEN)[0] == 200
+    srv.stop()
+    again = GslbProcess(srv.zones_dir, tmp / "again.log", ["--api-token-file", str(tmp / "token")],
+                        state_dir=tmp / "state")  # fmt: skip
+    try:
+        assert answers(again) == {HOSTS[0]}  # from the first query on
+        doc = http(again, "GET", "/v1/status")[1]
+        assert {m["name"]: m["override"] for m in doc["members"]}["lb2"]["action"] == "down"
+    finally:
+        again.stop()
+
+
+def test_explain_endpoint(api_server: tuple[GslbProcess, dict[str, Target], Path]) -> None:
+    srv, _, _ = api_server
+    code, doc = http(srv, "GET", "/v1/explain?name=www.api.test&type=A&client=192.0.2.99")
+    assert code == 200
+    assert doc["balanced"]["rule"]["pools"] == ["p"]
+    assert doc["balanced"]["worst_case_failover_s"] == 0.5 * 2 + 0.3 + 30
+    assert http(srv, "GET", "/v1/explain")[0] == 400
+
+
+def test_metrics_exposition(api_server: tuple[GslbProcess, dict[str, Target], Path]) -> None:
+    srv, _, _ = api_server
+    wait_until(lambda: http(srv, "GET", "/readyz")[0] == 200, 5)  # a probe round has run
+    for _ in range(3):
+        srv.query("nope.api.test.", "A")
+    code, text = http(srv, "GET", "/metrics")
+    assert code == 200
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in ("gslb_queries", "gslb_balanced_answers", "gslb_member_up", "gslb_zone_serial",
+                 "gslb_zone_reloads", "gslb_health_probes", "gslb_health_probe_failures",
+                 "gslb_health_transitions", "gslb_health_probe_duration_seconds", "gslb_tcp_connections",
+                 "gslb_packets_dropped", "gslb_zone_last_good_load_timestamp_seconds"):  # fmt: skip
+        assert name in fams, name
+    # Prometheus conventions: counters are exposed as *_total, names are snake_case with the prefix
+    for f in fams.values():
+        assert f.name.startswith("gslb_") and f.name == f.name.lower()
+        if f.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in f.samples), f.name
+    nx = [s for s in fams["gslb_queries"].samples
+          if s.labels.get("rcode") == "NXDOMAIN" and s.labels.get("zone") == "api.test."]  # fmt: skip
+    assert nx and nx[0].value >= 3
+    up = {s.labels["member"]: s.value for s in fams["gslb_member_up"].samples}
+    assert up == {"lb1": 1.0, "lb2": 1.0, "fixed": 0.0}
+    assert any(s.value > 0 for s in fams["gslb_health_probes"].samples)
+
+
+def test_cli_status_and_drain(api_server: tuple[GslbProcess, dict[str, Target], Path]) -> None:
+    srv, _, tmp = api_server
+    wait_until(lambda: answers(srv) == set(HOSTS[:2]), 5)
+    url = f"http://127.0.0.1:{srv.api_port}"
+
+    def gslb(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gslb", *args], capture_output=True, text=True, cwd=ROOT,
+                              check=False, timeout=30)  # fmt: skip
+
+    out = gslb("drain", "api.test", "p", "lb1", "--for", "10m", "--api-url", url,
+               "--api-token-file", str(tmp / "token"))  # fmt: skip
+    assert out.returncode == 0 and "api.test./p/127.0.0.101: drain" in out.stdout
+    assert answers(srv) == {HOSTS[1]}
+    out = gslb("status", "--api-url", url)
+    assert out.returncode == 0
+    line = next(ln for ln in out.stdout.splitlines() if "/lb1" in ln)
+    assert " OUT " in line and "[drain until" in line
+    out = gslb("clear", "api.test", "p", "lb1", "--api-url", url)  # no token: refused
+    assert out.returncode != 0 and "HTTP 401" in out.stderr
