@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 
 # Debian packages the tests and the conformance run use (dig, knotd)
 deps:
-	@command -v dig >/dev/null 2>&1 && command -v knotd >/dev/null 2>&1 || .ci/system-deps
+	@command -v dig >/dev/null 2>&1 && command -v knotd >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+		|| .ci/system-deps
 
 demo: $(STAMP)
 	$(BIN)/gslb demo

@@ -5,6 +5,8 @@
   GET  /metrics                       Prometheus text format
   GET  /v1/status                     zones, members with state, last results, overrides
   GET  /v1/explain?name=&type=&client=&ecs=    how a name is answered, and why
+  GET  /v1/history                    samples every 2 s: queries answered, members in rotation
+  GET  /                              the status page (self-refreshing, no build step)
   POST /v1/members/{zone}/{pool}/{member}/{action}   drain | down | up | clear
        body (optional JSON): {"for": seconds} or {"until": unix_time}
        needs "Authorization: Bearer <token>"; without a valid one: 401, nothing changes
@@ -14,11 +16,13 @@ Admin requests are logged; overrides persist in the state directory.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hmac
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -34,6 +38,8 @@ from gslb.serving import ServingState, member_key
 log = logging.getLogger("gslb.api")
 
 MAX_BODY = 4096
+SAMPLE_INTERVAL = 2.0
+STATUS_PAGE = (Path(__file__).parent / "static" / "status.html").read_text(encoding="utf-8")
 
 
 class ServerView(Protocol):
@@ -43,6 +49,7 @@ class ServerView(Protocol):
     prober: ProberProcess
     overrides: Overrides
     api_token: str | None
+    history: collections.deque[dict[str, float]]
 
     def zones(self) -> list[Zone]: ...
     def overrides_changed(self) -> None: ...
@@ -85,10 +92,20 @@ def make_app(server: ServerView) -> web.Application:
     @routes.get("/v1/status")
     async def status(request: web.Request) -> web.Response:
         try:
-            targets = await server.prober.status()
+            got = await server.prober.status()
         except (TimeoutError, OSError):
-            targets = {}
-        return _json(status_doc(server, targets))
+            got = {}
+        doc = status_doc(server, got.get("targets", {}))
+        doc["transitions"] = got.get("transitions", [])
+        return _json(doc)
+
+    @routes.get("/v1/history")
+    async def history(request: web.Request) -> web.Response:
+        return _json({"interval": SAMPLE_INTERVAL, "samples": list(server.history)})
+
+    @routes.get("/")
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=STATUS_PAGE, content_type="text/html")
 
     @routes.get("/v1/explain")
     async def explain_(request: web.Request) -> web.Response:
@@ -178,6 +195,19 @@ def _find_member(zones: list[Zone], zone: str, pool: str, member: str) -> tuple[
             return f"no member {member!r} in pool {pool!r} of {zname}"
         return f"no pool {pool!r} in {zname}"
     return f"no zone {zname}"
+
+
+def sample(server: ServerView) -> dict[str, float]:
+    """One point of /v1/history: time, queries answered so far, members in rotation."""
+    state = server.state
+    total = members = 0
+    for cz in state.zones.values():
+        for p in cz.zone.pools:
+            for m in p.members:
+                members += 1
+                total += state.health.is_up(member_key(cz.zone, p.name, m), m)
+    return {"t": time.time(), "queries": float(sum(server.stats.queries.values())),
+            "in_rotation": float(total), "members": float(members)}  # fmt: skip
 
 
 def status_doc(server: ServerView, targets: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ so a query sees either the old state or the new one, never a mix.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -26,7 +27,7 @@ from gslb.engine import build_state
 from gslb.errors import ConfigError, Problem
 from gslb.geo import MaxMindGeo
 from gslb.health.process import ProberProcess
-from gslb.httpapi import make_app
+from gslb.httpapi import SAMPLE_INTERVAL, make_app, sample
 from gslb.metrics import QueryStats, RuntimeFacts
 from gslb.model import Zone
 from gslb.overrides import Overrides
@@ -110,6 +111,7 @@ class Server:
         self.overrides = Overrides(Path(state_dir) if state_dir else None)
         self.stats = QueryStats()
         self.facts = RuntimeFacts()
+        self.history: collections.deque[dict[str, float]] = collections.deque(maxlen=300)  # 10 min at 2 s
         self.generation = 0
         self.state: ServingState = build_state([])
         self.bound: list[tuple[str, int]] = []
@@ -278,6 +280,11 @@ class Server:
     def stop(self) -> None:
         self._stop.set()
 
+    async def _sample(self) -> None:
+        while True:
+            self.history.append(sample(self))
+            await asyncio.sleep(SAMPLE_INTERVAL)
+
     def tcp_open(self) -> int:
         return self.limits.open
 
@@ -325,6 +332,7 @@ class Server:
         loop.add_signal_handler(signal.SIGINT, self.stop)
         await self.start()
         await self.start_api()
+        sampler = asyncio.get_running_loop().create_task(self._sample())
         await self.prober.start(watchdog_after=self.stall_after)
         log.info(
             "gslb ready: %d zone(s), %d health target(s), pid %d",
@@ -333,6 +341,7 @@ class Server:
         try:
             await self.watch()
         finally:
+            sampler.cancel()
             await self.prober.stop()
             await self.close()
             log.info("stopped")

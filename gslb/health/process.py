@@ -32,6 +32,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -304,7 +305,10 @@ async def _child(conn: Connection, state_dir: Path | None, concurrency: int, sta
                         "cpu": sum(os.times()[:2]),
                     }))  # fmt: skip
                 elif msg[0] == "status":
-                    send(("status", msg[1], prober.target_status()))
+                    send(("status", msg[1], {
+                        "targets": prober.target_status(),
+                        "transitions": [asdict(t) for t in list(prober.transitions)[-50:]],
+                    }))  # fmt: skip
                 elif msg[0] == "stop":
                     stop.set()
         except (EOFError, OSError) as e:
