@@ -79,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             asn_db=args.asn_db,
             api_listen=args.api or None,
             api_token=_token(args.api_token_file),
+            query_log_every=args.query_log_sample,
         )
     except GeoDatabaseError as e:
         logging.getLogger("gslb").error("%s", e)
@@ -206,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gslb", description="DNS-based global server load balancer")
     ap.add_argument("--version", action="version", version=f"gslb {__version__}")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ap.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text for people, json (one object per line) for log shippers",
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="serve the zones in a directory")
@@ -238,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=("127.0.0.1", 8053),
         metavar="ADDR:PORT",
         help="HTTP API listen address (default 127.0.0.1:8053; keep it off public interfaces)",
+    )
+    s.add_argument(
+        "--query-log-sample",
+        type=int,
+        default=0,
+        metavar="N",
+        help="log one query in N (client, name, type, rcode); 0 = off (default)",
     )
     s.add_argument("--no-api", dest="api", action="store_const", const=None, help="run without the HTTP API")
     s.add_argument(
@@ -318,11 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         import signal
 
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from gslb.logs import setup
+
+    setup(getattr(logging, args.log_level.upper()), args.log_format)
     return int(args.func(args))
 
 

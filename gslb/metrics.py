@@ -9,6 +9,7 @@ conventions: ``gslb_`` prefix, ``_total`` for counters, base units (seconds).
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -179,6 +180,32 @@ class _Collector(Collector):
             h.add_metric([], buckets, sum_value=p.get("duration_sum", 0.0))
             yield h
         yield GaugeMetricFamily("gslb_health_targets", "Health probe targets", value=p.get("targets", 0))
+
+
+_qlog = logging.getLogger("gslb.query")
+
+
+def log_query(client: str, transport: str, reply: bytes) -> None:
+    """One line of the sampled query log: client, name, type, rcode, transport, answer count."""
+    pos = 12
+    n = len(reply)
+    if reply[5] != 1 or n < 17:
+        return
+    while pos < n and reply[pos]:
+        pos += 1 + reply[pos]
+    qname = names.to_text(reply[12 : pos + 1]) if pos < n else "?"
+    qtype = (reply[pos + 1] << 8 | reply[pos + 2]) if pos + 2 < n else 0
+    rcode = RCODE_NAMES.get(reply[3] & 0xF, str(reply[3] & 0xF))
+    _qlog.info(
+        "query client=%s name=%s type=%s rcode=%s transport=%s answers=%d tc=%d",
+        client,
+        qname,
+        QTYPE_NAMES.get(qtype, f"TYPE{qtype}"),
+        rcode,
+        transport,
+        reply[7],
+        (reply[2] >> 1) & 1,
+    )
 
 
 def render(stats: QueryStats, state: ServingState, facts: RuntimeFacts) -> bytes:

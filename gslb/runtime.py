@@ -92,7 +92,9 @@ class Server:
         asn_db: str | None = None,
         api_listen: tuple[str, int] | None = ("127.0.0.1", 8053),
         api_token: str | None = None,
+        query_log_every: int = 0,
     ) -> None:
+        self.query_log_every = query_log_every
         self.api_listen = api_listen
         self.api_token = api_token
         self.api_port: int | None = None

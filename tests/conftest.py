@@ -36,6 +36,7 @@ class GslbProcess:
         extra: list[str] | None = None,
         host: str = "127.0.0.1",
         state_dir: Path | None = None,
+        log_format: str = "text",
     ) -> None:
         self.zones_dir = zones_dir
         self.log_path = log_path
@@ -47,6 +48,8 @@ class GslbProcess:
             sys.executable,
             "-m",
             "gslb",
+            "--log-format",
+            log_format,
             "serve",
             "--zones",
             str(zones_dir),

@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from gslb.health.prober import Prober, load_state, targets_of
+from gslb.logs import JsonFormatter
+from gslb.logs import setup as setup_logging
 from gslb.model import Zone
 from gslb.serving import HealthView, MemberKey
 
 log = logging.getLogger("gslb.health")
 
 BEAT = 0.5
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class ProberProcess:
@@ -149,9 +150,11 @@ class ProberProcess:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         level = logging.getLogger("gslb").getEffectiveLevel()
+        handlers = logging.getLogger().handlers
+        fmt = "json" if handlers and isinstance(handlers[0].formatter, JsonFormatter) else "text"
         proc = ctx.Process(
             target=child_main,
-            args=(child, self.state_dir, self.concurrency, self.stall_after, self.nice, level),
+            args=(child, self.state_dir, self.concurrency, self.stall_after, self.nice, level, fmt),
             name="gslb-prober",
             daemon=True,
         )
@@ -258,9 +261,15 @@ def _add_reader(loop: asyncio.AbstractEventLoop, conn: Connection, callback: Cal
 
 
 def child_main(
-    conn: Connection, state_dir: Path | None, concurrency: int, stall_after: float, nice: int, level: int
+    conn: Connection,
+    state_dir: Path | None,
+    concurrency: int,
+    stall_after: float,
+    nice: int,
+    level: int,
+    fmt: str = "text",
 ) -> None:
-    logging.basicConfig(level=level, format=LOG_FORMAT)
+    setup_logging(level, fmt)
     if nice:
         with contextlib.suppress(OSError):
             os.nice(nice)

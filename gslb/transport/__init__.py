@@ -15,3 +15,4 @@ class StateHolder(Protocol):
     state: ServingState
     rng: random.Random
     stats: QueryStats
+    query_log_every: int  # log one query in this many (0: no query log)

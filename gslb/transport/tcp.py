@@ -15,6 +15,7 @@ import socket
 from typing import cast
 
 from gslb.engine import answer
+from gslb.metrics import log_query
 from gslb.transport import StateHolder
 
 log = logging.getLogger("gslb.tcp")
@@ -28,6 +29,7 @@ class TcpLimits:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.open = 0
+        self.seen = 0  # queries, for the sampled query log
 
 
 class TcpProtocol(asyncio.Protocol):
@@ -91,6 +93,10 @@ class TcpProtocol(asyncio.Protocol):
                 holder.stats.dropped["not_a_query"] += 1
                 continue
             holder.stats.observe(reply, False)
+            if holder.query_log_every:
+                self.limits.seen += 1
+                if self.limits.seen % holder.query_log_every == 0:
+                    log_query(self.peer, "tcp", reply)
             out.append(len(reply).to_bytes(2, "big") + reply)
         if out and self.transport is not None:
             self.transport.write(b"".join(out))

@@ -8,6 +8,7 @@ import socket
 from typing import Any, cast
 
 from gslb.engine import answer
+from gslb.metrics import log_query
 from gslb.transport import StateHolder
 
 log = logging.getLogger("gslb.udp")
@@ -18,6 +19,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.holder = holder
         self.transport: asyncio.DatagramTransport | None = None
         self.errors = 0
+        self.seen = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport
@@ -37,6 +39,10 @@ class UdpProtocol(asyncio.DatagramProtocol):
             holder.stats.dropped["not_a_query"] += 1  # shorter than a header, or QR set
             return
         holder.stats.observe(reply, True)
+        if holder.query_log_every:
+            self.seen += 1
+            if self.seen % holder.query_log_every == 0:
+                log_query(addr[0], "udp", reply)
         if self.transport is not None:
             self.transport.sendto(reply, addr)
 
