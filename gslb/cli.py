@@ -15,6 +15,7 @@ from typing import Any
 
 from gslb import __version__
 from gslb.config import iter_zone_files, load_zones
+from gslb.errors import ConfigError
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -64,26 +65,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gslb.geo import GeoDatabaseError
     from gslb.runtime import Server
 
-    listens = args.listen or [("127.0.0.1", 5353)]
+    o = args.options  # resolved in main(): command line, then --config file, then defaults
     try:
         server = Server(
-            args.zones,
-            listens,
-            tcp_idle=args.tcp_idle,
-            tcp_max=args.tcp_max,
-            watch_interval=args.watch_interval,
-            state_dir=args.state_dir or None,
-            probe_concurrency=args.probe_concurrency,
-            stall_after=args.stall_after,
-            geoip_db=args.geoip_db,
-            asn_db=args.asn_db,
-            api_listen=args.api or None,
-            api_token=_token(args.api_token_file),
-            query_log_every=args.query_log_sample,
+            o["zones"],
+            o["listen"],
+            tcp_idle=o["tcp_idle"],
+            tcp_max=o["tcp_max"],
+            watch_interval=o["watch_interval"],
+            state_dir=o["state_dir"] or None,
+            probe_concurrency=o["probe_concurrency"],
+            stall_after=o["stall_after"],
+            geoip_db=o["geoip_db"],
+            asn_db=o["asn_db"],
+            api_listen=o["api"],
+            api_token=_token(o["api_token_file"]),
+            query_log_every=o["query_log_sample"],
         )
-    except GeoDatabaseError as e:
+    except (GeoDatabaseError, OSError) as e:
         logging.getLogger("gslb").error("%s", e)
         return 1
+    args.zones = o["zones"]
     if not Path(args.zones).is_dir():
         logging.getLogger("gslb").error("zones directory %s does not exist", args.zones)
         return 1
@@ -186,9 +188,13 @@ def _seconds(text: str) -> float:
     return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
 
 
-def _geo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--geoip-db", metavar="PATH", help="MaxMind GeoIP2/GeoLite2 City or Country database")
-    p.add_argument("--asn-db", metavar="PATH", help="MaxMind GeoLite2 ASN database (for 'asns' rules)")
+def _geo_args(p: argparse.ArgumentParser, default: Any = None) -> None:
+    p.add_argument(
+        "--geoip-db", metavar="PATH", default=default, help="MaxMind GeoIP2/GeoLite2 City or Country database"
+    )
+    p.add_argument(
+        "--asn-db", metavar="PATH", default=default, help="MaxMind GeoLite2 ASN database (for 'asns' rules)"
+    )
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -206,69 +212,91 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gslb", description="DNS-based global server load balancer")
     ap.add_argument("--version", action="version", version=f"gslb {__version__}")
-    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ap.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
     ap.add_argument(
         "--log-format",
-        default="text",
+        default=argparse.SUPPRESS,
         choices=["text", "json"],
         help="text for people, json (one object per line) for log shippers",
     )
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="serve the zones in a directory")
-    s.add_argument("--zones", default="zones", help="directory of *.yaml zone files (default: zones)")
+    s.add_argument(
+        "--zones", default=argparse.SUPPRESS, help="directory of *.yaml zone files (default: zones)"
+    )
     s.add_argument(
         "--listen",
         action="append",
         type=_listen,
         metavar="ADDR:PORT",
+        default=argparse.SUPPRESS,
         help="UDP and TCP listen address, repeatable (default 127.0.0.1:5353; port 0 = any free)",
     )
     s.add_argument(
         "--watch-interval",
         type=float,
-        default=1.0,
+        default=argparse.SUPPRESS,
         help="seconds between checks of the zone files for changes; 0 = reload on SIGHUP only",
     )
     s.add_argument(
         "--state-dir",
-        default="state",
+        default=argparse.SUPPRESS,
         help="where health state is persisted across restarts (default: ./state; '' = nowhere)",
     )
     s.add_argument(
-        "--probe-concurrency", type=int, default=512, help="health probes in flight at once, at most"
+        "--probe-concurrency",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="health probes in flight at once, at most",
     )
-    _geo_args(s)
+    _geo_args(s, argparse.SUPPRESS)
     s.add_argument(
         "--api",
         type=_listen,
-        default=("127.0.0.1", 8053),
+        default=argparse.SUPPRESS,
         metavar="ADDR:PORT",
         help="HTTP API listen address (default 127.0.0.1:8053; keep it off public interfaces)",
     )
     s.add_argument(
         "--query-log-sample",
         type=int,
-        default=0,
+        default=argparse.SUPPRESS,
         metavar="N",
         help="log one query in N (client, name, type, rcode); 0 = off (default)",
     )
-    s.add_argument("--no-api", dest="api", action="store_const", const=None, help="run without the HTTP API")
+    s.add_argument(
+        "--no-api",
+        dest="api",
+        action="store_const",
+        const=None,
+        default=argparse.SUPPRESS,
+        help="run without the HTTP API",
+    )
     s.add_argument(
         "--api-token-file",
         metavar="PATH",
+        default=argparse.SUPPRESS,
         help="file holding the admin bearer token (else $GSLB_API_TOKEN; none: admin disabled)",
     )
     s.add_argument(
         "--stall-after",
         type=float,
-        default=10.0,
+        default=argparse.SUPPRESS,
         help="seconds without progress before the health prober is reported as stalled",
     )
     s.add_argument(
-        "--tcp-idle", type=float, default=10.0, help="seconds before an idle TCP connection is closed"
+        "--tcp-idle",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="seconds before an idle TCP connection is closed",
     )
-    s.add_argument("--tcp-max", type=int, default=512, help="maximum concurrent TCP connections")
+    s.add_argument(
+        "--tcp-max", type=int, default=argparse.SUPPRESS, help="maximum concurrent TCP connections"
+    )
+    s.add_argument(
+        "--config", metavar="FILE", help="server configuration file (YAML); see docs/configuration.md"
+    )
     s.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("check", help="validate zone files offline")
@@ -333,8 +361,18 @@ def main(argv: list[str] | None = None) -> int:
 
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     from gslb.logs import setup
+    from gslb.serverconfig import load_server_config, resolve
 
-    setup(getattr(logging, args.log_level.upper()), args.log_format)
+    level, fmt = getattr(args, "log_level", "info"), getattr(args, "log_format", "text")
+    if args.command == "serve":
+        try:
+            file = load_server_config(args.config) if getattr(args, "config", None) else {}
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            return 1
+        args.options = resolve(vars(args), file)
+        level, fmt = args.options["log_level"], args.options["log_format"]
+    setup(getattr(logging, level.upper()), fmt)
     return int(args.func(args))
 
 
