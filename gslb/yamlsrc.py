@@ -32,7 +32,10 @@ class Located:
 
 def _scalar(node: yaml.ScalarNode) -> Scalar:
     # SafeConstructor resolves the implicit tag (int, float, bool, null, str).
-    value = yaml.SafeLoader("").construct_object(node)
+    try:
+        value = yaml.SafeLoader("").construct_object(node)
+    except yaml.YAMLError:
+        return str(node.value)  # e.g. an explicit !!int on text that is not one: checked as text
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     # dates and other exotic types stay as the text the user wrote
@@ -41,6 +44,9 @@ def _scalar(node: yaml.ScalarNode) -> Scalar:
 
 def _convert(node: yaml.Node, path: str, problems: list[Problem], kl: int = 0, kc: int = 0) -> Located:
     line, col = node.start_mark.line + 1, node.start_mark.column + 1
+    if not str(node.tag).startswith("tag:yaml.org,2002:"):
+        problems.append(Problem(path, line, col, "", f"YAML tags like {node.tag!r} are not supported"))
+        return Located(None, line, col, kl, kc)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Located] = {}
         for knode, vnode in node.value:

@@ -367,3 +367,29 @@ def test_least_loaded_follows_reported_load(
     finally:
         for t in ts.values():
             t.close()
+
+
+def test_sigterm_persists_and_exits_quickly(tmp_path: Path) -> None:
+    import json
+
+    hosts = ["127.0.0.121", "127.0.0.122"]
+    port = free_port(hosts)
+    ts = [Target(h, port) for h in hosts]
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    (zdir / "h.test.yaml").write_text(zone(port, hosts))
+    srv = GslbProcess(zdir, tmp_path / "gslb.log", state_dir=tmp_path / "state")
+    try:
+        ts[1].stop()
+        wait_until(lambda: answers(srv) == {hosts[0]}, 10)
+        r = srv.query("static.h.test.", "A", tcp=True)  # a TCP connection in use at shutdown
+        assert r is not None
+        t0 = time.monotonic()
+        assert srv.stop() == 0
+        assert time.monotonic() - t0 < 5
+        saved = json.loads((tmp_path / "state" / "health.json").read_text())["targets"]
+        assert any(k.endswith(f"{hosts[1]}:{port}") and not v["up"] for k, v in saved.items())
+        assert srv.log().rstrip().endswith("stopped")
+    finally:
+        for t in ts:
+            t.close()

@@ -1,10 +1,13 @@
 """DNS over TCP (RFC 7766): length-prefixed messages, pipelining, limits.
 
 Several queries may arrive on one connection, in one write or split anywhere
-(even inside the 2-octet length). Each is answered in order. Idle connections
-are closed after ``idle_timeout``; at most ``max_connections`` are open at
-once (new ones beyond that are closed at accept); a client that stops reading
-its answers has its reads paused until the kernel buffer drains.
+(even inside the 2-octet length). Each is answered in order. A connection is
+closed ``idle_timeout`` after it opened or after its last complete query,
+however many bytes of an unfinished one trickle in meanwhile; at most
+``max_connections`` are open at once (new ones beyond that are closed at
+accept); a client that stops reading its answers has its reads paused, and is
+aborted at the timeout. Memory per connection is bounded by one message
+(65,535 octets plus the 2-octet length) plus one read.
 """
 
 from __future__ import annotations
@@ -66,12 +69,18 @@ class TcpProtocol(asyncio.Protocol):
         self.timer = loop.call_later(self.limits.idle_timeout, self._idle)
 
     def _idle(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        t = self.transport
+        if t is None:
+            return
+        if t.get_write_buffer_size() > 0:
+            t.abort()  # a client that does not read its answers: do not wait to flush them
+        else:
+            t.close()
 
     def data_received(self, data: bytes) -> None:
+        # The idle timer restarts only when a whole message has arrived: a client
+        # trickling bytes (slow loris) is closed idle_timeout after its last query.
         self.buf += data
-        self._arm()
         buf = self.buf
         holder = self.holder
         out = []
@@ -84,6 +93,7 @@ class TcpProtocol(asyncio.Protocol):
                 break
             msg = bytes(buf[2 : 2 + n])
             del buf[: 2 + n]
+            self._arm()
             try:
                 reply = answer(msg, holder.state, self.peer, False, holder.rng)
             except Exception:
