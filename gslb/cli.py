@@ -81,6 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             api_listen=o["api"],
             api_token=_token(o["api_token_file"]),
             query_log_every=o["query_log_sample"],
+            rrl_rate=o["rrl_rate"],
+            rrl_slip=o["rrl_slip"],
         )
     except (GeoDatabaseError, OSError) as e:
         logging.getLogger("gslb").error("%s", e)
@@ -293,6 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--tcp-max", type=int, default=argparse.SUPPRESS, help="maximum concurrent TCP connections"
+    )
+    s.add_argument(
+        "--rrl-rate",
+        type=float,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="response rate limit: UDP answers per second per client /24 (/56) and kind; 0 = off",
+    )
+    s.add_argument(
+        "--rrl-slip",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="K",
+        help="send every K-th limited answer truncated (TC=1) so real clients retry over TCP (2)",
     )
     s.add_argument(
         "--config", metavar="FILE", help="server configuration file (YAML); see docs/configuration.md"

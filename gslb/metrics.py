@@ -51,6 +51,7 @@ class QueryStats:
     queries: collections.Counter[tuple[bytes, int, int, str]] = field(default_factory=collections.Counter)
     dropped: collections.Counter[str] = field(default_factory=collections.Counter)
     balanced: collections.Counter[tuple[bytes, str, str]] = field(default_factory=collections.Counter)
+    rrl: collections.Counter[str] = field(default_factory=collections.Counter)  # dropped / slipped
     tcp_accepted: int = 0
     tcp_refused: int = 0
 
@@ -125,6 +126,14 @@ class _Collector(Collector):
         for reason, n in self.stats.dropped.items():
             d.add_metric([reason], n)
         yield d
+        r = CounterMetricFamily(
+            "gslb_rrl_responses",
+            "UDP answers over the rate limit: dropped, or slipped (sent truncated)",
+            labels=["action"],
+        )
+        for action in ("dropped", "slipped"):
+            r.add_metric([action], self.stats.rrl[action])
+        yield r
 
     def _balanced(self) -> Iterator[Metric]:
         b = CounterMetricFamily(

@@ -31,6 +31,7 @@ from gslb.httpapi import SAMPLE_INTERVAL, make_app, sample
 from gslb.metrics import QueryStats, RuntimeFacts
 from gslb.model import Zone
 from gslb.overrides import Overrides
+from gslb.rrl import RateLimiter
 from gslb.serving import ALL_UP, HealthView, MemberKey, ServingState
 from gslb.transport.tcp import TcpLimits, serve_tcp
 from gslb.transport.udp import serve_udp
@@ -93,8 +94,11 @@ class Server:
         api_listen: tuple[str, int] | None = ("127.0.0.1", 8053),
         api_token: str | None = None,
         query_log_every: int = 0,
+        rrl_rate: float = 0.0,
+        rrl_slip: int = 2,
     ) -> None:
         self.query_log_every = query_log_every
+        self.rrl = RateLimiter(rrl_rate, rrl_slip) if rrl_rate > 0 else None
         self.api_listen = api_listen
         self.api_token = api_token
         self.api_port: int | None = None

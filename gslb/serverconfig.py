@@ -30,6 +30,8 @@ OPTIONS: dict[str, tuple[str, Any]] = {
     "probe_concurrency": ("int", 512),
     "stall_after": ("num", 10.0),
     "query_log_sample": ("int", 0),
+    "rrl_rate": ("num", 0.0),
+    "rrl_slip": ("int", 2),
     "log_level": ("choice:debug|info|warning|error", "info"),
     "log_format": ("choice:text|json", "text"),
 }

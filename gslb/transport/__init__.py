@@ -6,6 +6,7 @@ import random
 from typing import Protocol
 
 from gslb.metrics import QueryStats
+from gslb.rrl import RateLimiter
 from gslb.serving import ServingState
 
 
@@ -16,3 +17,4 @@ class StateHolder(Protocol):
     rng: random.Random
     stats: QueryStats
     query_log_every: int  # log one query in this many (0: no query log)
+    rrl: RateLimiter | None  # response rate limiting for UDP, or None

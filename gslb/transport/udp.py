@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from typing import Any, cast
 
 from gslb.engine import answer
 from gslb.metrics import log_query
+from gslb.rrl import truncated
 from gslb.transport import StateHolder
 
 log = logging.getLogger("gslb.udp")
@@ -38,6 +40,15 @@ class UdpProtocol(asyncio.DatagramProtocol):
         if reply is None:
             holder.stats.dropped["not_a_query"] += 1  # shorter than a header, or QR set
             return
+        rrl = holder.rrl
+        if rrl is not None:
+            action = rrl.check(addr[0], reply, time.monotonic())
+            if action == "drop":
+                holder.stats.rrl["dropped"] += 1
+                return
+            if action == "slip":
+                holder.stats.rrl["slipped"] += 1
+                reply = truncated(reply)
         holder.stats.observe(reply, True)
         if holder.query_log_every:
             self.seen += 1

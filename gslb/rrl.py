@@ -1,0 +1,100 @@
+"""Response rate limiting (RRL), in the spirit of BIND's and Knot's.
+
+UDP answers are counted per client network (/24 for IPv4, /56 for IPv6) and
+response kind: positive answers per query name, negative answers (NXDOMAIN,
+NODATA) together, errors together. Each key has a token bucket of ``rate``
+answers per second (burst: one second's worth). Over the limit an answer is
+dropped, except that every ``slip``-th one is sent as an empty truncated reply
+(TC=1), so a real client behind a spoofed-looking flood retries over TCP,
+which is never limited. 0 disables: the default. Memory is bounded: the table
+is swept of idle keys when it grows past ``max_keys``.
+
+Pure bookkeeping: the caller passes the time in.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Literal
+
+Action = Literal["send", "drop", "slip"]
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+    denied: int = 0
+
+
+class RateLimiter:
+    def __init__(self, rate: float, slip: int = 2, max_keys: int = 200_000) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.rate = rate
+        self.slip = slip
+        self.max_keys = max_keys
+        self.table: dict[tuple[bytes, int, bytes], _Bucket] = {}
+        self.dropped = 0
+        self.slipped = 0
+
+    def check(self, client: str, reply: bytes, now: float) -> Action:
+        key = (_prefix(client), *_kind(reply))
+        b = self.table.get(key)
+        if b is None:
+            if len(self.table) >= self.max_keys:
+                self._sweep(now)
+            self.table[key] = _Bucket(self.rate - 1, now)
+            return "send"
+        b.tokens = min(self.rate, b.tokens + (now - b.at) * self.rate)
+        b.at = now
+        if b.tokens >= 1:
+            b.tokens -= 1
+            return "send"
+        b.denied += 1
+        if self.slip and b.denied % self.slip == 0:
+            self.slipped += 1
+            return "slip"
+        self.dropped += 1
+        return "drop"
+
+    def _sweep(self, now: float) -> None:
+        """Forget keys that have refilled completely (idle for a second or more)."""
+        self.table = {k: b for k, b in self.table.items() if now - b.at < 1.0}
+        if len(self.table) >= self.max_keys:  # still full: an attack from many networks
+            self.table.clear()
+
+
+def _prefix(host: str) -> bytes:
+    if ":" in host:
+        packed = socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+        if packed[:12] == bytes(10) + b"\xff\xff":
+            return packed[12:15]
+        return packed[:7]  # /56
+    return socket.inet_pton(socket.AF_INET, host)[:3]  # /24
+
+
+def _kind(reply: bytes) -> tuple[int, bytes]:
+    """(kind, name): positive answers by qname; negative and errors pooled."""
+    rcode = reply[3] & 0xF
+    if rcode in (0, 3) and len(reply) >= 12:
+        if rcode == 0 and (reply[6] or reply[7]):  # ANCOUNT > 0: a positive answer
+            end = 12
+            while end < len(reply) and reply[end]:
+                end += 1 + reply[end]
+            return 0, reply[12:end].lower()
+        return 1, b""  # NXDOMAIN / NODATA / referral
+    return 2, b""
+
+
+def truncated(reply: bytes) -> bytes:
+    """The slip reply: the header with TC=1 and the question, no records (and no OPT)."""
+    end = 12
+    if reply[5] == 1:
+        while end < len(reply) and reply[end]:
+            end += 1 + reply[end]
+        end += 5
+    flags = (reply[2] | 0x02).to_bytes(1, "big")
+    qd = b"\x00\x01" if end > 12 else b"\x00\x00"
+    return reply[:2] + flags + reply[3:4] + qd + b"\x00" * 6 + reply[12:end]
