@@ -83,8 +83,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             query_log_every=o["query_log_sample"],
             rrl_rate=o["rrl_rate"],
             rrl_slip=o["rrl_slip"],
+            axfr_allow=o["axfr_allow"],
         )
-    except (GeoDatabaseError, OSError) as e:
+    except (GeoDatabaseError, OSError, ValueError) as e:
         logging.getLogger("gslb").error("%s", e)
         return 1
     args.zones = o["zones"]
@@ -309,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         metavar="K",
         help="send every K-th limited answer truncated (TC=1) so real clients retry over TCP (2)",
+    )
+    s.add_argument(
+        "--axfr-allow",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="CIDR",
+        help="client network allowed zone transfers over TCP (repeatable; none: transfers refused)",
     )
     s.add_argument(
         "--config", metavar="FILE", help="server configuration file (YAML); see docs/configuration.md"

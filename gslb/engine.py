@@ -393,6 +393,74 @@ def resolve(
     return plan  # chain longer than MAX_CHAIN: what we have
 
 
+# ------------------------------------------------------------------ zone transfers
+
+XFR_CHUNK = 16000  # octets of records per message
+
+
+def transfer_rrs(state: ServingState, zone: CompiledZone) -> list[RRw]:
+    """The zone as secondaries get it: static data, and for each balanced name its
+    fail-open set (what ``when_all_down: serve_all`` would answer), SOA first."""
+    out: list[RRw] = [zone.soa_rr]
+    for name in sorted(zone.nodes, key=lambda n: (len(names.labels(n)), n)):
+        node = zone.nodes[name]
+        for rtype, rr in sorted(node.rrsets.items()):
+            if rtype == T_SOA:
+                continue
+            out += _rrs(name, rtype, rr.ttl, rr.rdatas)
+        bal = node.balanced
+        if bal is not None:
+            plan = state.plans[bal.name]
+            catch_all = bal.rules[plan.catch_all]
+            for qtype in bal.types:
+                fam = FAMILY_OF_TYPE[qtype]
+                for pname in catch_all.pools:
+                    members = [m for m in zone.pools[pname].members if m.family == fam]
+                    if members:
+                        out += [(name, qtype, bal.ttl, m.address.packed) for m in members]
+                        break
+    out.append(zone.soa_rr)
+    return out
+
+
+def zone_transfer(data: bytes, state: ServingState) -> list[bytes] | None:
+    """AXFR (and IXFR, answered with the whole zone, RFC 1995 4) as TCP messages.
+
+    None when ``data`` is not a transfer query for a zone served here; the caller
+    decides before whether the client may transfer at all.
+    """
+    if not header_ok(data):
+        return None
+    try:
+        q = parse_query(data)
+    except Malformed:
+        return None
+    if q.opcode != 0 or q.qtype not in (T_AXFR, T_IXFR) or q.qclass != CLASS_IN:
+        return None
+    zone = state.zones.get(q.key)  # transfers are for a zone apex only
+    if zone is None:
+        return None
+    rrs = transfer_rrs(state, zone)
+    messages: list[bytes] = []
+    chunk: list[RRw] = []
+    size = 0
+    for rr in rrs:
+        chunk.append(rr)
+        size += len(rr[0]) + 10 + len(rr[3])
+        if size >= XFR_CHUNK:
+            messages.append(_xfr_message(q, chunk))
+            chunk, size = [], 0
+    if chunk:
+        messages.append(_xfr_message(q, chunk))
+    return messages
+
+
+def _xfr_message(q: Query, rrs: list[RRw]) -> bytes:
+    body, an, _, _ = encode_sections(q.key, (rrs, [], []))
+    opt = opt_record(q.edns.do) if q.edns is not None else b""
+    return header(q.id, q.flags, True, NOERROR, 1, an, 0, 1 if opt else 0) + q.question + body + opt
+
+
 # --------------------------------------------------------------- building the state
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ipaddress
 import logging
 import os
 import random
@@ -96,6 +97,7 @@ class Server:
         query_log_every: int = 0,
         rrl_rate: float = 0.0,
         rrl_slip: int = 2,
+        axfr_allow: list[str] | None = None,
     ) -> None:
         self.query_log_every = query_log_every
         self.rrl = RateLimiter(rrl_rate, rrl_slip) if rrl_rate > 0 else None
@@ -111,7 +113,9 @@ class Server:
         self.watch_interval = watch_interval
         self.listens = listens
         self.rng = random.Random(seed)
-        self.limits = TcpLimits(tcp_idle, tcp_max)
+        self.limits = TcpLimits(
+            tcp_idle, tcp_max, tuple(ipaddress.ip_network(n, strict=False) for n in axfr_allow or ())
+        )
         self.loaded: dict[Path, Loaded] = {}
         self.health: HealthView = ALL_UP  # what the prober says, before overrides
         self.overrides = Overrides(Path(state_dir) if state_dir else None)

@@ -8,6 +8,7 @@ with ``file:line:col``, all reported at once, as for zone files.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ OPTIONS: dict[str, tuple[str, Any]] = {
     "query_log_sample": ("int", 0),
     "rrl_rate": ("num", 0.0),
     "rrl_slip": ("int", 2),
+    "axfr_allow": ("networks", []),
     "log_level": ("choice:debug|info|warning|error", "info"),
     "log_format": ("choice:text|json", "text"),
 }
@@ -94,6 +96,18 @@ def _value(kind: str, v: Any) -> Any:
         if not items:
             raise ValueError("list at least one ADDR:PORT")
         return [parse_listen(_str(i.value if isinstance(i, Located) else i)) for i in items]
+    if kind == "networks":
+        items = v if isinstance(v, list) else [v]
+        nets = []
+        for i in items:
+            text = i.value if isinstance(i, Located) else i
+            if not isinstance(text, str):
+                raise ValueError(f"expected CIDR networks like 192.0.2.0/24, got {text!r}")
+            try:
+                nets.append(str(ipaddress.ip_network(text, strict=True)))
+            except ValueError as e:
+                raise ValueError(f"bad network {text!r}: {e}") from None
+        return nets
     if kind == "listen_or_off":
         if v is None or v is False:
             return None

@@ -13,11 +13,12 @@ aborted at the timeout. Memory per connection is bounded by one message
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from typing import cast
 
-from gslb.engine import answer
+from gslb.engine import answer, zone_transfer
 from gslb.metrics import log_query
 from gslb.transport import StateHolder
 
@@ -27,8 +28,24 @@ IDLE_TIMEOUT = 10.0
 MAX_CONNECTIONS = 512
 
 
+def _allowed(peer: str, nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in n for n in nets)
+
+
 class TcpLimits:
-    def __init__(self, idle_timeout: float = IDLE_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        xfr_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+    ) -> None:
+        self.xfr_allow = xfr_allow  # client networks that may transfer zones (AXFR/IXFR)
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.open = 0
@@ -94,6 +111,13 @@ class TcpProtocol(asyncio.Protocol):
             msg = bytes(buf[2 : 2 + n])
             del buf[: 2 + n]
             self._arm()
+            xfr = self.limits.xfr_allow
+            if xfr and len(msg) > 12 and _allowed(self.peer, xfr):
+                messages = zone_transfer(msg, holder.state)
+                if messages is not None:
+                    log.info("zone transfer to %s: %d message(s)", self.peer, len(messages))
+                    out += [len(m).to_bytes(2, "big") + m for m in messages]
+                    continue
             try:
                 reply = answer(msg, holder.state, self.peer, False, holder.rng)
             except Exception:
