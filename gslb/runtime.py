@@ -117,6 +117,7 @@ class Server:
             tcp_idle, tcp_max, tuple(ipaddress.ip_network(n, strict=False) for n in axfr_allow or ())
         )
         self.loaded: dict[Path, Loaded] = {}
+        self.rejected: dict[Path, tuple[int, int]] = {}  # stamp of a file version already reported bad
         self.health: HealthView = ALL_UP  # what the prober says, before overrides
         self.overrides = Overrides(Path(state_dir) if state_dir else None)
         self.stats = QueryStats()
@@ -163,6 +164,11 @@ class Server:
                 new[path] = old
                 origins[old.zone.origin] = path
                 continue
+            if self.rejected.get(path) == stamp:  # this bad version was reported already
+                if old is not None:
+                    new[path] = old
+                    origins[old.zone.origin] = path
+                continue
             try:
                 zone = load_zone(
                     path,
@@ -171,6 +177,7 @@ class Server:
                 )
             except ConfigError as e:
                 problems.extend(e.problems)
+                self.rejected[path] = stamp
                 if old is not None:
                     log.error(
                         "zone file %s rejected; still serving its last good version (serial %d)",

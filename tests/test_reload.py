@@ -153,3 +153,17 @@ def test_startup_with_broken_zone_fails_loudly(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert f"{zdir}/r.test.yaml:4:26: records.www[0].value: bad A value 'nope'" in out.stderr
+
+
+def test_broken_edit_reported_once(tmp_path: Path, server_factory: object) -> None:
+    z = tmp_path / "r.test.yaml"
+    z.write_text(ZONE.format(addr="192.0.2.10"))
+    srv = server_factory(z, ["--watch-interval", "0.2"])  # type: ignore[operator]
+    zf = srv.zones_dir / "r.test.yaml"
+    mark = len(srv.log())
+    write(zf, ZONE.format(addr="nope"))
+    time.sleep(1.5)  # seven polls of an unchanged broken file
+    assert srv.log()[mark:].count("bad A value 'nope'") == 1
+    assert a_of(srv) == ["192.0.2.10"]
+    write(zf, ZONE.format(addr="192.0.2.11"))
+    wait_for(lambda: a_of(srv), ["192.0.2.11"])
