@@ -3,11 +3,13 @@
     python bench/soak.py [--minutes 10] [--qps 2000]
 
 For --minutes, on loopback only: dnsperf sends a steady --qps of static and balanced
-queries; four HTTP health targets (127.0.0.131-134) flap (stop/start), hang and
-recover; the zone file is rewritten every 3 s, every third time broken on purpose;
-the admin API drains and clears a member every 5 s. A checker queries the balanced
-name 20 times a second and records every answer naming a member that had been DOWN
-for longer than the failover bound (interval x fall + timeout). Prints: queries sent
+queries; three of five HTTP health targets (127.0.0.132-134) flap (stop/start), hang
+and recover; the zone file is rewritten every 3 s, every third time broken on purpose;
+the admin API drains and clears another member (m4) every 5 s. m0 always stays up, so
+the pool is never all down and fail-open answers (every member) never happen. A
+checker queries the balanced name 20 times a second and records every answer naming
+a member that had been DOWN for longer than the failover bound (interval x fall +
+timeout). Prints: queries sent
 vs answered (lost must be 0), RSS at start and end, stale answers (must be 0),
 exceptions in the log (must be 0). Exit status 1 when any of those fails.
 """
@@ -33,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import GslbProcess  # noqa: E402
 from tests.targets import Target, free_port  # noqa: E402
 
-HOSTS = ["127.0.0.131", "127.0.0.132", "127.0.0.133", "127.0.0.134"]
+HOSTS = ["127.0.0.131", "127.0.0.132", "127.0.0.133", "127.0.0.134", "127.0.0.135"]
 INTERVAL, TIMEOUT, FALL, RISE = 1.0, 0.5, 2, 2
 BOUND = INTERVAL * FALL + TIMEOUT
 
@@ -92,7 +94,7 @@ def main() -> int:
         t_zone = t_admin = time.monotonic()
         while not stop.wait(0.5):
             now = time.monotonic()
-            h = rnd.choice(HOSTS[1:])  # keep m0 healthy, so the pool is never all down
+            h = rnd.choice(HOSTS[1:4])  # m0 and m4 are never broken: the pool is never all down
             t = targets[h]
             if h not in down_since and rnd.random() < 0.15:
                 if rnd.random() < 0.5:
@@ -114,7 +116,7 @@ def main() -> int:
             if now - t_admin > 5:
                 for action in ("drain", "clear"):
                     req = urllib.request.Request(
-                        f"http://127.0.0.1:{srv.api_port}/v1/members/soak.test/p/m0/{action}",
+                        f"http://127.0.0.1:{srv.api_port}/v1/members/soak.test/p/m4/{action}",
                         method="POST",
                         headers={"Authorization": "Bearer soak-token"},
                     )
@@ -133,7 +135,11 @@ def main() -> int:
             now = time.monotonic()
             for h, since in list(down_since.items()):
                 if h in got and now - since > BOUND + 0.3:  # 0.3 s: the checker's own round trip
-                    stale.append(f"{h} answered {now - since:.2f}s after it broke")
+                    stale.append(
+                        f"{time.strftime('%H:%M:%S')} {h} answered {now - since:.2f}s after it broke;"
+                        f" answer {sorted(got)}{' (all members: fail-open)' if got == set(HOSTS) else ''},"
+                        f" broken {sorted(down_since)}"
+                    )
 
     qfile = work / "q.txt"
     qfile.write_text("www.soak.test. A\nstatic.soak.test. A\ngen.soak.test. TXT\nnope.soak.test. A\n")
@@ -177,7 +183,6 @@ def main() -> int:
     for t in targets.values():
         t.close()
     log = srv.log()
-    shutil.rmtree(work, ignore_errors=True)
     sent = int(re.search(r"Queries sent:\s+(\d+)", perf).group(1))  # type: ignore[union-attr]
     done = int(re.search(r"Queries completed:\s+(\d+)", perf).group(1))  # type: ignore[union-attr]
     lost = sent - done
@@ -205,7 +210,12 @@ def main() -> int:
     print(json.dumps(result, indent=1))
     for s in stale[:10]:
         print("stale:", s)
-    return 1 if lost or stale or exceptions else 0
+    failed = bool(lost or stale or exceptions)
+    if failed:
+        print(f"kept for inspection: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

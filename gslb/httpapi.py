@@ -86,6 +86,9 @@ def make_app(server: ServerView) -> web.Application:
         with contextlib.suppress(TimeoutError, OSError):  # else the prober's last counters stay
             server.facts.prober = await server.prober.stats()
         server.facts.tcp_open = server.tcp_open()
+        server.facts.override_write_errors = server.overrides.write_errors
+        geo = server.state.geo
+        server.facts.geoip_reload_errors = getattr(geo, "reload_errors", 0)
         body = render(server.stats, server.state, server.facts)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 

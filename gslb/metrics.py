@@ -76,6 +76,8 @@ class RuntimeFacts:
     reloads_failed: int = 0
     last_good_load: float = 0.0
     tcp_open: int = 0
+    geoip_reload_errors: int = 0
+    override_write_errors: int = 0
     prober: dict[str, Any] = field(default_factory=dict)  # from ProberProcess.stats()
 
 
@@ -100,6 +102,17 @@ class _Collector(Collector):
             value=f.last_good_load,
         )
         yield GaugeMetricFamily("gslb_tcp_connections", "Open DNS-over-TCP connections", value=f.tcp_open)
+        yield CounterMetricFamily(
+            "gslb_geoip_reload_errors",
+            "GeoIP database changes that could not be read (the last good one serves)",
+            value=f.geoip_reload_errors,
+        )
+        w = CounterMetricFamily(
+            "gslb_state_write_errors", "Failed writes to the state directory, by file", labels=["file"]
+        )
+        w.add_metric(["health.json"], f.prober.get("state_write_errors", 0))
+        w.add_metric(["overrides.json"], f.override_write_errors)
+        yield w
         tcp = CounterMetricFamily(
             "gslb_tcp_connections_accepted", "DNS-over-TCP connections, by outcome", labels=["outcome"]
         )

@@ -42,6 +42,7 @@ class Overrides:
     def __init__(self, state_dir: Path | None) -> None:
         self.state_dir = state_dir
         self.items: dict[MemberKey, Override] = {}
+        self.write_errors = 0
         self._load()
 
     def _load(self) -> None:
@@ -72,6 +73,7 @@ class Overrides:
             )
             os.replace(tmp, self.state_dir / FILE)
         except OSError as e:
+            self.write_errors += 1
             log.error("cannot persist overrides to %s: %s", self.state_dir, e)
 
     def active(self) -> dict[MemberKey, str]:

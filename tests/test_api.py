@@ -199,7 +199,8 @@ def test_metrics_exposition(api_server: tuple[GslbProcess, dict[str, Target], Pa
     for name in ("gslb_queries", "gslb_balanced_answers", "gslb_member_up", "gslb_zone_serial",
                  "gslb_zone_reloads", "gslb_health_probes", "gslb_health_probe_failures",
                  "gslb_health_transitions", "gslb_health_probe_duration_seconds", "gslb_tcp_connections",
-                 "gslb_packets_dropped", "gslb_zone_last_good_load_timestamp_seconds"):  # fmt: skip
+                 "gslb_packets_dropped", "gslb_zone_last_good_load_timestamp_seconds",
+                 "gslb_geoip_reload_errors", "gslb_state_write_errors", "gslb_rrl_responses"):  # fmt: skip
         assert name in fams, name
     # Prometheus conventions: counters are exposed as *_total, names are snake_case with the prefix
     for f in fams.values():
@@ -233,3 +234,24 @@ def test_cli_status_and_drain(api_server: tuple[GslbProcess, dict[str, Target], 
     assert " OUT " in line and "[drain until" in line
     out = gslb("clear", "api.test", "p", "lb1", "--api-url", url)  # no token: refused
     assert out.returncode != 0 and "HTTP 401" in out.stderr
+
+
+def test_state_dir_failure_is_loud_and_harmless(
+    api_server: tuple[GslbProcess, dict[str, Target], Path],
+) -> None:
+    import shutil
+
+    srv, ts, tmp = api_server
+    wait_until(lambda: http(srv, "GET", "/readyz")[0] == 200, 5)
+    state = tmp / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    state.write_text("not a directory")  # every write into the state directory now fails
+    ts[HOSTS[1]].stop()  # a transition: the prober wants to persist it
+    wait_until(lambda: answers(srv) == {HOSTS[0]}, 5)  # answers still follow health
+    assert http(srv, "POST", "/v1/members/api.test/p/lb1/up", token=TOKEN)[0] == 200  # overrides too
+    srv.wait_log(r"cannot persist health state to", 3)
+    srv.wait_log(r"cannot persist overrides to", 3)
+    text = http(srv, "GET", "/metrics")[1]
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    errors = {s.labels["file"]: s.value for s in fams["gslb_state_write_errors"].samples}
+    assert errors["health.json"] >= 1 and errors["overrides.json"] >= 1

@@ -91,6 +91,7 @@ class ProberStats:
     transitions_down: int = 0
     duration_counts: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
     duration_sum: float = 0.0
+    state_write_errors: int = 0
     lags: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=100_000))
     durations: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=100_000))
 
@@ -322,6 +323,7 @@ class Prober:
             tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
             os.replace(tmp, self.state_dir / STATE_FILE)
         except OSError as e:
+            self.stats.state_write_errors += 1
             log.error("cannot persist health state to %s: %s", self.state_dir, e)
 
     def _schedule_save(self) -> None:
@@ -346,6 +348,7 @@ class Prober:
             "duration_buckets": cum,
             "duration_sum": st.duration_sum,
             "targets": len(self.slots),
+            "state_write_errors": st.state_write_errors,
         }
 
     def target_status(self) -> dict[str, dict[str, object]]:
