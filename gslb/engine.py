@@ -503,7 +503,3 @@ def _static(name: bytes, p: Plan) -> Static:
     else:
         sbody, san, sns, sar = body, an, ns, ar
     return Static(p.aa, p.rcode, body, (an, ns, ar), sbody, (san, sns, sar), p.additional_required)
-
-
-def family_of(qtype: int) -> int | None:
-    return FAMILY_OF_TYPE.get(qtype)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,7 +233,3 @@ def render(stats: QueryStats, state: ServingState, facts: RuntimeFacts) -> bytes
     reg = CollectorRegistry(auto_describe=False)
     reg.register(_Collector(stats, state, facts))
     return generate_latest(reg)
-
-
-def now() -> float:
-    return time.time()

@@ -9,7 +9,6 @@ with ``file:line:col``, all reported at once, as for zone files.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,6 @@ OPTIONS: dict[str, tuple[str, Any]] = {
     "log_level": ("choice:debug|info|warning|error", "info"),
     "log_format": ("choice:text|json", "text"),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Listen:
-    host: str
-    port: int
 
 
 def parse_listen(text: str) -> tuple[str, int]:

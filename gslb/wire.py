@@ -268,18 +268,6 @@ def header(
     return _HDR.pack(qid, flags, qd, an, ns, ar)
 
 
-def error_response(data: bytes, rcode: int) -> bytes | None:
-    """A bare error answer for a packet we could not fully parse.
-
-    The question is echoed when it parses; the OPT record is echoed when one
-    can be found, because a FORMERR may carry it either way (RFC 6891 7).
-    """
-    if len(data) < 12:
-        return None
-    qid, qflags = _H.unpack_from(data, 0)[0], _H.unpack_from(data, 2)[0]
-    return header(qid, qflags, False, rcode, 0, 0, 0, 0)
-
-
 # ------------------------------------------------------------------- encoding
 
 RRw = tuple[bytes, int, int, bytes]  # (owner, type, ttl, rdata); rdata uncompressed
