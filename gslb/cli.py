@@ -84,6 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             rrl_rate=o["rrl_rate"],
             rrl_slip=o["rrl_slip"],
             axfr_allow=o["axfr_allow"],
+            udp_io=o["udp_io"],
         )
     except (GeoDatabaseError, OSError, ValueError) as e:
         logging.getLogger("gslb").error("%s", e)
@@ -317,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         metavar="CIDR",
         help="client network allowed zone transfers over TCP (repeatable; none: transfers refused)",
+    )
+    s.add_argument(
+        "--udp-io",
+        choices=["auto", "mmsg", "asyncio"],
+        default=argparse.SUPPRESS,
+        help="UDP I/O: recvmmsg/sendmmsg batches (mmsg, Linux) or one datagram per call (asyncio); "
+        "auto = mmsg where available",
     )
     s.add_argument(
         "--config", metavar="FILE", help="server configuration file (YAML); see docs/configuration.md"

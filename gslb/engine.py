@@ -29,6 +29,7 @@ from gslb.serving import (
     Outcome,
     ServingState,
     Static,
+    StatsKey,
     compile_zone,
     match_rule,
     parse_client,
@@ -57,6 +58,7 @@ T_IXFR, T_AXFR, T_ANY = 251, 252, 255
 CLASS_IN = 1
 MAX_CHAIN = 8
 HINFO_RFC8482 = b"\x07RFC8482\x00"
+CACHE_MAX = 50_000  # cached replies per state and transport
 
 
 class Client(NamedTuple):
@@ -92,22 +94,66 @@ def answer(data: bytes, state: ServingState, host: str, udp: bool, rng: random.R
     ``udp`` selects the size limit: over UDP an answer larger than the
     client's limit (512, or its EDNS size up to 1232) is truncated (TC=1).
     """
-    client = Client(host, udp)
-    if not header_ok(data):
+    return _answer(data, state, Client(host, udp), rng)[0]
+
+
+def respond(
+    data: bytes, state: ServingState, host: str, udp: bool, rng: random.Random
+) -> tuple[bytes, StatsKey] | None:
+    """:func:`answer`, through the state's reply cache, with the key the reply counts under.
+
+    A reply that depends only on the query bytes after the ID (static data,
+    negative answers, refusals) is kept keyed by those bytes, so the next
+    identical query costs a dict lookup and a concatenation. Replies that
+    depend on the client, health or chance (balanced names) are never kept.
+    """
+    cache = state.udp_cache if udp else state.tcp_cache
+    key = data[2:]
+    hit = cache.get(key)
+    if hit is not None:
+        return data[:2] + hit[0], hit[1]
+    reply, cacheable = _answer(data, state, Client(host, udp), rng)
+    if reply is None:
         return None
+    skey = stats_key(reply, udp, state)
+    if cacheable and len(data) >= 12:
+        if len(cache) >= CACHE_MAX:
+            cache.clear()  # a flood of distinct names: start over rather than track age
+        cache[key] = (reply[2:], skey)
+    return reply, skey
+
+
+def stats_key(reply: bytes, udp: bool, state: ServingState) -> StatsKey:
+    """(zone origin or b"", qtype, rcode, transport) of one reply, for gslb_queries."""
+    transport = "udp" if udp else "tcp"
+    n = len(reply)
+    if n < 17 or reply[5] != 1:  # QDCOUNT 1, or no question to learn from
+        return (b"", 0, reply[3] & 0xF, transport)
+    pos = 12
+    while pos < n and reply[pos]:
+        pos += 1 + reply[pos]
+    qtype = (reply[pos + 1] << 8 | reply[pos + 2]) if pos + 2 < n else 0
+    zone = state.find_zone(reply[12 : pos + 1].lower()) if pos < n else None
+    return (zone.origin if zone is not None else b"", qtype, reply[3] & 0xF, transport)
+
+
+def _answer(
+    data: bytes, state: ServingState, client: Client, rng: random.Random
+) -> tuple[bytes | None, bool]:
+    """The reply (None: send nothing) and whether it may be cached (see :func:`respond`)."""
+    if not header_ok(data):
+        return None, False
     try:
         q = parse_query(data)
-    except Malformed:
-        return _bare(data, FORMERR)
-    except Exception:
-        return _bare(data, FORMERR)
+    except Exception:  # Malformed, or anything a hostile packet provokes
+        return _bare(data, FORMERR), False
     edns = q.edns
     if edns is not None and edns.version != 0:
-        return _finish(q, False, BADVERS, b"", (0, 0, 0), None, client, 0)
+        return _finish(q, False, BADVERS, b"", (0, 0, 0), None, client, 0), True
     if q.opcode != 0:
-        return _finish(q, False, NOTIMP, b"", (0, 0, 0), None, client, 0)
+        return _finish(q, False, NOTIMP, b"", (0, 0, 0), None, client, 0), True
     if q.qclass != CLASS_IN:
-        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0)
+        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0), True
     qtype = q.qtype
     key = q.key
     hit = state.fast.get((key, qtype))
@@ -118,7 +164,7 @@ def answer(data: bytes, state: ServingState, host: str, udp: bool, rng: random.R
                 hit.small_counts,
                 hit.additional_required,
             )
-            return _finish(q, hit.aa, hit.rcode, hit.body, hit.counts, small, client, 0)
+            return _finish(q, hit.aa, hit.rcode, hit.body, hit.counts, small, client, 0), True
         pk = pick_balanced(state.plans[hit], qtype, q, client, rng, state.geo, state.loads)
         outcome = pk.outcome
         counts = state.balanced_counts
@@ -126,23 +172,25 @@ def answer(data: bytes, state: ServingState, host: str, udp: bool, rng: random.R
             counts[(hit, pk.pool, outcome.kind if outcome is not None else "nodata")] += 1
         if outcome is not None and outcome.kind in ("servfail", "refuse"):
             rcode = SERVFAIL if outcome.kind == "servfail" else REFUSED
-            return _finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope)
+            return _finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope), False
         if pk.frags:
             frags = pk.frags
-            return _finish(q, True, NOERROR, b"".join(frags), (len(frags), 0, 0), None, client, pk.scope)
+            body = b"".join(frags)
+            return _finish(q, True, NOERROR, body, (len(frags), 0, 0), None, client, pk.scope), False
         # nodata: fall through to the general lookup, which adds the SOA
     if qtype in (T_AXFR, T_IXFR):
-        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0)
+        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0), True
     zone = state.find_zone(key)
     if zone is None:
-        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0)
+        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0), True
     p = resolve(state, zone, key, qtype, q, client, rng)
+    fixed = not p.dynamic
     if p.rcode in (SERVFAIL, REFUSED):
-        return _finish(q, False, p.rcode, b"", (0, 0, 0), None, client, p.scope)
+        return _finish(q, False, p.rcode, b"", (0, 0, 0), None, client, p.scope), fixed
     if not p.answer and not p.additional and len(p.authority) == 1 and p.authority[0] is zone.neg_soa_rr:
         # NXDOMAIN / NODATA: the SOA owner (the apex) is a suffix of the qname
         ptr = (0xC000 | (12 + len(key) - len(zone.origin))).to_bytes(2, "big")
-        return _finish(q, True, p.rcode, ptr + zone.neg_tail, (0, 1, 0), None, client, p.scope)
+        return _finish(q, True, p.rcode, ptr + zone.neg_tail, (0, 1, 0), None, client, p.scope), fixed
     body, an, ns, ar = encode_sections(key, (p.answer, p.authority, p.additional))
     small = None
     if p.additional and not p.additional_required:
@@ -150,7 +198,7 @@ def answer(data: bytes, state: ServingState, host: str, udp: bool, rng: random.R
         small = (sb, (san, sns, 0), False)
     elif p.additional_required:
         small = (body, (an, ns, ar), True)
-    return _finish(q, p.aa, p.rcode, body, (an, ns, ar), small, client, p.scope)
+    return _finish(q, p.aa, p.rcode, body, (an, ns, ar), small, client, p.scope), fixed
 
 
 def _bare(data: bytes, rcode: int) -> bytes:

@@ -19,7 +19,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gslb import names
-from gslb.serving import ServingState, member_key
+from gslb.serving import ServingState, StatsKey, member_key
 
 RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 QTYPE_NAMES = {
@@ -47,24 +47,13 @@ QTYPE_NAMES = {
 class QueryStats:
     """Per-query counters, incremented by the transports from the reply bytes."""
 
-    queries: collections.Counter[tuple[bytes, int, int, str]] = field(default_factory=collections.Counter)
+    # (zone origin or b"", qtype, rcode, transport): see gslb.engine.stats_key
+    queries: collections.Counter[StatsKey] = field(default_factory=collections.Counter)
     dropped: collections.Counter[str] = field(default_factory=collections.Counter)
     balanced: collections.Counter[tuple[bytes, str, str]] = field(default_factory=collections.Counter)
     rrl: collections.Counter[str] = field(default_factory=collections.Counter)  # dropped / slipped
     tcp_accepted: int = 0
     tcp_refused: int = 0
-
-    def observe(self, reply: bytes, udp: bool) -> None:
-        """Count one reply: (qname, qtype, rcode, transport); the zone is found at scrape time."""
-        pos = 12
-        n = len(reply)
-        if reply[5] != 1 or n < 17:  # QDCOUNT 1, or no question to learn from
-            self.queries[(b"", 0, reply[3] & 0xF, "udp" if udp else "tcp")] += 1
-            return
-        while pos < n and reply[pos]:
-            pos += 1 + reply[pos]
-        qtype = (reply[pos + 1] << 8 | reply[pos + 2]) if pos + 2 < n else 0
-        self.queries[(reply[12 : pos + 1].lower(), qtype, reply[3] & 0xF, "udp" if udp else "tcp")] += 1
 
 
 @dataclass(slots=True)
@@ -126,9 +115,8 @@ class _Collector(Collector):
             labels=["zone", "qtype", "rcode", "transport"],
         )
         by_zone: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
-        for (qname, qtype, rcode, transport), n in list(self.stats.queries.items()):
-            zone = self.state.find_zone(qname) if qname else None
-            ztext = names.to_text(zone.origin) if zone is not None else "none"
+        for (origin, qtype, rcode, transport), n in list(self.stats.queries.items()):
+            ztext = names.to_text(origin) if origin else "none"
             tname = QTYPE_NAMES.get(qtype, f"TYPE{qtype}")
             by_zone[(ztext, tname, RCODE_NAMES.get(rcode, str(rcode)), transport)] += n
         for labels, n in by_zone.items():

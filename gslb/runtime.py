@@ -35,7 +35,7 @@ from gslb.overrides import Overrides
 from gslb.rrl import RateLimiter
 from gslb.serving import ALL_UP, HealthView, MemberKey, ServingState
 from gslb.transport.tcp import TcpLimits, serve_tcp
-from gslb.transport.udp import serve_udp
+from gslb.transport.udp import MmsgTransport, serve_udp
 
 log = logging.getLogger("gslb")
 
@@ -98,7 +98,9 @@ class Server:
         rrl_rate: float = 0.0,
         rrl_slip: int = 2,
         axfr_allow: list[str] | None = None,
+        udp_io: str = "auto",
     ) -> None:
+        self.udp_io = udp_io
         self.query_log_every = query_log_every
         self.rrl = RateLimiter(rrl_rate, rrl_slip) if rrl_rate > 0 else None
         self.api_listen = api_listen
@@ -126,7 +128,7 @@ class Server:
         self.generation = 0
         self.state: ServingState = build_state([])
         self.bound: list[tuple[str, int]] = []
-        self._closers: list[asyncio.BaseTransport | asyncio.AbstractServer] = []
+        self._closers: list[asyncio.BaseTransport | asyncio.AbstractServer | MmsgTransport] = []
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.last_problems: list[Problem] = []
@@ -261,7 +263,7 @@ class Server:
     async def start(self) -> None:
         for host, port in self.listens:
             for attempt in range(20):
-                udp, bound = await serve_udp(self, host, port)
+                udp, bound = await serve_udp(self, host, port, self.udp_io)
                 try:
                     tcp = await serve_tcp(self, host, bound, self.limits)
                 except OSError:

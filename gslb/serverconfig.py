@@ -33,6 +33,7 @@ OPTIONS: dict[str, tuple[str, Any]] = {
     "rrl_rate": ("num", 0.0),
     "rrl_slip": ("int", 2),
     "axfr_allow": ("networks", []),
+    "udp_io": ("choice:auto|mmsg|asyncio", "auto"),
     "log_level": ("choice:debug|info|warning|error", "info"),
     "log_format": ("choice:text|json", "text"),
 }

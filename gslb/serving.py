@@ -331,6 +331,9 @@ def parse_client(host: str) -> tuple[int, int]:
 
 # --------------------------------------------------------------------- the state
 
+# what one reply counts under in gslb_queries: (zone origin or b"", qtype, rcode, "udp"/"tcp")
+StatsKey = tuple[bytes, int, int, str]
+
 
 @dataclass(frozen=True, slots=True)
 class ServingState:
@@ -343,6 +346,10 @@ class ServingState:
     loads: Mapping[MemberKey, float] = field(default_factory=dict)  # fresh reported loads
     # answers per (balanced name, pool, outcome): a counter the runtime owns and keeps across swaps
     balanced_counts: Counter[tuple[bytes, str, str]] | None = None
+    # replies that depend only on the query bytes after the ID (static data, negative answers),
+    # keyed by those bytes: kept across health and load changes, new with every compiled state
+    udp_cache: dict[bytes, tuple[bytes, StatsKey]] = field(default_factory=dict, compare=False)
+    tcp_cache: dict[bytes, tuple[bytes, StatsKey]] = field(default_factory=dict, compare=False)
 
     def find_zone(self, key: bytes) -> CompiledZone | None:
         zones = self.zones
@@ -358,7 +365,16 @@ class ServingState:
     def with_health(self, health: HealthView) -> ServingState:
         plans = {name: plan_balanced(self.zone_of(name), p.record, health) for name, p in self.plans.items()}
         return ServingState(
-            self.zones, self.fast, plans, health, self.generation, self.geo, self.loads, self.balanced_counts
+            self.zones,
+            self.fast,
+            plans,
+            health,
+            self.generation,
+            self.geo,
+            self.loads,
+            self.balanced_counts,
+            self.udp_cache,
+            self.tcp_cache,
         )
 
     def with_loads(self, loads: Mapping[MemberKey, float]) -> ServingState:
@@ -372,11 +388,22 @@ class ServingState:
             self.geo,
             loads,
             self.balanced_counts,
+            self.udp_cache,
+            self.tcp_cache,
         )
 
     def with_counts(self, counts: Counter[tuple[bytes, str, str]]) -> ServingState:
         return ServingState(
-            self.zones, self.fast, self.plans, self.health, self.generation, self.geo, self.loads, counts
+            self.zones,
+            self.fast,
+            self.plans,
+            self.health,
+            self.generation,
+            self.geo,
+            self.loads,
+            counts,
+            self.udp_cache,
+            self.tcp_cache,
         )
 
     def zone_of(self, name: bytes) -> CompiledZone:

@@ -18,7 +18,7 @@ import logging
 import socket
 from typing import cast
 
-from gslb.engine import answer, zone_transfer
+from gslb.engine import respond, zone_transfer
 from gslb.metrics import log_query
 from gslb.transport import StateHolder
 
@@ -101,16 +101,16 @@ class TcpProtocol(asyncio.Protocol):
         buf = self.buf
         holder = self.holder
         out = []
-        while len(buf) >= 2:
-            n = (buf[0] << 8) | buf[1]
+        pos, end = 0, len(buf)
+        while end - pos >= 2:
+            n = (buf[pos] << 8) | buf[pos + 1]
             if n == 0:
                 self._abort()
                 return
-            if len(buf) < 2 + n:
+            if end - pos < 2 + n:
                 break
-            msg = bytes(buf[2 : 2 + n])
-            del buf[: 2 + n]
-            self._arm()
+            msg = bytes(buf[pos + 2 : pos + 2 + n])
+            pos += 2 + n
             xfr = self.limits.xfr_allow
             if xfr and len(msg) > 12 and _allowed(self.peer, xfr):
                 messages = zone_transfer(msg, holder.state)
@@ -119,19 +119,23 @@ class TcpProtocol(asyncio.Protocol):
                     out += [len(m).to_bytes(2, "big") + m for m in messages]
                     continue
             try:
-                reply = answer(msg, holder.state, self.peer, False, holder.rng)
+                res = respond(msg, holder.state, self.peer, False, holder.rng)
             except Exception:
                 log.exception("internal error answering a TCP query from %s", self.peer)
-                reply = None
-            if reply is None:
+                res = None
+            if res is None:
                 holder.stats.dropped["not_a_query"] += 1
                 continue
-            holder.stats.observe(reply, False)
+            reply, skey = res
+            holder.stats.queries[skey] += 1
             if holder.query_log_every:
                 self.limits.seen += 1
                 if self.limits.seen % holder.query_log_every == 0:
                     log_query(self.peer, "tcp", reply)
             out.append(len(reply).to_bytes(2, "big") + reply)
+        if pos:
+            del buf[:pos]
+            self._arm()
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
 
