@@ -39,7 +39,7 @@ def _server(tmp_path: Path, name: str, io: str, zone: Path = CONF) -> GslbProces
 
 
 def _wire(name: str, rdtype: str, qid: int, edns: bool = True, ecs: bool = False) -> bytes:
-    opts = [dns.edns.ECSOption("198.51.100.0", 24)] if ecs else []
+    opts: list[dns.edns.Option] = [dns.edns.ECSOption("198.51.100.0", 24)] if ecs else []
     q = dns.message.make_query(name, rdtype, use_edns=0 if edns else False, payload=1232, options=opts)
     q.id = qid
     return q.to_wire()
