@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from gslb import names
 from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
@@ -104,22 +104,31 @@ def respond(
 
     A reply that depends only on the query bytes after the ID (static data,
     negative answers, refusals) is kept keyed by those bytes, so the next
-    identical query costs a dict lookup and a concatenation. Replies that
-    depend on the client, health or chance (balanced names) are never kept.
+    identical query costs a dict lookup and a concatenation. For a balanced
+    name the parsed query is kept instead, and each query gets a fresh pick
+    against the current health, loads and client: only the parsing is saved.
     """
     cache = state.udp_cache if udp else state.tcp_cache
     key = data[2:]
     hit = cache.get(key)
     if hit is not None:
-        return data[:2] + hit[0], hit[1]
-    reply, cacheable = _answer(data, state, Client(host, udp), rng)
+        if len(hit) == 2:
+            return data[:2] + hit[0], hit[1]
+        q, origin, name = hit
+        reply = _balanced(q, name, state, Client(host, udp), rng)
+        if reply is not None:
+            return data[:2] + reply[2:], (origin, q.qtype, reply[3] & 0xF, "udp" if udp else "tcp")
+    reply, token = _answer(data, state, Client(host, udp), rng)
     if reply is None:
         return None
     skey = stats_key(reply, udp, state)
-    if cacheable and len(data) >= 12:
+    if token is not False and len(data) >= 12:
         if len(cache) >= CACHE_MAX:
             cache.clear()  # a flood of distinct names: start over rather than track age
-        cache[key] = (reply[2:], skey)
+        if token is True:
+            cache[key] = (reply[2:], skey)
+        else:
+            cache[key] = (token, skey[0], state.fast[(token.key, token.qtype)])  # type: ignore[assignment]
     return reply, skey
 
 
@@ -139,8 +148,9 @@ def stats_key(reply: bytes, udp: bool, state: ServingState) -> StatsKey:
 
 def _answer(
     data: bytes, state: ServingState, client: Client, rng: random.Random
-) -> tuple[bytes | None, bool]:
-    """The reply (None: send nothing) and whether it may be cached (see :func:`respond`)."""
+) -> tuple[bytes | None, bool | Query]:
+    """The reply (None: send nothing) and how it may be cached (see :func:`respond`):
+    True (the reply), False (not at all), or the parsed query of a balanced name."""
     if not header_ok(data):
         return None, False
     try:
@@ -165,18 +175,9 @@ def _answer(
                 hit.additional_required,
             )
             return _finish(q, hit.aa, hit.rcode, hit.body, hit.counts, small, client, 0), True
-        pk = pick_balanced(state.plans[hit], qtype, q, client, rng, state.geo, state.loads)
-        outcome = pk.outcome
-        counts = state.balanced_counts
-        if counts is not None:
-            counts[(hit, pk.pool, outcome.kind if outcome is not None else "nodata")] += 1
-        if outcome is not None and outcome.kind in ("servfail", "refuse"):
-            rcode = SERVFAIL if outcome.kind == "servfail" else REFUSED
-            return _finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope), False
-        if pk.frags:
-            frags = pk.frags
-            body = b"".join(frags)
-            return _finish(q, True, NOERROR, body, (len(frags), 0, 0), None, client, pk.scope), False
+        reply = _balanced(q, hit, state, client, rng)
+        if reply is not None:
+            return reply, q
         # nodata: fall through to the general lookup, which adds the SOA
     if qtype in (T_AXFR, T_IXFR):
         return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0), True
@@ -199,6 +200,22 @@ def _answer(
     elif p.additional_required:
         small = (body, (an, ns, ar), True)
     return _finish(q, p.aa, p.rcode, body, (an, ns, ar), small, client, p.scope), fixed
+
+
+def _balanced(q: Query, name: bytes, state: ServingState, client: Client, rng: random.Random) -> bytes | None:
+    """The reply for balanced name ``name`` (from the fast path), or None for NODATA."""
+    pk = pick_balanced(state.plans[name], q.qtype, q, client, rng, state.geo, state.loads)
+    outcome = pk.outcome
+    counts = state.balanced_counts
+    if counts is not None:
+        counts[(name, pk.pool, outcome.kind if outcome is not None else "nodata")] += 1
+    if outcome is not None and outcome.kind in ("servfail", "refuse"):
+        rcode = SERVFAIL if outcome.kind == "servfail" else REFUSED
+        return _finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope)
+    frags = pk.frags
+    if frags:
+        return _finish(q, True, NOERROR, b"".join(frags), (len(frags), 0, 0), None, client, pk.scope)
+    return None
 
 
 def _bare(data: bytes, rcode: int) -> bytes:
@@ -311,12 +328,40 @@ def pick_balanced(
         ctx = PickContext(fam, addr, prefix, info.lat if info else None, info.lon if info else None)
         scope = min(scope, source)
         if policy.uses_location and len(outcome.pools) > 1:
-            index = policy.choose_pool([p.location for p in outcome.pools], ctx)
+            # the nearest pool depends only on the client's coordinates: remember it per plan
+            lkey = (rule, qtype, ctx.lat, ctx.lon)
+            memo = plan.memo
+            found = memo.get(lkey)
+            if found is None:
+                index = policy.choose_pool([p.location for p in outcome.pools], ctx)
+                _remember(memo, lkey, index)
+            else:
+                index = cast(int, found)
     choice = outcome.pools[index]
     if policy.uses_loads:
         ctx = ctx._replace(loads=tuple(loads.get(k) for k in choice.member_keys))
+    elif policy.uses_client:
+        # a hashed pick is a function of the candidates and the client's subnet
+        fam, addr = ctx.family, ctx.addr
+        hkey = (rule, qtype, index, fam, addr >> ((32 if fam == 4 else 128) - ctx.hash_prefix))
+        memo = plan.memo
+        picked = memo.get(hkey)
+        if picked is None:
+            picked = tuple(policy.pick(choice.cands, plan.count, rng, ctx))
+            _remember(memo, hkey, picked)
+        frags = list(cast(tuple[bytes, ...], picked))
+        return Pick(frags, scope if ca and ca[3] else 0, outcome, rule, choice.name, info, ca)
     frags = list(policy.pick(choice.cands, plan.count, rng, ctx))
     return Pick(frags, scope if ca and ca[3] else 0, outcome, rule, choice.name, info, ca)
+
+
+MEMO_MAX = 10_000
+
+
+def _remember(memo: dict[tuple[object, ...], object], key: tuple[object, ...], value: object) -> None:
+    if len(memo) >= MEMO_MAX:
+        memo.clear()
+    memo[key] = value
 
 
 # ------------------------------------------------------------------ RFC 1034 lookup

@@ -22,7 +22,7 @@ from gslb import names
 from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
 from gslb.model import FAMILY_OF_TYPE, Balanced, GeoMatch, Member, Pool, RRset, Zone
 from gslb.policies import REGISTRY, Candidates, Policy
-from gslb.wire import RRw, member_fragment
+from gslb.wire import Query, RRw, member_fragment
 
 MemberKey = tuple[str, str, str]  # (zone origin text, pool name, member address)
 
@@ -110,6 +110,9 @@ class BalancedPlan:
     catch_all: int  # index of the catch-all rule
     needs_client: bool  # rules or the policy look at the client at all
     needs_geo: bool  # a geo/asn rule or select: closest
+    # results of deterministic choices (closest pool per location, hashed pick per client
+    # subnet) for this health snapshot: a new plan starts empty
+    memo: dict[tuple[object, ...], object] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +336,9 @@ def parse_client(host: str) -> tuple[int, int]:
 
 # what one reply counts under in gslb_queries: (zone origin or b"", qtype, rcode, "udp"/"tcp")
 StatsKey = tuple[bytes, int, int, str]
+# a reply cache entry: (reply after the ID, stats key) for a fixed reply, or
+# (parsed query, zone origin, balanced name) for a balanced name, picked again per query
+CacheEntry = tuple[bytes, StatsKey] | tuple[Query, bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,10 +352,11 @@ class ServingState:
     loads: Mapping[MemberKey, float] = field(default_factory=dict)  # fresh reported loads
     # answers per (balanced name, pool, outcome): a counter the runtime owns and keeps across swaps
     balanced_counts: Counter[tuple[bytes, str, str]] | None = None
-    # replies that depend only on the query bytes after the ID (static data, negative answers),
-    # keyed by those bytes: kept across health and load changes, new with every compiled state
-    udp_cache: dict[bytes, tuple[bytes, StatsKey]] = field(default_factory=dict, compare=False)
-    tcp_cache: dict[bytes, tuple[bytes, StatsKey]] = field(default_factory=dict, compare=False)
+    # per query bytes after the ID: the fixed reply (static data, negative answers) or the
+    # parsed query of a balanced name; kept across health and load changes (a balanced entry
+    # is picked again against the current plans), new with every compiled state
+    udp_cache: dict[bytes, CacheEntry] = field(default_factory=dict, compare=False)
+    tcp_cache: dict[bytes, CacheEntry] = field(default_factory=dict, compare=False)
 
     def find_zone(self, key: bytes) -> CompiledZone | None:
         zones = self.zones

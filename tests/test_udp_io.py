@@ -183,4 +183,39 @@ def test_cache_is_bounded_and_skips_balanced_names(monkeypatch: pytest.MonkeyPat
         assert res is not None
         seen.add(tuple(sorted(rr.to_text() for rr in dns.message.from_wire(res[0]).answer)))
     assert len(seen) > 1  # still a fresh weighted pick per query
-    assert all(b"\x01w\x03bal" not in k for k in state.udp_cache)
+    # the balanced query is kept parsed, never as a fixed reply
+    kept = [v for k, v in state.udp_cache.items() if b"\x01w\x03bal" in k]
+    assert kept and all(len(v) == 3 for v in kept)
+
+
+def test_remembered_picks_follow_health() -> None:
+    """Hashed picks and closest pools are remembered per health snapshot, never across one."""
+    from gslb.config import load_zone
+    from gslb.engine import build_state
+    from gslb.geo import MaxMindGeo
+    from gslb.serving import HealthView
+    from tests.geodb import write_asn, write_city
+
+    tmp = Path(__import__("tempfile").mkdtemp())
+    geo = MaxMindGeo(str(write_city(tmp / "c.mmdb")), str(write_asn(tmp / "a.mmdb")))
+    zone = load_zone(DATA / "geo" / "geo.test.yaml", geo_db=True, asn_db=True)
+    state = build_state([(zone, 1)], geo=geo)
+    rng = random.Random(0)
+
+    def ask(st: object, name: str, subnet: str) -> str:
+        opts: list[dns.edns.Option] = [dns.edns.ECSOption(subnet.split("/")[0], int(subnet.split("/")[1]))]
+        q = dns.message.make_query(name, "A", use_edns=0, options=opts)
+        res = respond(q.to_wire(), st, "127.0.0.1", True, rng)  # type: ignore[arg-type]
+        assert res is not None
+        return str(dns.message.from_wire(res[0]).answer[0][0])
+
+    first = ask(state, "sticky.geo.test.", "100.64.7.0/24")
+    assert all(ask(state, "sticky.geo.test.", "100.64.7.0/24") == first for _ in range(5))
+    down = state.with_health(HealthView(frozenset({("geo.test.", "quad", first)}), 1))
+    moved = ask(down, "sticky.geo.test.", "100.64.7.0/24")
+    assert moved != first and all(ask(down, "sticky.geo.test.", "100.64.7.0/24") == moved for _ in range(5))
+    assert ask(state.with_health(HealthView(frozenset(), 2)), "sticky.geo.test.", "100.64.7.0/24") == first
+    # closest: San Francisco goes west until west is down, then east (the next nearest)
+    assert ask(state, "near.geo.test.", "198.51.100.0/24") == "192.0.2.1"
+    west_down = state.with_health(HealthView(frozenset({("geo.test.", "west", "192.0.2.1")}), 3))
+    assert ask(west_down, "near.geo.test.", "198.51.100.0/24") == "192.0.2.2"

@@ -1,0 +1,524 @@
+"""gslb next to C authoritative servers: same zone, same pinning, same load, one table.
+
+    python bench/compare.py                       # dnsperf, every server found, 3 x 10 s
+    python bench/compare.py --generator dnsblast  # ../shared/bench/dnsblast.c, compiled once
+    python bench/compare.py --generator 'mygen -s {server} -p {port} -d {file} -l {seconds}'
+    python bench/compare.py --rate 20000          # latency at a fixed rate (needs dnsblast)
+    python bench/compare.py --tcp                 # DNS over TCP, many queries per connection
+    python bench/compare.py --servers gslb,knot --workloads static --gslb-args '--workers 2'
+
+Servers (each found on PATH or in /usr/sbin; missing ones are skipped, `--install`
+runs apt-get for them): gslb, Knot DNS (knot), NSD (nsd), gdnsd (gdnsd), PowerDNS
+with the BIND backend and LUA records (pdns-server, pdns-backend-bind). Each is
+pinned to CPU 0 with taskset and runs one UDP worker (one thread or process where
+it has the choice); the load generator is pinned to CPU 1. Peers' rate limiting is
+off (NSD limits by default) and PowerDNS does no security polling.
+
+Workloads (query files written here):
+  static    ten names/types of bench.test. (SOA, NS, A, AAAA, MX, TXT, CNAME, SRV)
+  weighted  w.bench.test. A: gslb `select: weighted`, gdnsd `DYNA weighted!`, PowerDNS
+            `LUA A "pickwrandom(...)"`; Knot and NSD serve the same three addresses
+            as a static RRset (what a C server does with no balancing at all)
+  geo_ecs   geo/near/sticky.geo.test. A with an EDNS Client Subnet option
+            (198.51.100.0/24): geo rules, closest and hashed selection over GeoIP
+            databases built by tests/geodb.py. gslb only; compared with Knot's static
+            figure. dnsperf is used for it whatever --generator says (dnsblast sends
+            no EDNS options)
+  mix       half static names, half random names under bench.test. (NXDOMAIN)
+
+Columns: queries/s (median of --runs), p50/p99 latency in ms where the generator
+reports percentiles (dnsblast does, dnsperf does not), server CPU us per answered
+query (utime+stime of the server's processes from /proc, over the run), RSS in MB
+(all the server's processes, at the end), and queries/s as a ratio to Knot's.
+Traffic stays on 127.0.0.1. Quote medians and ratios: this machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import re
+import shlex
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+SHARED = Path(os.environ.get("GSLB_SHARED", ROOT.parent / "shared"))
+ECS_OPTION = "8:00011800c63364"  # EDNS Client Subnet 198.51.100.0/24, scope 0
+SERVER_CPU, LOAD_CPU = "0", "1"
+
+ZONE_FILE = """$ORIGIN bench.test.
+$TTL 300
+@       IN SOA ns1 hostmaster 2026112801 7200 3600 1209600 60
+@       NS ns1
+@       NS ns2
+@       MX 10 mail
+@       TXT "v=spf1 mx -all"
+ns1     A 192.0.2.53
+ns2     A 198.51.100.53
+mail    A 192.0.2.25
+www     A 192.0.2.80
+www     AAAA 2001:db8::80
+alias   CNAME www
+_sip._tcp SRV 10 60 5060 sip
+sip     A 192.0.2.60
+"""
+WEIGHTED = [("192.0.2.1", 3), ("192.0.2.2", 2), ("192.0.2.3", 1)]
+
+GSLB_ZONE = """zone: bench.test.
+ttl: 300
+soa: {rname: hostmaster.bench.test., minimum: 60, serial: 2026112801}
+nameservers:
+  ns1.bench.test.: [192.0.2.53]
+  ns2.bench.test.: [198.51.100.53]
+pools:
+  web:
+    members:
+%MEMBERS%
+records:
+  "@":
+    - {type: MX, value: "10 mail"}
+    - {type: TXT, value: '"v=spf1 mx -all"'}
+  mail: [{type: A, value: 192.0.2.25}]
+  www: [{type: A, value: 192.0.2.80}, {type: AAAA, value: "2001:db8::80"}]
+  alias: [{type: CNAME, value: www}]
+  _sip._tcp: [{type: SRV, value: "10 60 5060 sip"}]
+  sip: [{type: A, value: 192.0.2.60}]
+  w:
+    - types: [A]
+      answer: {select: weighted, count: 1}
+      rules: [{pools: [web]}]
+"""
+GSLB_ZONE = GSLB_ZONE.replace(
+    "%MEMBERS%", "\n".join(f"      - {{address: {a}, weight: {w}}}" for a, w in WEIGHTED)
+)
+
+STATIC_QUERIES = [
+    "bench.test. SOA",
+    "bench.test. NS",
+    "bench.test. MX",
+    "bench.test. TXT",
+    "www.bench.test. A",
+    "www.bench.test. AAAA",
+    "mail.bench.test. A",
+    "alias.bench.test. A",
+    "_sip._tcp.bench.test. SRV",
+    "ns1.bench.test. A",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        t.bind(("127.0.0.1", 0))
+        port = int(t.getsockname()[1])
+        u.bind(("127.0.0.1", port))
+        return port
+
+
+def tree(pid: int) -> list[int]:
+    """pid and every descendant (servers that fork workers or helpers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                kids = Path(f"/proc/{p}/task/{tid}/children").read_text().split()
+                todo += [int(k) for k in kids]
+        except OSError:
+            pass
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE
+        except OSError:
+            continue
+    return total / 1e6
+
+
+def wait_udp(port: int, name: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    import dns.message
+    import dns.query
+
+    q = dns.message.make_query(name, "SOA")
+    for _ in range(150):
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            dns.query.udp(q, "127.0.0.1", port=port, timeout=0.3)
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"server on {port} does not answer: {log.read_text()[-2000:]}")
+
+
+# ------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    name: str
+    binary: str
+    packages: list[str]
+    start: Callable[[Path, int, str], list[str]]  # work dir, port, extra args -> command
+    serves: set[str] = field(default_factory=lambda: {"static", "weighted", "mix"})
+    note: str = ""
+
+
+def _gslb(work: Path, port: int, extra: str) -> list[str]:
+    sys.path.insert(0, str(ROOT))
+    from tests.geodb import write_asn, write_city
+
+    zdir = work / "zones"
+    zdir.mkdir()
+    (zdir / "bench.test.yaml").write_text(GSLB_ZONE)
+    shutil.copy(ROOT / "tests/data/geo/geo.test.yaml", zdir)
+    city, asn = write_city(work / "city.mmdb"), write_asn(work / "asn.mmdb")
+    return [sys.executable, "-m", "gslb", "--log-level", "warning", "serve", "--zones", str(zdir),
+            "--listen", f"127.0.0.1:{port}", "--state-dir", "", "--no-api",
+            "--geoip-db", str(city), "--asn-db", str(asn), *shlex.split(extra)]  # fmt: skip
+
+
+def _static_zone(work: Path) -> Path:
+    z = work / "bench.test.zone"
+    z.write_text(ZONE_FILE + "".join(f"w       A {a}\n" for a, _ in WEIGHTED))
+    return z
+
+
+def _knot(work: Path, port: int, extra: str) -> list[str]:
+    z = _static_zone(work)
+    (work / "db").mkdir()
+    (work / "knot.conf").write_text(f"""server:
+    rundir: "{work}"
+    listen: 127.0.0.1@{port}
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "{work}/db"
+log:
+  - target: stderr
+    any: error
+zone:
+  - domain: bench.test.
+    file: "{z}"
+    zonefile-sync: -1
+    journal-content: none
+""")
+    return [shutil.which("knotd") or "/usr/sbin/knotd", "-c", str(work / "knot.conf")]
+
+
+def _nsd(work: Path, port: int, extra: str) -> list[str]:
+    z = _static_zone(work)
+    (work / "nsd.conf").write_text(f"""server:
+    ip-address: 127.0.0.1@{port}
+    server-count: 1
+    username: ""
+    chroot: ""
+    zonesdir: "{work}"
+    database: ""
+    zonelistfile: "{work}/zone.list"
+    xfrdfile: "{work}/xfrd.state"
+    xfrdir: "{work}"
+    pidfile: "{work}/nsd.pid"
+    do-ip6: no
+    verbosity: 0
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
+remote-control:
+    control-enable: no
+zone:
+    name: bench.test.
+    zonefile: "{z}"
+""")
+    return [shutil.which("nsd") or "/usr/sbin/nsd", "-d", "-c", str(work / "nsd.conf")]
+
+
+def _gdnsd(work: Path, port: int, extra: str) -> list[str]:
+    conf = work / "gdnsd"
+    (conf / "zones").mkdir(parents=True)
+    for d in ("run", "state"):
+        (work / d).mkdir()
+    members = "\n".join(f"        m{i} = [ {a}, {w} ]" for i, (a, w) in enumerate(WEIGHTED))
+    (conf / "config").write_text(f"""options => {{
+    listen => [ 127.0.0.1 ]
+    dns_port => {port}
+    udp_threads => 1
+    tcp_threads => 1
+    run_dir => {work}/run
+    state_dir => {work}/state
+}}
+plugins => {{
+    weighted => {{
+        multi = false
+        wpool => {{
+{members}
+        }}
+    }}
+}}
+""")
+    (conf / "zones" / "bench.test").write_text(ZONE_FILE + "w 300 DYNA weighted!wpool\n")
+    return [shutil.which("gdnsd") or "/usr/sbin/gdnsd", "-c", str(conf), "-f", "start"]
+
+
+def _pdns(work: Path, port: int, extra: str) -> list[str]:
+    choices = ", ".join(f"{{{w}, '{a}'}}" for a, w in WEIGHTED)
+    z = work / "bench.test.zone"
+    z.write_text(ZONE_FILE + f'w 300 IN LUA A "pickwrandom({{{choices}}})"\n')
+    (work / "named.conf").write_text(f'zone "bench.test" {{ type master; file "{z}"; }};\n')
+    (work / "pdns.conf").write_text(f"""launch=bind
+bind-config={work}/named.conf
+local-address=127.0.0.1
+local-port={port}
+enable-lua-records=yes
+security-poll-suffix=
+socket-dir={work}
+daemon=no
+guardian=no
+disable-syslog=yes
+loglevel=3
+receiver-threads=1
+distributor-threads=1
+reuseport=no
+webserver=no
+""")
+    return [shutil.which("pdns_server") or "/usr/sbin/pdns_server", f"--config-dir={work}"]
+
+
+SERVERS = {
+    s.name: s
+    for s in [
+        Server("gslb", sys.executable, [], _gslb, {"static", "weighted", "geo_ecs", "mix"}),
+        Server("knot", "knotd", ["knot"], _knot, note="weighted: static RRset"),
+        Server("nsd", "nsd", ["nsd"], _nsd, note="weighted: static RRset"),
+        Server("gdnsd", "gdnsd", ["gdnsd"], _gdnsd),
+        Server("pdns", "pdns_server", ["pdns-server", "pdns-backend-bind"], _pdns),
+    ]
+}
+
+
+def find(binary: str) -> str | None:
+    return shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
+
+
+# ------------------------------------------------------------------------ load
+
+
+def query_files(work: Path) -> dict[str, Path]:
+    rnd = random.Random(1)
+    mix = []
+    for i in range(10000):
+        mix.append(
+            STATIC_QUERIES[i % len(STATIC_QUERIES)] if i % 2 else f"n{rnd.randrange(10**9)}.bench.test. A"
+        )
+    files = {
+        "static": STATIC_QUERIES,
+        "weighted": ["w.bench.test. A"],
+        "geo_ecs": ["geo.geo.test. A", "near.geo.test. A", "sticky.geo.test. A"],
+        "mix": mix,
+    }
+    out = {}
+    for name, lines in files.items():
+        p = work / f"{name}.txt"
+        p.write_text("\n".join(lines) + "\n")
+        out[name] = p
+    return out
+
+
+def dnsblast() -> str:
+    src = SHARED / "bench" / "dnsblast.c"
+    out = Path.home() / ".cache" / "gslb-bench" / "dnsblast"
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-o", str(out), str(src), "-lm"], check=True)
+    return str(out)
+
+
+def generator_cmd(
+    gen: str, port: int, qfile: Path, seconds: int, workload: str, tcp: bool, rate: int
+) -> list[str]:
+    ecs = workload == "geo_ecs"
+    if gen == "dnsblast" and not ecs and not tcp:
+        cmd = [dnsblast(), "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-l", str(seconds),
+               "-c", "8", "-q", "32", "-t", "1"]  # fmt: skip
+        return cmd + (["-Q", str(rate)] if rate else [])
+    if gen in ("dnsperf", "dnsblast"):
+        cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-l", str(seconds),
+               "-c", "4", "-q", "500", "-t", "2"]  # fmt: skip
+        if tcp:
+            cmd += ["-m", "tcp"]
+        if ecs:
+            cmd += ["-E", ECS_OPTION]
+        return cmd + (["-Q", str(rate)] if rate else [])
+    return shlex.split(gen.format(server="127.0.0.1", port=port, file=qfile, seconds=seconds))
+
+
+@dataclass
+class Run:
+    qps: float
+    us: float
+    p50: float | None
+    p99: float | None
+    lost: int
+
+
+def one_run(pid: int, cmd: list[str], seconds: int) -> Run:
+    c0 = cpu_seconds(pid)
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, *cmd], capture_output=True, text=True, check=False)
+    c1 = cpu_seconds(pid)
+    m = re.search(r"Queries per second:\s+([\d.]+)", out.stdout)
+    if not m:
+        raise RuntimeError(f"{cmd[0]}: no 'Queries per second' in its output:\n{out.stdout}{out.stderr}")
+    qps = float(m.group(1))
+    lost = re.search(r"Queries lost:\s+(\d+)", out.stdout)
+    pct = re.search(r"p50 ([\d.]+) p90 [\d.]+ p99 ([\d.]+)", out.stdout)
+    return Run(
+        qps,
+        (c1 - c0) / max(qps * seconds, 1) * 1e6,
+        float(pct.group(1)) if pct else None,
+        float(pct.group(2)) if pct else None,
+        int(lost.group(1)) if lost else 0,
+    )
+
+
+def med(xs: list[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return statistics.median(vals) if vals else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--generator", default="dnsperf", help="dnsperf, dnsblast, or a command template")
+    ap.add_argument("--servers", default=",".join(SERVERS))
+    ap.add_argument("--workloads", default="static,weighted,geo_ecs,mix")
+    ap.add_argument("--rate", type=int, default=0, help="fixed query rate (latency at moderate load)")
+    ap.add_argument("--tcp", action="store_true", help="DNS over TCP (dnsperf -m tcp)")
+    ap.add_argument("--gslb-args", default="", help="extra arguments for gslb serve, e.g. '--workers 2'")
+    ap.add_argument("--install", action="store_true", help="apt-get install missing peers and dnsperf")
+    args = ap.parse_args()
+    wanted = [s for s in args.servers.split(",") if s]
+    workloads = [w for w in args.workloads.split(",") if w]
+    if args.install:
+        pkgs = ["dnsperf"] if not shutil.which("dnsperf") else []
+        pkgs += [p for s in wanted if not find(SERVERS[s].binary) for p in SERVERS[s].packages]
+        if pkgs:  # the packages start nothing: policy-rc.d says no
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", RUNLEVEL="1")
+            subprocess.run(["apt-get", "install", "-y", "-q", *pkgs], check=True, env=env)
+    for tool in ("taskset", "dnsperf"):
+        if not shutil.which(tool):
+            print(f"{tool} not found (apt-get install dnsperf util-linux, or --install)", file=sys.stderr)
+            return 2
+    work = Path(tempfile.mkdtemp(prefix="gslb-compare-"))
+    qf = query_files(work)
+    results: dict[tuple[str, str], tuple[float, float | None, float | None, float, float, int]] = {}
+    try:
+        for sname in wanted:
+            srv = SERVERS[sname]
+            if not find(srv.binary):
+                print(f"{sname}: {srv.binary} not found, skipped (--install)", file=sys.stderr)
+                continue
+            sdir = work / sname
+            sdir.mkdir()
+            port = free_port()
+            log = sdir / "server.log"
+            cmd = [
+                "taskset",
+                "-c",
+                SERVER_CPU,
+                *srv.start(sdir, port, args.gslb_args if sname == "gslb" else ""),
+            ]
+            with open(log, "wb") as lf:
+                proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, cwd=sdir)
+            try:
+                wait_udp(port, "bench.test.", proc, log)
+                for wl in workloads:
+                    if wl not in srv.serves and not (wl == "weighted" and srv.note):
+                        continue
+                    if wl == "geo_ecs" and sname != "gslb":
+                        continue
+                    if args.tcp and wl != "static":
+                        continue
+                    gcmd = generator_cmd(args.generator, port, qf[wl], args.seconds, wl, args.tcp, args.rate)
+                    runs = [one_run(proc.pid, gcmd, args.seconds) for _ in range(args.runs)]
+                    lost = sum(r.lost for r in runs)
+                    row = (
+                        statistics.median(r.qps for r in runs),
+                        med([r.p50 for r in runs]),
+                        med([r.p99 for r in runs]),
+                        statistics.median(r.us for r in runs),
+                        rss_mb(proc.pid),
+                        lost,
+                    )
+                    results[(sname, wl)] = row
+                    print(
+                        f"{sname:6} {wl:9} {row[0]:10.0f} qps  {row[3]:6.1f} us/q  lost {lost}",
+                        file=sys.stderr,
+                    )
+            finally:
+                for p in reversed(tree(proc.pid)):
+                    with contextlib.suppress(OSError):
+                        os.kill(p, 15)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(results, args)
+    return 0
+
+
+def print_table(results: dict[tuple[str, str], tuple[float, float | None, float | None, float, float, int]],
+                args: argparse.Namespace) -> None:  # fmt: skip
+    def f(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    print("\n| server | workload | queries/s | p50 ms | p99 ms | CPU us/query | RSS MB | qps vs Knot |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for (name, wl), (q, p50, p99, us, rss, lost) in results.items():
+        ref = results.get(("knot", wl)) or results.get(("knot", "static"))
+        ratio = f"{q / ref[0]:.2f}" if ref else "-"
+        label = name + (" (static RRset)" if wl == "weighted" and SERVERS[name].note else "")
+        extra = f" ({lost} lost)" if lost else ""
+        lat = f"{f(p50, '.3f')} | {f(p99, '.3f')}"
+        print(f"| {label} | {wl} | {q:,.0f}{extra} | {lat} | {us:.1f} | {rss:.0f} | {ratio} |")
+    mode = "TCP" if args.tcp else "UDP"
+    rate = f", rate-limited to {args.rate} qps" if args.rate else ""
+    gen = args.generator.split()[0]
+    print(f"\n{args.runs} runs x {args.seconds} s, {mode}, generator {gen} on CPU {LOAD_CPU}{rate}, "
+          f"servers on CPU {SERVER_CPU}, medians; geo_ecs rows (dnsperf) are compared with "
+          "Knot's static figure")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
