@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -66,6 +67,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gslb.runtime import Server
 
     o = args.options  # resolved in main(): command line, then --config file, then defaults
+    if o["workers"] < 1 or (o["workers"] > 1 and not hasattr(socket, "SO_REUSEPORT")):
+        logging.getLogger("gslb").error(
+            "workers: %d is not possible here (at least 1; more needs SO_REUSEPORT, Linux)", o["workers"]
+        )
+        return 1
     try:
         server = Server(
             o["zones"],
@@ -85,6 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             rrl_slip=o["rrl_slip"],
             axfr_allow=o["axfr_allow"],
             udp_io=o["udp_io"],
+            workers=o["workers"],
         )
     except (GeoDatabaseError, OSError, ValueError) as e:
         logging.getLogger("gslb").error("%s", e)
@@ -318,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         metavar="CIDR",
         help="client network allowed zone transfers over TCP (repeatable; none: transfers refused)",
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="processes answering DNS on the same sockets (SO_REUSEPORT, Linux); one health prober "
+        "and one HTTP API whatever N is (default 1)",
     )
     s.add_argument(
         "--udp-io",

@@ -54,6 +54,8 @@ class ServerView(Protocol):
     def zones(self) -> list[Zone]: ...
     def overrides_changed(self) -> None: ...
     def tcp_open(self) -> int: ...
+    def all_stats(self) -> QueryStats: ...
+    def worker_status(self) -> list[dict[str, object]]: ...
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -89,7 +91,7 @@ def make_app(server: ServerView) -> web.Application:
         server.facts.override_write_errors = server.overrides.write_errors
         geo = server.state.geo
         server.facts.geoip_reload_errors = getattr(geo, "reload_errors", 0)
-        body = render(server.stats, server.state, server.facts)
+        body = render(server.all_stats(), server.state, server.facts)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     @routes.get("/v1/status")
@@ -209,7 +211,7 @@ def sample(server: ServerView) -> dict[str, float]:
             for m in p.members:
                 members += 1
                 total += state.health.is_up(member_key(cz.zone, p.name, m), m)
-    return {"t": time.time(), "queries": float(sum(server.stats.queries.values())),
+    return {"t": time.time(), "queries": float(sum(server.all_stats().queries.values())),
             "in_rotation": float(total), "members": float(members)}  # fmt: skip
 
 
@@ -261,4 +263,5 @@ def status_doc(server: ServerView, targets: dict[str, dict[str, Any]]) -> dict[s
             "stalled": server.prober.stalled,
             "restarts": server.prober.restarts,
         },
+        "workers": server.worker_status(),
     }

@@ -55,6 +55,36 @@ class QueryStats:
     tcp_accepted: int = 0
     tcp_refused: int = 0
 
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as plain data (what a worker process reports to the primary)."""
+        return {
+            "queries": dict(self.queries),
+            "dropped": dict(self.dropped),
+            "balanced": dict(self.balanced),
+            "rrl": dict(self.rrl),
+            "tcp_accepted": self.tcp_accepted,
+            "tcp_refused": self.tcp_refused,
+        }
+
+    def merged(self, snapshots: Iterable[dict[str, Any]]) -> QueryStats:
+        """These counters plus the workers' last snapshots: the whole server's."""
+        out = QueryStats(
+            collections.Counter(self.queries),
+            collections.Counter(self.dropped),
+            collections.Counter(self.balanced),
+            collections.Counter(self.rrl),
+            self.tcp_accepted,
+            self.tcp_refused,
+        )
+        for snap in snapshots:
+            out.queries.update(snap["queries"])
+            out.dropped.update(snap["dropped"])
+            out.balanced.update(snap["balanced"])
+            out.rrl.update(snap["rrl"])
+            out.tcp_accepted += snap["tcp_accepted"]
+            out.tcp_refused += snap["tcp_refused"]
+        return out
+
 
 @dataclass(slots=True)
 class RuntimeFacts:

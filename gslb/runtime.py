@@ -13,12 +13,15 @@ import collections
 import contextlib
 import ipaddress
 import logging
+import multiprocessing
 import os
 import random
 import signal
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -27,8 +30,10 @@ from gslb.config import iter_zone_files, load_zone
 from gslb.engine import build_state
 from gslb.errors import ConfigError, Problem
 from gslb.geo import MaxMindGeo
-from gslb.health.process import ProberProcess
+from gslb.health.process import ProberProcess, add_pipe_reader
 from gslb.httpapi import SAMPLE_INTERVAL, make_app, sample
+from gslb.logs import JsonFormatter
+from gslb.logs import setup as setup_logging
 from gslb.metrics import QueryStats, RuntimeFacts
 from gslb.model import Zone
 from gslb.overrides import Overrides
@@ -99,8 +104,22 @@ class Server:
         rrl_slip: int = 2,
         axfr_allow: list[str] | None = None,
         udp_io: str = "auto",
+        workers: int = 1,
     ) -> None:
+        # what a worker process needs to build its own Server (see WorkerPool)
+        self.config = {
+            "zones_dir": zones_dir, "tcp_idle": tcp_idle, "tcp_max": tcp_max, "seed": seed,
+            "watch_interval": watch_interval, "state_dir": state_dir, "geoip_db": geoip_db,
+            "asn_db": asn_db, "api_listen": None, "query_log_every": query_log_every,
+            "rrl_rate": rrl_rate, "rrl_slip": rrl_slip, "axfr_allow": axfr_allow, "udp_io": udp_io,
+            "workers": workers,
+        }  # fmt: skip
         self.udp_io = udp_io
+        self.workers = workers
+        self.reuse_port = workers > 1
+        self.announce = True  # log zone loads and problems (workers leave that to the primary)
+        self.is_worker = False
+        self.pool: WorkerPool | None = None
         self.query_log_every = query_log_every
         self.rrl = RateLimiter(rrl_rate, rrl_slip) if rrl_rate > 0 else None
         self.api_listen = api_listen
@@ -181,7 +200,8 @@ class Server:
                 problems.extend(e.problems)
                 self.rejected[path] = stamp
                 if old is not None:
-                    log.error(
+                    log.log(
+                        logging.ERROR if self.announce else logging.DEBUG,
                         "zone file %s rejected; still serving its last good version (serial %d)",
                         path,
                         old.serial,
@@ -204,19 +224,20 @@ class Server:
             serial = auto_serial(zone, stamp[0] / 1e9, prev)
             new[path] = Loaded(zone, serial, stamp)
             origins[zone.origin] = path
-            if prev is None or prev.serial != serial:
+            if (prev is None or prev.serial != serial) and self.announce:
                 log.info("loaded zone %s from %s (serial %d)", names.to_text(zone.origin), path, serial)
                 for w in zone.warnings:
                     log.warning("%s", w)
         for path in self.loaded.keys() - new.keys():
-            if path not in present:
+            if path not in present and self.announce:
                 log.info(
                     "zone file %s removed; zone %s no longer served",
                     path,
                     names.to_text(self.loaded[path].zone.origin),
                 )
-        for p in problems:
-            log.error("%s", p)
+        if self.announce:
+            for p in problems:
+                log.error("%s", p)
         self.last_problems = problems
         failed_files = {p.path for p in problems}
         self.facts.reloads_failed += len(failed_files)
@@ -230,10 +251,16 @@ class Server:
             self.generation += 1
         return problems
 
+    def effective_health(self) -> HealthView:
+        """What the checks say, with the runtime overrides applied."""
+        if self.is_worker:
+            return self.health  # the primary's view, overrides included
+        return self.health.with_forced(self.overrides.active())
+
     def _publish(self) -> None:
         zones = [(ld.zone, ld.serial) for ld in self.loaded.values()]
         loads = self.state.loads
-        effective = self.health.with_forced(self.overrides.active())
+        effective = self.effective_health()
         self.state = build_state(zones, effective, self.generation, self.geo).with_loads(loads)
         self.state = self.state.with_counts(self.stats.balanced)
 
@@ -245,16 +272,24 @@ class Server:
             if self.generation != before:
                 self.prober.update(self.zones())
                 self._publish()
-                log.info("serving %d zone(s), generation %d", len(self.loaded), self.generation)
+                if self.announce:
+                    log.info("serving %d zone(s), generation %d", len(self.loaded), self.generation)
+                if self.pool is not None:
+                    self.pool.broadcast(("reload",))
                 return True
             return False
 
     def set_loads(self, loads: dict[MemberKey, float]) -> None:
         self.state = self.state.with_loads(loads)
+        if self.pool is not None:
+            self.pool.broadcast(("loads", loads))
 
     def set_health(self, health: HealthView) -> None:
         self.health = health
-        self.state = self.state.with_health(health.with_forced(self.overrides.active()))
+        effective = self.effective_health()
+        self.state = self.state.with_health(effective)
+        if self.pool is not None:
+            self.pool.broadcast(("health", effective))
 
     def overrides_changed(self) -> None:
         self.set_health(self.health)
@@ -263,9 +298,9 @@ class Server:
     async def start(self) -> None:
         for host, port in self.listens:
             for attempt in range(20):
-                udp, bound = await serve_udp(self, host, port, self.udp_io)
+                udp, bound = await serve_udp(self, host, port, self.udp_io, self.reuse_port)
                 try:
-                    tcp = await serve_tcp(self, host, bound, self.limits)
+                    tcp = await serve_tcp(self, host, bound, self.limits, self.reuse_port)
                 except OSError:
                     udp.close()
                     if port == 0 and attempt < 19:
@@ -275,7 +310,8 @@ class Server:
             self._closers += [udp, tcp]
             self.bound.append((host, bound))
             shown = f"[{host}]" if ":" in host else host
-            log.info("listening on %s:%d (udp, tcp)", shown, bound)
+            if self.announce:
+                log.info("listening on %s:%d (udp, tcp)", shown, bound)
 
     async def watch(self) -> None:
         """Poll the zone directory for changes (``watch_interval`` 0: SIGHUP only)."""
@@ -305,7 +341,15 @@ class Server:
             await asyncio.sleep(SAMPLE_INTERVAL)
 
     def tcp_open(self) -> int:
-        return self.limits.open
+        return self.limits.open + (self.pool.tcp_open() if self.pool is not None else 0)
+
+    def all_stats(self) -> QueryStats:
+        """Query counters of the whole server: this process's and every worker's."""
+        return self.stats.merged(self.pool.snapshots() if self.pool is not None else ())
+
+    def worker_status(self) -> list[dict[str, object]]:
+        me: dict[str, object] = {"worker": 0, "pid": os.getpid(), "queries": sum(self.stats.queries.values())}
+        return [me, *(self.pool.status() if self.pool is not None else [])]
 
     async def start_api(self) -> None:
         if self.api_listen is None:
@@ -336,6 +380,52 @@ class Server:
             if isinstance(c, asyncio.AbstractServer):
                 await c.wait_closed()
 
+    async def run_worker(self, conn: Connection, index: int) -> None:
+        """A worker's life (see :class:`WorkerPool`): listen, take health from the pipe, report."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+
+        def send(msg: tuple[Any, ...]) -> None:
+            try:
+                conn.send(msg)
+            except (OSError, ValueError):
+                self.stop()  # the primary is gone
+
+        def readable() -> None:
+            try:
+                while conn.poll():
+                    msg = conn.recv()
+                    kind = msg[0]
+                    if kind == "health":
+                        self.health = msg[1]  # already with the primary's overrides
+                        self.state = self.state.with_health(msg[1])
+                    elif kind == "loads":
+                        self.state = self.state.with_loads(msg[1])
+                    elif kind == "reload":
+                        self._scan()
+                        self._publish()
+                    elif kind == "stop":
+                        self.stop()
+            except (EOFError, OSError):
+                log.info("worker %d: the primary closed the pipe; exiting", index)
+                self.stop()
+
+        await self.start()
+        add_pipe_reader(loop, conn, readable)
+        send(("ready", os.getpid()))
+        try:
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), WorkerPool.STATS_EVERY)
+                send(("stats", {**self.stats.snapshot(), "tcp_open": self.limits.open}))
+                if self.geo is not None:
+                    self.geo.maybe_reload()
+        finally:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(conn.fileno())
+            await self.close()
+            conn.close()
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task[bool]] = set()
@@ -350,17 +440,180 @@ class Server:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         await self.start()
+        if self.workers > 1:
+            self.pool = WorkerPool(self, self.workers - 1)
+            await self.pool.start()
         await self.start_api()
         sampler = asyncio.get_running_loop().create_task(self._sample())
         await self.prober.start(watchdog_after=self.stall_after)
         log.info(
-            "gslb ready: %d zone(s), %d health target(s), pid %d",
-            len(self.loaded), self.prober.targets, os.getpid(),
+            "gslb ready: %d zone(s), %d health target(s), %d worker(s), pid %d",
+            len(self.loaded), self.prober.targets, self.workers, os.getpid(),
         )  # fmt: skip
         try:
             await self.watch()
         finally:
             sampler.cancel()
+            if self.pool is not None:
+                await self.pool.stop()
             await self.prober.stop()
             await self.close()
             log.info("stopped")
+
+
+# ------------------------------------------------------------------ worker processes
+
+
+class WorkerPool:
+    """``--workers N``: N-1 more processes answering on the same sockets (SO_REUSEPORT).
+
+    The primary process (this one) keeps the single health prober, the HTTP API
+    and the zone watch; each worker loads the zones itself and answers DNS. Over
+    a pipe per worker the primary sends
+
+      ("health", HealthView)   every health or override change, as it happens
+      ("loads", {member: load}) fresh load readings
+      ("reload",)              the zone files changed: load them again
+      ("stop",)                close the sockets and exit
+
+    and each worker sends ("ready", pid) once it listens, then ("stats", {...})
+    every second (its query counters, for /metrics). A worker that dies is
+    started again; a worker whose primary dies sees the pipe close and exits.
+    """
+
+    STATS_EVERY = 1.0
+
+    def __init__(self, server: Server, count: int) -> None:
+        self.server = server
+        self.count = count
+        self.procs: dict[int, multiprocessing.process.BaseProcess] = {}
+        self.conns: dict[int, Connection] = {}
+        self.pids: dict[int, int] = {}
+        self.stats: dict[int, dict[str, Any]] = {}
+        self.ready: dict[int, asyncio.Event] = {}
+        self.restarts = 0
+        self._stopping = False
+
+    async def start(self) -> None:
+        for i in range(1, self.count + 1):
+            self._spawn(i)
+        for i in range(1, self.count + 1):
+            try:
+                await asyncio.wait_for(self.ready[i].wait(), 60)
+            except TimeoutError:
+                raise OSError(f"worker {i} did not start listening within 60 s") from None
+        log.info("%d worker process(es) answering beside this one: pids %s", self.count,
+                 ", ".join(str(self.pids[i]) for i in sorted(self.pids)))  # fmt: skip
+
+    def _spawn(self, i: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        level = logging.getLogger("gslb").getEffectiveLevel()
+        handlers = logging.getLogger().handlers
+        fmt = "json" if handlers and isinstance(handlers[0].formatter, JsonFormatter) else "text"
+        proc = ctx.Process(
+            target=worker_main,
+            args=(child, i, self.server.config, list(self.server.bound), level, fmt),
+            name=f"gslb-worker-{i}",
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        self.procs[i], self.conns[i] = proc, parent
+        self.ready[i] = asyncio.Event()
+        add_pipe_reader(asyncio.get_running_loop(), parent, lambda: self._readable(i))
+        # what the worker must know now that it did not read from disk itself
+        self._send(i, ("health", self.server.effective_health()))
+        if self.server.state.loads:
+            self._send(i, ("loads", dict(self.server.state.loads)))
+
+    def _readable(self, i: int) -> None:
+        conn = self.conns.get(i)
+        if conn is None:
+            return
+        try:
+            while conn.poll():
+                msg = conn.recv()
+                if msg[0] == "stats":
+                    self.stats[i] = msg[1]
+                elif msg[0] == "ready":
+                    self.pids[i] = msg[1]
+                    self.ready[i].set()
+        except (EOFError, OSError):
+            self._lost(i)
+
+    def _lost(self, i: int) -> None:
+        conn = self.conns.pop(i, None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(conn.fileno())
+            conn.close()
+        if self._stopping or self.server._stop.is_set():
+            return
+        proc = self.procs.get(i)
+        code = None
+        if proc is not None:
+            proc.join(1)
+            code = proc.exitcode
+        self.restarts += 1
+        log.error("worker %d (pid %s) exited with code %s; starting it again", i, self.pids.get(i), code)
+        self._spawn(i)
+
+    def _send(self, i: int, msg: tuple[Any, ...]) -> None:
+        conn = self.conns.get(i)
+        if conn is None:
+            return
+        try:
+            conn.send(msg)
+        except (OSError, ValueError) as e:
+            log.error("cannot reach worker %d: %s", i, e)
+
+    def broadcast(self, msg: tuple[Any, ...]) -> None:
+        for i in list(self.conns):
+            self._send(i, msg)
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        return list(self.stats.values())
+
+    def tcp_open(self) -> int:
+        return sum(int(s.get("tcp_open", 0)) for s in self.stats.values())
+
+    def status(self) -> list[dict[str, object]]:
+        return [
+            {"worker": i, "pid": self.pids.get(i), "alive": p.is_alive(),
+             "queries": sum(self.stats.get(i, {}).get("queries", {}).values())}
+            for i, p in sorted(self.procs.items())
+        ]  # fmt: skip
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.broadcast(("stop",))
+        deadline = time.monotonic() + 5
+        for p in self.procs.values():
+            while p.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if p.is_alive():
+                p.terminate()
+                p.join(2)
+        for i in list(self.conns):
+            self._lost(i)
+
+
+def worker_main(
+    conn: Connection, index: int, config: dict[str, Any], bound: list[tuple[str, int]], level: int, fmt: str
+) -> None:
+    """A worker process: the zones, the sockets (shared by port), answers; health from the pipe."""
+    setup_logging(level, fmt)
+    # Ctrl-C and SIGHUP reach the whole process group: the primary decides what happens
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    server = Server(listens=bound, **config)
+    server.announce = False
+    server.is_worker = True
+    server.load_initial()
+    try:
+        import uvloop
+
+        uvloop.run(server.run_worker(conn, index))
+    except ImportError:  # pragma: no cover
+        asyncio.run(server.run_worker(conn, index))

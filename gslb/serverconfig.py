@@ -34,6 +34,7 @@ OPTIONS: dict[str, tuple[str, Any]] = {
     "rrl_slip": ("int", 2),
     "axfr_allow": ("networks", []),
     "udp_io": ("choice:auto|mmsg|asyncio", "auto"),
+    "workers": ("int", 1),
     "log_level": ("choice:debug|info|warning|error", "info"),
     "log_format": ("choice:text|json", "text"),
 }

@@ -162,7 +162,7 @@ class ProberProcess:
         child.close()
         self.proc, self.conn = proc, parent
         self.last_beat = time.monotonic()
-        _add_reader(asyncio.get_running_loop(), parent, self._readable)
+        add_pipe_reader(asyncio.get_running_loop(), parent, self._readable)
         log.info("health prober running as pid %d (nice +%d)", proc.pid, self.nice)
         self._send(("zones", self.zones))
 
@@ -248,7 +248,7 @@ class ProberProcess:
                 self._died()
 
 
-def _add_reader(loop: asyncio.AbstractEventLoop, conn: Connection, callback: Callable[[], None]) -> None:
+def add_pipe_reader(loop: asyncio.AbstractEventLoop, conn: Connection, callback: Callable[[], None]) -> None:
     """Watch ``conn`` for messages. uvloop makes the fd non-blocking when it starts
     watching it, and ``Connection.recv`` of a message larger than the pipe buffer
     then fails half-way; readability only says a message has begun, so the rest
@@ -324,7 +324,7 @@ async def _child(conn: Connection, state_dir: Path | None, concurrency: int, sta
             log.info("health prober: the server closed the pipe (%r); exiting", e)
             stop.set()
 
-    _add_reader(loop, conn, readable)
+    add_pipe_reader(loop, conn, readable)
     await prober.start(watchdog_after=stall_after)
 
     async def beat() -> None:

@@ -164,12 +164,16 @@ class TcpProtocol(asyncio.Protocol):
         self.buf.clear()
 
 
-async def serve_tcp(holder: StateHolder, host: str, port: int, limits: TcpLimits) -> asyncio.AbstractServer:
+async def serve_tcp(
+    holder: StateHolder, host: str, port: int, limits: TcpLimits, reuse_port: bool = False
+) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # --workers: every worker process listens on the same port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
