@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -742,6 +743,25 @@ def _owner(ctx: _Ctx, text: str, loc: Located, key: str, origin: bytes) -> bytes
     return owner
 
 
+def _address_wire(rtype: int, text: str) -> bytes | None:
+    """A/AAAA rdata of an address written the way dnspython would print it, else None.
+
+    Large zones are mostly addresses; this skips building an rdata object for
+    each. Anything else (other forms, other types, errors) takes dnspython's
+    parser, which also words the error.
+    """
+    try:
+        if rtype == dns.rdatatype.A:
+            wire = socket.inet_pton(socket.AF_INET, text)
+            return wire if socket.inet_ntop(socket.AF_INET, wire) == text else None
+        if rtype == dns.rdatatype.AAAA:
+            wire = socket.inet_pton(socket.AF_INET6, text)
+            return wire if socket.inet_ntop(socket.AF_INET6, wire) == text else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def _static(
     ctx: _Ctx,
     key: str,
@@ -800,18 +820,25 @@ def _static(
         text = ctx.str_(vloc, vkey)
         if text is None:
             continue
-        try:
-            rd = dns.rdata.from_text(dns.rdataclass.IN, rtype, text, origin=dorigin, relativize=False)
-            wire = rd.to_wire() or b""
-        except (dns.exception.DNSException, ValueError, TypeError) as e:
-            msg = str(e).split("\n")[0] or type(e).__name__
-            ctx.err(vloc, vkey, f"bad {_tname(rtype)} value {text!r}: {msg}")
-            continue
+        fast = _address_wire(rtype, text)
+        if fast is not None:  # an address in its canonical form: no dnspython object needed
+            wire, shown = fast, text
+        else:
+            try:
+                rd = dns.rdata.from_text(dns.rdataclass.IN, rtype, text, origin=dorigin, relativize=False)
+                wire = rd.to_wire() or b""
+            except (dns.exception.DNSException, ValueError, TypeError) as e:
+                msg = str(e).split("\n")[0] or type(e).__name__
+                ctx.err(vloc, vkey, f"bad {_tname(rtype)} value {text!r}: {msg}")
+                continue
+            shown = rd.to_text()
         if wire in a.rdatas:
-            ctx.err(vloc, vkey, f"duplicate record {_tname(rtype)} {rd.to_text()}")
+            ctx.err(vloc, vkey, f"duplicate record {_tname(rtype)} {shown}")
             continue
         a.rdatas.append(wire)
-        a.texts.append(rd.to_text())
+        a.texts.append(shown)
+        if fast is not None:
+            continue
         attr = _TARGET_ATTR.get(rtype)
         if attr is not None:
             a.targets.append(_name_wire(getattr(rd, attr)))

@@ -576,7 +576,9 @@ def build_state(
         for name, node in cz.nodes.items():
             if names.is_wildcard(name) or state.find_zone(name) is not cz:
                 continue
-            qtypes = set(node.rrsets) | {T_A, T_AAAA}
+            # the types the name has; NODATA for the others takes the general lookup once and
+            # then the reply cache (precomputing it doubled the load time of large zones)
+            qtypes = set(node.rrsets)
             if node.balanced is not None:
                 for t in node.balanced.types:
                     fast[(name, t)] = node.balanced.name

@@ -30,11 +30,24 @@ class Located:
     key_col: int = 0
 
 
+# libyaml's parser where PyYAML was built with it (the wheels are): zone files of
+# 100,000 records compose about ten times faster than with the pure-Python one
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_STR = "tag:yaml.org,2002:str"
+
+
 def _scalar(node: yaml.ScalarNode) -> Scalar:
-    # SafeConstructor resolves the implicit tag (int, float, bool, null, str).
+    # the composer resolved the implicit tag (int, float, bool, null, str); build the value
+    # with SafeConstructor's function for it (construct_object would keep every node)
+    if node.tag == _STR:
+        return str(node.value)
+    build = _CONSTRUCTOR.yaml_constructors.get(node.tag)
+    if build is None:
+        return str(node.value)
     try:
-        value = yaml.SafeLoader("").construct_object(node)
-    except yaml.YAMLError:
+        value = build(_CONSTRUCTOR, node)
+    except (yaml.YAMLError, ValueError, TypeError):
         return str(node.value)  # e.g. an explicit !!int on text that is not one: checked as text
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
@@ -57,7 +70,7 @@ def _convert(node: yaml.Node, path: str, problems: list[Problem], kl: int = 0, k
             if not isinstance(knode, yaml.ScalarNode):
                 problems.append(Problem(path, kline, kcol, "", "mapping keys must be plain strings"))
                 continue
-            key = knode.value if knode.tag == "tag:yaml.org,2002:str" else str(_scalar(knode))
+            key = knode.value if knode.tag == _STR else str(_scalar(knode))
             if key in out:
                 first = out[key]
                 problems.append(
@@ -75,7 +88,13 @@ def _convert(node: yaml.Node, path: str, problems: list[Problem], kl: int = 0, k
 def load(text: str, path: str) -> Located:
     """Parse one YAML document; raise ConfigError with positions on any problem."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        try:
+            node = yaml.compose(text, Loader=_LOADER)
+        except yaml.YAMLError:
+            if _LOADER is yaml.SafeLoader:
+                raise
+            # broken file: PyYAML's own parser says what it expected more plainly than libyaml
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
