@@ -46,7 +46,7 @@ from gslb.model import (
     Zone,
 )
 from gslb.policies import REGISTRY as POLICIES
-from gslb.yamlsrc import Located, load
+from gslb.yamlsrc import Located, load, release
 
 T = TypeVar("T")
 
@@ -267,6 +267,7 @@ def load_zone(
     doc = load(text, p)
     ctx = _Ctx(p, geo_db=geo_db, asn_db=asn_db)
     zone = _zone(ctx, doc, text)
+    release(doc)
     if ctx.problems or zone is None:
         raise ConfigError(ctx.problems or [Problem(p, 1, 1, "", "invalid zone")])
     return zone
@@ -720,11 +721,12 @@ def _records(
                 _static(ctx, ek, el, owner, dorigin, ttl, acc)
 
     _check_tree(ctx, origin, acc, balanced)
-    rrsets = [
-        RRset(name, rtype, a.ttl, tuple(a.rdatas), tuple(a.texts), tuple(a.targets))
-        for (name, rtype), a in acc.items()
-        if a.rdatas
-    ]
+    rrsets = []
+    while acc:  # emptied as it is read: a large zone's accumulators are freed a few at a time
+        (name, rtype), a = acc.popitem()
+        if a.rdatas:
+            rrsets.append(RRset(name, rtype, a.ttl, tuple(a.rdatas), tuple(a.texts), tuple(a.targets)))
+    rrsets.reverse()  # zone file order
     return rrsets, [b for b, _, _ in balanced], used
 
 

@@ -16,7 +16,7 @@ import struct
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from gslb import names
 from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
@@ -110,6 +110,8 @@ class BalancedPlan:
     catch_all: int  # index of the catch-all rule
     needs_client: bool  # rules or the policy look at the client at all
     needs_geo: bool  # a geo/asn rule or select: closest
+    # every member of the pools its rules name: a health change elsewhere leaves the plan as is
+    member_keys: frozenset[MemberKey] = frozenset()
     # results of deterministic choices (closest pool per location, hashed pick per client
     # subnet) for this health snapshot: a new plan starts empty
     memo: dict[tuple[object, ...], object] = field(default_factory=dict, compare=False)
@@ -215,7 +217,24 @@ def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView) -> Balanc
     criteria = any(not m.catch_all for m in matchers)
     needs_geo = any(m.geos or m.asns for m in matchers) or policy.uses_location
     needs_client = criteria or policy.uses_client or policy.uses_location
-    return BalancedPlan(rec, policy, count, tuple(outcomes), matchers, catch_all, needs_client, needs_geo)
+    keys = frozenset(
+        member_key(cz.origin, pname, m)
+        for rule in rec.rules
+        for pname in rule.pools
+        for m in cz.pools[pname].members
+    )
+    return BalancedPlan(
+        rec, policy, count, tuple(outcomes), matchers, catch_all, needs_client, needs_geo, keys
+    )
+
+
+def changed_members(old: HealthView, new: HealthView) -> set[MemberKey]:
+    """Members whose health or override differs between two views."""
+    changed = set(old.down ^ new.down)
+    for k in old.forced.keys() | new.forced.keys():
+        if old.forced.get(k) != new.forced.get(k):
+            changed.add(k)
+    return changed
 
 
 def _choice(
@@ -370,7 +389,13 @@ class ServingState:
             pos += 1 + key[pos]
 
     def with_health(self, health: HealthView) -> ServingState:
-        plans = {name: plan_balanced(self.zone_of(name), p.record, health) for name, p in self.plans.items()}
+        """The same compiled zones under another health view: only the balanced names
+        whose pools hold a member that changed are planned again."""
+        changed = changed_members(self.health, health)
+        plans = {
+            name: plan_balanced(self.zone_of(name), p.record, health) if p.member_keys & changed else p
+            for name, p in self.plans.items()
+        }
         return ServingState(
             self.zones,
             self.fast,
@@ -417,3 +442,31 @@ class ServingState:
         z = self.find_zone(name)
         assert z is not None
         return z
+
+
+def dismantle(old: ServingState, new: ServingState) -> None:
+    """Free a replaced state's large tables a few entries at a time.
+
+    Dropping the last reference to the state of a large zone frees millions of
+    objects in one C call that holds the interpreter lock throughout (about
+    100 ms for 100,000 records), and answering would stop meanwhile. Called
+    from a thread after the swap: the event loop reads the current state afresh
+    for every query and request, so nothing else uses ``old`` any more. Zones
+    that ``new`` still serves are left alone.
+    """
+    if old.fast is new.fast:
+        return  # the same compiled zones (a health or load change): nothing was replaced
+    keep = {id(cz.zone) for cz in new.zones.values()}
+    tables: list[dict[Any, Any]] = [old.udp_cache, old.tcp_cache, old.fast, old.plans]
+    for table in tables:
+        while table:
+            table.popitem()
+    for cz in old.zones.values():
+        nodes = cz.nodes
+        while nodes:
+            nodes.popitem()
+        if id(cz.zone) not in keep:
+            rrsets = list(cz.zone.rrsets)
+            object.__setattr__(cz.zone, "rrsets", ())  # frozen, but nothing reads it any more
+            while rrsets:
+                rrsets.pop()
