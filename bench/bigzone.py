@@ -182,8 +182,9 @@ def main() -> int:
             send_gap = max((b - a for a, b in itertools.pairwise(sends)), default=0.0)
             if gaps:
                 at = window[gaps.index(max(gaps))] - t_hup
-                print(f"  (longest gap starts {at:.2f} s after SIGHUP; reload done at {t_done - t_hup:.2f} s; "
-                      f"longest gap between the ticker's own sends {send_gap * 1000:.1f} ms)")  # fmt: skip
+                done = t_done - t_hup
+                print(f"  (longest gap starts {at:.2f} s after SIGHUP, reload done at {done:.2f} s; "
+                      f"longest gap in the ticker's sends {send_gap * 1000:.1f} ms)")  # fmt: skip
             rows.append(
                 (t_done - t_hup, max(gaps) if gaps else float("inf"), ticker.sent - sent_before - len(window))
             )
