@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test lint fmt deps conformance bench-qps bench-health clean
+.PHONY: demo serve test lint fmt deps conformance bench bench-health clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,8 @@ test: $(STAMP) deps lint
 conformance: $(STAMP) deps
 	.ci/conformance
 
-bench-qps: $(STAMP)
-	$(BIN)/python bench/qps.py
+bench: $(STAMP)
+	$(BIN)/python bench/compare.py --install
 
 bench-health: $(STAMP)
 	$(BIN)/python bench/failover.py
