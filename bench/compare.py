@@ -2,6 +2,7 @@
 
     python bench/compare.py                       # dnsperf, every server found, 3 x 10 s
     python bench/compare.py --generator dnsblast  # ../shared/bench/dnsblast.c, compiled once
+    python bench/compare.py --generator rawload   # bench/rawload.c: the same, ECS workload included
     python bench/compare.py --generator 'mygen -s {server} -p {port} -d {file} -l {seconds}'
     python bench/compare.py --rate 20000          # latency at a fixed rate (needs dnsblast)
     python bench/compare.py --tcp                 # DNS over TCP, many queries per connection
@@ -22,8 +23,9 @@ Workloads (query files written here):
   geo_ecs   geo/near/sticky.geo.test. A with an EDNS Client Subnet option
             (198.51.100.0/24): geo rules, closest and hashed selection over GeoIP
             databases built by tests/geodb.py. gslb only; compared with Knot's static
-            figure. dnsperf is used for it whatever --generator says (dnsblast sends
-            no EDNS options)
+            figure. dnsblast sends no EDNS options, so with --generator dnsblast this
+            workload is sent by dnsperf; bench/rawload.c (--generator rawload) sends
+            prebuilt packets, ECS included
   mix       half static names, half random names under bench.test. (NXDOMAIN)
 
 Columns: queries/s (median of --runs), p50/p99 latency in ms where the generator
@@ -352,24 +354,47 @@ def query_files(work: Path) -> dict[str, Path]:
     return out
 
 
-def dnsblast() -> str:
-    src = SHARED / "bench" / "dnsblast.c"
-    out = Path.home() / ".cache" / "gslb-bench" / "dnsblast"
+def compiled(src: Path, name: str) -> str:
+    """A load generator's C source compiled once into ~/.cache/gslb-bench."""
+    out = Path.home() / ".cache" / "gslb-bench" / name
     if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
         out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["gcc", "-O2", "-o", str(out), str(src), "-lm"], check=True)
     return str(out)
 
 
+def hex_queries(qfile: Path, ecs: bool) -> Path:
+    """The workload's questions as query packets, one hex line each (for rawload)."""
+    import dns.edns
+    import dns.flags
+    import dns.message
+
+    opts: list[dns.edns.Option] = [dns.edns.ECSOption("198.51.100.0", 24)] if ecs else []
+    lines = []
+    for line in qfile.read_text().split("\n"):
+        if line.strip():
+            name, rdtype = line.split()
+            q = dns.message.make_query(name, rdtype, use_edns=0 if ecs else False, options=opts)
+            q.flags &= ~dns.flags.RD
+            lines.append(q.to_wire().hex())
+    out = qfile.with_suffix(".hex")
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 def generator_cmd(
     gen: str, port: int, qfile: Path, seconds: int, workload: str, tcp: bool, rate: int
 ) -> list[str]:
     ecs = workload == "geo_ecs"
+    if gen == "rawload" and not tcp and not rate:
+        packets = hex_queries(qfile, ecs)
+        return [compiled(ROOT / "bench" / "rawload.c", "rawload"), "-s", "127.0.0.1", "-p", str(port),
+                "-f", str(packets), "-l", str(seconds), "-c", "8", "-q", "32", "-t", "1"]  # fmt: skip
     if gen == "dnsblast" and not ecs and not tcp:
-        cmd = [dnsblast(), "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-l", str(seconds),
-               "-c", "8", "-q", "32", "-t", "1"]  # fmt: skip
+        cmd = [compiled(SHARED / "bench" / "dnsblast.c", "dnsblast"), "-s", "127.0.0.1", "-p", str(port),
+               "-d", str(qfile), "-l", str(seconds), "-c", "8", "-q", "32", "-t", "1"]  # fmt: skip
         return cmd + (["-Q", str(rate)] if rate else [])
-    if gen in ("dnsperf", "dnsblast"):
+    if gen in ("dnsperf", "dnsblast", "rawload"):
         cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-l", str(seconds),
                "-c", "4", "-q", "500", "-t", "2"]  # fmt: skip
         if tcp:
@@ -417,7 +442,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--generator", default="dnsperf", help="dnsperf, dnsblast, or a command template")
+    ap.add_argument(
+        "--generator", default="dnsperf", help="dnsperf, dnsblast, rawload, or a command template"
+    )
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--workloads", default="static,weighted,geo_ecs,mix")
     ap.add_argument("--rate", type=int, default=0, help="fixed query rate (latency at moderate load)")
@@ -516,7 +543,7 @@ def print_table(results: dict[tuple[str, str], tuple[float, float | None, float 
     rate = f", rate-limited to {args.rate} qps" if args.rate else ""
     gen = args.generator.split()[0]
     print(f"\n{args.runs} runs x {args.seconds} s, {mode}, generator {gen} on CPU {LOAD_CPU}{rate}, "
-          f"servers on CPU {SERVER_CPU}, medians; geo_ecs rows (dnsperf) are compared with "
+          f"servers on CPU {SERVER_CPU}, medians; geo_ecs rows are compared with "
           "Knot's static figure")  # fmt: skip
 
 
