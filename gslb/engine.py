@@ -12,6 +12,7 @@ lookup in :func:`resolve`, whose result is encoded per query.
 from __future__ import annotations
 
 import random
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
@@ -22,6 +23,7 @@ from gslb.model import FAMILY_OF_TYPE, Zone
 from gslb.policies import NO_CLIENT, PickContext
 from gslb.serving import (
     ALL_UP,
+    BalancedEntry,
     BalancedPlan,
     CompiledZone,
     HealthView,
@@ -112,12 +114,12 @@ def respond(
     key = data[2:]
     hit = cache.get(key)
     if hit is not None:
-        if len(hit) == 2:
+        if type(hit) is tuple:
             return data[:2] + hit[0], hit[1]
-        q, origin, name = hit
-        reply = _balanced(q, name, state, Client(host, udp), rng)
-        if reply is not None:
-            return data[:2] + reply[2:], (origin, q.qtype, reply[3] & 0xF, "udp" if udp else "tcp")
+        fast = _balanced_cached(cast(BalancedEntry, hit), data, state, host, rng)
+        if fast is not None:
+            return fast
+        # anything but a plain NOERROR pick (all down, NODATA, too big for UDP): the full path
     reply, token = _answer(data, state, Client(host, udp), rng)
     if reply is None:
         return None
@@ -127,9 +129,48 @@ def respond(
             cache.clear()  # a flood of distinct names: start over rather than track age
         if token is True:
             cache[key] = (reply[2:], skey)
-        else:
-            cache[key] = (token, skey[0], state.fast[(token.key, token.qtype)])  # type: ignore[assignment]
+        elif reply[3] & 0xF == NOERROR:
+            q = token
+            flags = (reply[2] << 8 | reply[3]) & ~(TC_FLAG | 0xF)
+            limit = 65535 if not udp else 512 if q.edns is None else max(512, min(q.edns.payload, 1232))
+            name = cast(bytes, state.fast[(q.key, q.qtype)])
+            cache[key] = BalancedEntry(q, name, skey[0], skey, flags, limit, _ecs_client(q))
     return reply, skey
+
+
+TC_FLAG = 0x0200
+_HDR_TAIL = struct.Struct("!HHHHH")  # flags, qd, an, ns, ar
+
+
+def _balanced_cached(
+    e: BalancedEntry, data: bytes, state: ServingState, host: str, rng: random.Random
+) -> tuple[bytes, StatsKey] | None:
+    """A balanced name's NOERROR answer from its cache entry: pick, then splice.
+
+    None sends the query down the full path (it picks again and counts there),
+    which handles the rest: no members (NODATA), servfail/refuse, truncation.
+    """
+    frags, scope, outcome, _, pool, _, _ = _pick(
+        state.plans[e.name], e.qtype, e.q, host, rng, state.geo, state.loads, e.ecs_client
+    )
+    if not frags or outcome is None or outcome.kind in ("servfail", "refuse"):
+        return None
+    opt = e.opts.get(scope)
+    if opt is None:
+        edns = e.q.edns
+        if edns is None:
+            opt = b""
+        else:
+            opt = opt_record(edns.do, 0, edns.ecs.option(scope) if edns.ecs is not None else b"")
+        e.opts[scope] = opt
+    body = frags[0] if len(frags) == 1 else b"".join(frags)
+    question = e.question
+    if 12 + len(question) + len(body) + len(opt) > e.limit:
+        return None
+    counts = state.balanced_counts
+    if counts is not None:
+        counts[(e.name, pool, outcome.kind)] += 1
+    return data[:2] + _HDR_TAIL.pack(e.flags, 1, len(frags), 0, e.ar) + question + body + opt, e.skey
 
 
 def stats_key(reply: bytes, udp: bool, state: ServingState) -> StatsKey:
@@ -259,14 +300,22 @@ def _finish(
     return header(q.id, q.flags, aa, rcode, 1, an, ns, ar) + question + body + opt
 
 
-def _client_addr(q: Query, client: Client, use_ecs: bool) -> tuple[int, int, int, bool]:
-    """(family, address, source prefix, from ECS) of the client."""
+def _ecs_client(q: Query) -> tuple[int, int, int, bool] | None:
+    """(family, address, source prefix, True) from the query's ECS option, if it has one."""
     edns = q.edns
-    if use_ecs and edns is not None and edns.ecs is not None and edns.ecs.source > 0:
+    if edns is not None and edns.ecs is not None and edns.ecs.source > 0:
         ecs = edns.ecs
-        fam = 4 if ecs.family == 1 else 6
-        return fam, int.from_bytes(ecs.ip_bytes(), "big"), ecs.source, True
-    fam, addr = parse_client(client.host)
+        return (4 if ecs.family == 1 else 6), int.from_bytes(ecs.ip_bytes(), "big"), ecs.source, True
+    return None
+
+
+def _client_addr(q: Query, host: str, use_ecs: bool) -> tuple[int, int, int, bool]:
+    """(family, address, source prefix, from ECS) of the client."""
+    if use_ecs:
+        ca = _ecs_client(q)
+        if ca is not None:
+            return ca
+    fam, addr = parse_client(host)
     return fam, addr, 32 if fam == 4 else 128, False
 
 
@@ -298,22 +347,44 @@ def pick_balanced(
     loads: Mapping[MemberKey, float] = _NO_LOADS,
 ) -> Pick:
     """Choose a balanced name's members for one query: rule, pool, policy."""
+    return Pick(*_pick(plan, qtype, q, client.host, rng, geo, loads, None))
+
+
+PickTuple = tuple[
+    list[bytes], int, "Outcome | None", int, str, "GeoInfo | None", "tuple[int, int, int, bool] | None"
+]
+
+
+def _pick(
+    plan: BalancedPlan,
+    qtype: int,
+    q: Query,
+    host: str,
+    rng: random.Random,
+    geo: GeoLookup | None,
+    loads: Mapping[MemberKey, float],
+    ecs_client: tuple[int, int, int, bool] | None,
+) -> PickTuple:
+    """:func:`pick_balanced` as a plain tuple (the hot path makes one per balanced answer);
+    ``ecs_client`` is the query's ECS address when the caller already has it."""
     rule = plan.catch_all
     scope = 0
     info: GeoInfo | None = None
     ca = None
     if plan.needs_client:
-        ca = _client_addr(q, client, plan.record.ecs)
+        ca = (
+            ecs_client
+            if ecs_client is not None and plan.record.ecs
+            else _client_addr(q, host, plan.record.ecs)
+        )
         fam, addr, source, _ = ca
         rule, scope, info = match_rule(plan, fam, addr, source, geo)
     outcome = plan.outcomes[rule].get(qtype)
     if outcome is None or not outcome.pools:
-        return Pick([], scope if ca and ca[3] else 0, outcome, rule, "", info, ca)
+        return ([], scope if ca and ca[3] else 0, outcome, rule, "", info, ca)
     if outcome.kind == "serve_all":
         choice = outcome.pools[0]
-        return Pick(
-            list(choice.cands.items), scope if ca and ca[3] else 0, outcome, rule, choice.name, info, ca
-        )
+        return (list(choice.cands.items), scope if ca and ca[3] else 0, outcome, rule, choice.name, info, ca)
     policy = plan.policy
     ctx = NO_CLIENT
     index = 0
@@ -352,9 +423,9 @@ def pick_balanced(
             picked = tuple(policy.pick(choice.cands, plan.count, rng, ctx))
             _remember(memo, hkey, picked)
         frags = list(cast(tuple[bytes, ...], picked))
-        return Pick(frags, scope if ca and ca[3] else 0, outcome, rule, choice.name, info, ca)
+        return (frags, scope if ca and ca[3] else 0, outcome, rule, choice.name, info, ca)
     frags = list(policy.pick(choice.cands, plan.count, rng, ctx))
-    return Pick(frags, scope if ca and ca[3] else 0, outcome, rule, choice.name, info, ca)
+    return (frags, scope if ca and ca[3] else 0, outcome, rule, choice.name, info, ca)
 
 
 MEMO_MAX = 10_000

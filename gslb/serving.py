@@ -355,9 +355,42 @@ def parse_client(host: str) -> tuple[int, int]:
 
 # what one reply counts under in gslb_queries: (zone origin or b"", qtype, rcode, "udp"/"tcp")
 StatsKey = tuple[bytes, int, int, str]
-# a reply cache entry: (reply after the ID, stats key) for a fixed reply, or
-# (parsed query, zone origin, balanced name) for a balanced name, picked again per query
-CacheEntry = tuple[bytes, StatsKey] | tuple[Query, bytes, bytes]
+
+
+class BalancedEntry:
+    """A reply cache entry for a balanced name: everything about the reply but the pick.
+
+    The parsed query, the header flags and the question of a NOERROR answer, the
+    client's ECS address, and the OPT record per ECS scope (filled as scopes occur).
+    """
+
+    __slots__ = (
+        "ar",
+        "ecs_client",
+        "flags",
+        "limit",
+        "name",
+        "opts",
+        "origin",
+        "q",
+        "qtype",
+        "question",
+        "skey",
+    )
+
+    def __init__(
+        self, q: Query, name: bytes, origin: bytes, skey: StatsKey, flags: int, limit: int,
+        ecs_client: tuple[int, int, int, bool] | None,
+    ) -> None:  # fmt: skip
+        self.q, self.name, self.qtype, self.origin, self.skey = q, name, q.qtype, origin, skey
+        self.flags, self.limit, self.ecs_client = flags, limit, ecs_client
+        self.ar = 0 if q.edns is None else 1
+        self.question = q.question
+        self.opts: dict[int, bytes] = {}
+
+
+# a reply cache entry: (reply after the ID, stats key) for a fixed reply, or a BalancedEntry
+CacheEntry = tuple[bytes, StatsKey] | BalancedEntry
 
 
 @dataclass(frozen=True, slots=True)

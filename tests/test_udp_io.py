@@ -24,6 +24,7 @@ import pytest
 
 from gslb.engine import respond
 from gslb.metrics import QueryStats
+from gslb.serving import BalancedEntry
 from gslb.transport.udp import mmsg_available
 from tests.conftest import DATA, ROOT, GslbProcess
 from tests.test_differential_knot import QUERIES
@@ -185,7 +186,7 @@ def test_cache_is_bounded_and_skips_balanced_names(monkeypatch: pytest.MonkeyPat
     assert len(seen) > 1  # still a fresh weighted pick per query
     # the balanced query is kept parsed, never as a fixed reply
     kept = [v for k, v in state.udp_cache.items() if b"\x01w\x03bal" in k]
-    assert kept and all(len(v) == 3 for v in kept)
+    assert kept and all(isinstance(v, BalancedEntry) for v in kept)
 
 
 def test_remembered_picks_follow_health() -> None:
@@ -219,3 +220,59 @@ def test_remembered_picks_follow_health() -> None:
     assert ask(state, "near.geo.test.", "198.51.100.0/24") == "192.0.2.1"
     west_down = state.with_health(HealthView(frozenset({("geo.test.", "west", "192.0.2.1")}), 3))
     assert ask(west_down, "near.geo.test.", "198.51.100.0/24") == "192.0.2.2"
+
+
+@pytest.mark.parametrize("udp", [True, False])
+def test_cached_balanced_answers_are_the_full_paths_bytes(udp: bool) -> None:
+    """The reply cache's balanced shortcut splices what the full lookup would encode:
+    same pick (same RNG state), same header, question case, OPT, ECS scope, truncation."""
+    from gslb.config import load_zone
+    from gslb.engine import answer, build_state
+    from gslb.geo import MaxMindGeo
+    from tests.geodb import write_asn, write_city
+
+    tmp = Path(__import__("tempfile").mkdtemp())
+    geo = MaxMindGeo(str(write_city(tmp / "c.mmdb")), str(write_asn(tmp / "a.mmdb")))
+    zones = [
+        load_zone(DATA / "geo" / "geo.test.yaml", geo_db=True, asn_db=True),
+        load_zone(DATA / "zones" / "bal.test.yaml"),
+    ]
+    state = build_state([(z, 1) for z in zones], geo=geo)
+    names = [
+        "geo.geo.test.",
+        "near.geo.test.",
+        "sticky.geo.test.",
+        "prio.geo.test.",
+        "noecs.geo.test.",
+        "w.bal.test.",
+        "every.bal.test.",
+        "route.bal.test.",
+        "failover.bal.test.",
+        "W.Bal.TEST.",
+    ]
+    checked = 0
+    for name in names:
+        for rdtype in ("A", "AAAA"):
+            for variant in range(6):
+                opts: list[dns.edns.Option] = []
+                if variant in (1, 4):
+                    opts = [dns.edns.ECSOption("198.51.100.0", 24)]
+                elif variant == 5:
+                    opts = [dns.edns.ECSOption("192.0.2.0", 24)]
+                edns = False if variant == 0 else 0
+                payload = 512 if variant == 3 else 1232
+                q = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload, options=opts,
+                                           want_dnssec=variant == 2)  # fmt: skip
+                q.id = 4242
+                wire = q.to_wire()
+                for host in ("10.1.2.3", "192.0.2.7", "2001:db8:aa::1"):
+                    full = answer(wire, state, host, udp, random.Random(9))
+                    first = respond(wire, state, host, udp, random.Random(9))  # fills the cache
+                    again = respond(wire[:0] + b"\x10\x92" + wire[2:], state, host, udp, random.Random(9))
+                    assert full is not None and first is not None and again is not None
+                    assert first[0] == full, (name, rdtype, variant, host)
+                    assert again[0] == b"\x10\x92" + full[2:], (name, rdtype, variant, host)
+                    assert again[1] == first[1]
+                    checked += 1
+    assert checked == len(names) * 2 * 6 * 3
+    assert any(isinstance(v, BalancedEntry) for v in (state.udp_cache if udp else state.tcp_cache).values())
