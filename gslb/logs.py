@@ -36,3 +36,11 @@ def setup(level: int, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def current() -> tuple[int, str]:
+    """(level, format) of this process's logging, for a child process to set up the same."""
+    level = logging.getLogger("gslb").getEffectiveLevel()
+    handlers = logging.getLogger().handlers
+    fmt = "json" if handlers and isinstance(handlers[0].formatter, JsonFormatter) else "text"
+    return level, fmt

@@ -34,7 +34,7 @@ from gslb.errors import ConfigError, Problem
 from gslb.geo import MaxMindGeo
 from gslb.health.process import ProberProcess, add_pipe_reader
 from gslb.httpapi import SAMPLE_INTERVAL, make_app, sample
-from gslb.logs import JsonFormatter
+from gslb.logs import current as current_logging
 from gslb.logs import setup as setup_logging
 from gslb.metrics import QueryStats, RuntimeFacts
 from gslb.model import Zone
@@ -558,9 +558,7 @@ class WorkerPool:
     def _spawn(self, i: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        level = logging.getLogger("gslb").getEffectiveLevel()
-        handlers = logging.getLogger().handlers
-        fmt = "json" if handlers and isinstance(handlers[0].formatter, JsonFormatter) else "text"
+        level, fmt = current_logging()
         proc = ctx.Process(
             target=worker_main,
             args=(child, i, self.server.config, list(self.server.bound), level, fmt),

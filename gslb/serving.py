@@ -11,6 +11,7 @@ reload or a health transition builds a new state and swaps one reference.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import struct
 from collections import Counter
@@ -429,47 +430,14 @@ class ServingState:
             name: plan_balanced(self.zone_of(name), p.record, health) if p.member_keys & changed else p
             for name, p in self.plans.items()
         }
-        return ServingState(
-            self.zones,
-            self.fast,
-            plans,
-            health,
-            self.generation,
-            self.geo,
-            self.loads,
-            self.balanced_counts,
-            self.udp_cache,
-            self.tcp_cache,
-        )
+        return dataclasses.replace(self, plans=plans, health=health)
 
     def with_loads(self, loads: Mapping[MemberKey, float]) -> ServingState:
         """The same state with new load readings (nothing is recompiled)."""
-        return ServingState(
-            self.zones,
-            self.fast,
-            self.plans,
-            self.health,
-            self.generation,
-            self.geo,
-            loads,
-            self.balanced_counts,
-            self.udp_cache,
-            self.tcp_cache,
-        )
+        return dataclasses.replace(self, loads=loads)
 
     def with_counts(self, counts: Counter[tuple[bytes, str, str]]) -> ServingState:
-        return ServingState(
-            self.zones,
-            self.fast,
-            self.plans,
-            self.health,
-            self.generation,
-            self.geo,
-            self.loads,
-            counts,
-            self.udp_cache,
-            self.tcp_cache,
-        )
+        return dataclasses.replace(self, balanced_counts=counts)
 
     def zone_of(self, name: bytes) -> CompiledZone:
         z = self.find_zone(name)

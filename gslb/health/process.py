@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from gslb.health.prober import Prober, load_state, targets_of
-from gslb.logs import JsonFormatter
+from gslb.logs import current as current_logging
 from gslb.logs import setup as setup_logging
 from gslb.model import Zone
 from gslb.serving import HealthView, MemberKey
@@ -154,9 +154,7 @@ class ProberProcess:
     def _spawn(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        level = logging.getLogger("gslb").getEffectiveLevel()
-        handlers = logging.getLogger().handlers
-        fmt = "json" if handlers and isinstance(handlers[0].formatter, JsonFormatter) else "text"
+        level, fmt = current_logging()
         proc = ctx.Process(
             target=child_main,
             args=(child, self.state_dir, self.concurrency, self.stall_after, self.nice, level, fmt),
