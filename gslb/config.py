@@ -251,12 +251,18 @@ def _opt(m: dict[str, Located], key: str, fn: Callable[[Located], T | None], def
 
 
 def load_zone(
-    path: str | Path, text: str | None = None, geo_db: bool | None = None, asn_db: bool | None = None
+    path: str | Path,
+    text: str | None = None,
+    geo_db: bool | None = None,
+    asn_db: bool | None = None,
+    gentle: bool = False,
 ) -> Zone:
     """Load and validate one zone file; raise ConfigError with every problem.
 
     ``geo_db`` / ``asn_db`` say whether the server has a GeoIP / ASN database:
     False makes rules that need one an error; None (offline checks) only checks syntax.
+    ``gentle``: free the parsed document a piece at a time (a reload, running in a
+    thread beside the answering event loop; see ``yamlsrc.release``).
     """
     p = str(path)
     if text is None:
@@ -267,7 +273,8 @@ def load_zone(
     doc = load(text, p)
     ctx = _Ctx(p, geo_db=geo_db, asn_db=asn_db)
     zone = _zone(ctx, doc, text)
-    release(doc)
+    if gentle:
+        release(doc)
     if ctx.problems or zone is None:
         raise ConfigError(ctx.problems or [Problem(p, 1, 1, "", "invalid zone")])
     return zone

@@ -121,6 +121,7 @@ class Server:
         self.reuse_port = workers > 1
         self.announce = True  # log zone loads and problems (workers leave that to the primary)
         self.is_worker = False
+        self.serving = False  # set once the event loop answers: loads from then on are reloads
         self.pool: WorkerPool | None = None
         self.query_log_every = query_log_every
         self.rrl = RateLimiter(rrl_rate, rrl_slip) if rrl_rate > 0 else None
@@ -200,6 +201,7 @@ class Server:
                     path,
                     geo_db=self.geo is not None and self.geo.geo is not None,
                     asn_db=self.geo is not None and self.geo.asn is not None,
+                    gentle=self.serving,  # a reload: answering goes on beside it
                 )
             except ConfigError as e:
                 problems.extend(e.problems)
@@ -324,6 +326,7 @@ class Server:
 
     # -- network ------------------------------------------------------------
     async def start(self) -> None:
+        self.serving = True
         for host, port in self.listens:
             for attempt in range(20):
                 udp, bound = await serve_udp(self, host, port, self.udp_io, self.reuse_port)

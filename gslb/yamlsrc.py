@@ -19,9 +19,12 @@ from gslb.errors import ConfigError, Problem
 Scalar = str | int | float | bool | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Located:
-    """A YAML node: ``value`` is a dict[str, Located], a list[Located] or a scalar."""
+    """A YAML node: ``value`` is a dict[str, Located], a list[Located] or a scalar.
+
+    Not frozen, though nothing changes one after parsing: a frozen dataclass sets
+    each field through ``object.__setattr__``, and a large zone has 400,000 nodes."""
 
     value: dict[str, Located] | list[Located] | Scalar
     line: int
