@@ -11,6 +11,7 @@ and scalars. Anchors and aliases are resolved by the composer; merge keys
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
@@ -35,9 +36,51 @@ class Located:
 
 # libyaml's parser where PyYAML was built with it (the wheels are): zone files of
 # 100,000 records compose about ten times faster than with the pure-Python one
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_C_LOADER: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+_SAFE = yaml.SafeLoader
+_IMPLICIT: dict[
+    str, list[Any]
+] = {  # first character -> implicit resolvers to try, wildcard ones included (as SafeLoader)
+    c: _SAFE.yaml_implicit_resolvers.get(c, []) + _SAFE.yaml_implicit_resolvers.get(None, [])
+    for c in [*_SAFE.yaml_implicit_resolvers, ""]
+    if c is not None
+}
+_WILD: list[Any] = _SAFE.yaml_implicit_resolvers.get(None) or []
+
+
+if _C_LOADER is not None:
+
+    class _FastLoader(_C_LOADER):  # type: ignore[valid-type,misc]
+        """libyaml's parser with SafeLoader's tag resolution, minus its per-node overhead.
+
+        The composer asks the resolver about every node (724,000 calls for a
+        100,000-record zone). SafeLoader has no path resolvers, so descending and
+        ascending are no-ops, and the implicit resolvers for a scalar's first
+        character are looked up in one merged table: the same tags, in less time.
+        """
+
+        def descend_resolver(self, current_node: object, current_index: object) -> None:
+            pass
+
+        def ascend_resolver(self) -> None:
+            pass
+
+        def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
+            if kind is yaml.ScalarNode:
+                if implicit[0]:
+                    for tag, regexp in _IMPLICIT.get(value[:1], _WILD):
+                        if regexp.match(value):
+                            return str(tag)
+                return _STR
+            return _SEQ if kind is yaml.SequenceNode else _MAP
+
+    _LOADER: type[yaml.SafeLoader] = _FastLoader
+else:  # pragma: no cover - PyYAML without libyaml
+    _LOADER = yaml.SafeLoader
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 _STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
 
 
 def _scalar(node: yaml.ScalarNode) -> Scalar:
