@@ -45,6 +45,7 @@ from gslb.wire import (
     NXDOMAIN,
     REFUSED,
     SERVFAIL,
+    TC,
     Malformed,
     Query,
     RRw,
@@ -131,14 +132,13 @@ def respond(
             cache[key] = (reply[2:], skey)
         elif reply[3] & 0xF == NOERROR:
             q = token
-            flags = (reply[2] << 8 | reply[3]) & ~(TC_FLAG | 0xF)
+            flags = (reply[2] << 8 | reply[3]) & ~(TC | 0xF)
             limit = 65535 if not udp else 512 if q.edns is None else max(512, min(q.edns.payload, 1232))
             name = cast(bytes, state.fast[(q.key, q.qtype)])
             cache[key] = BalancedEntry(q, name, skey[0], skey, flags, limit, _ecs_client(q))
     return reply, skey
 
 
-TC_FLAG = 0x0200
 _HDR_TAIL = struct.Struct("!HHHHH")  # flags, qd, an, ns, ar
 
 

@@ -23,6 +23,7 @@ import pytest
 from tests.conftest import GslbProcess
 from tests.targets import Target, free_port
 from tests.test_api import TOKEN, http
+from tests.test_health import wait_until
 
 HOSTS = ["127.0.0.121", "127.0.0.122", "127.0.0.123"]
 SOCKETS = 60
@@ -93,15 +94,6 @@ def worker_pids(srv: GslbProcess) -> list[int]:
     return [int(w["pid"]) for w in status(srv)["workers"]]  # type: ignore[attr-defined]
 
 
-def until(cond: object, timeout: float) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():  # type: ignore[operator]
-            return time.monotonic() - t0
-        time.sleep(0.01)
-    raise AssertionError(f"not within {timeout}s")
-
-
 def test_workers_answer_together_and_probe_once(workers: tuple[GslbProcess, dict[str, Target]]) -> None:
     srv, targets = workers
     srv.wait_log("first probe round complete")
@@ -131,14 +123,14 @@ def test_health_and_overrides_reach_every_worker(workers: tuple[GslbProcess, dic
     # an admin drain: every worker stops answering the member at once
     code, _ = http(srv, "POST", "/v1/members/wk.test./p/lb1/drain", token=TOKEN)
     assert code == 200
-    until(lambda: all(HOSTS[0] not in a for a in ask_all(srv, "www.wk.test.")), 2.0)
+    wait_until(lambda: all(HOSTS[0] not in a for a in ask_all(srv, "www.wk.test.")), 2.0)
     http(srv, "POST", "/v1/members/wk.test./p/lb1/clear", token=TOKEN)
-    until(lambda: all(HOSTS[0] in a for a in ask_all(srv, "www.wk.test.")), 2.0)
+    wait_until(lambda: all(HOSTS[0] in a for a in ask_all(srv, "www.wk.test.")), 2.0)
     # a failed health check: the prober (once) says so, every worker follows
     targets[HOSTS[1]].stop()
-    until(lambda: all(HOSTS[1] not in a for a in ask_all(srv, "www.wk.test.")), INTERVAL * 2 + 2)
+    wait_until(lambda: all(HOSTS[1] not in a for a in ask_all(srv, "www.wk.test.")), INTERVAL * 2 + 2)
     targets[HOSTS[1]].start()
-    until(lambda: all(HOSTS[1] in a for a in ask_all(srv, "www.wk.test.")), INTERVAL * 2 + 2)
+    wait_until(lambda: all(HOSTS[1] in a for a in ask_all(srv, "www.wk.test.")), INTERVAL * 2 + 2)
 
 
 def test_reload_reaches_every_worker(workers: tuple[GslbProcess, dict[str, Target]]) -> None:
@@ -147,7 +139,7 @@ def test_reload_reaches_every_worker(workers: tuple[GslbProcess, dict[str, Targe
     zfile = srv.zones_dir / "wk.test.yaml"
     zfile.write_text(zfile.read_text().replace('"v1"', '"v2"'))
     srv.signal(signal.SIGHUP)
-    until(lambda: all(a == {'"v2"'} for a in ask_all(srv, "info.wk.test.", "TXT")), 5.0)
+    wait_until(lambda: all(a == {'"v2"'} for a in ask_all(srv, "info.wk.test.", "TXT")), 5.0)
     # a broken edit: every worker keeps the last good zone
     zfile.write_text(zfile.read_text().replace("records:", "recordz:"))
     srv.signal(signal.SIGHUP)
@@ -162,12 +154,11 @@ def test_dead_worker_restarted_and_sigterm_stops_all(workers: tuple[GslbProcess,
     victim = next(p for p in pids if p != srv.proc.pid)
     os.kill(victim, signal.SIGKILL)
     srv.wait_log(rf"worker \d \(pid {victim}\) exited")
-    until(lambda: len(set(worker_pids(srv))) == 3 and victim not in worker_pids(srv), 30.0)
+    wait_until(lambda: len(set(worker_pids(srv))) == 3 and victim not in worker_pids(srv), 30.0)
     assert all(a == set(HOSTS) for a in ask_all(srv, "www.wk.test."))
     pids = worker_pids(srv)
     assert srv.stop() == 0
-    for p in pids:
-        until(lambda p=p: gone(p), 10.0)
+    wait_until(lambda: all(gone(p) for p in pids), 10.0)
 
 
 def gone(pid: int) -> bool:

@@ -33,6 +33,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.geodb import write_city
+from tests.test_health import wait_until
 
 INTERVAL, TIMEOUT, FALL = 0.5, 0.3, 2
 BOUND = INTERVAL * FALL + TIMEOUT  # the failover bound (docs/health.md)
@@ -282,16 +283,6 @@ stub-zone:
     n.start("unbound", "resolver", unbound, "-d", "-c", str(d / "unbound.conf"), ready="start of service")
 
 
-def wait_for(cond: object, timeout: float) -> float:
-    t0 = time.monotonic()
-    while True:
-        if cond():  # type: ignore[operator]
-            return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"not within {timeout:.1f}s")
-        time.sleep(0.2)
-
-
 # ------------------------------------------------------------------------- tests
 
 
@@ -315,7 +306,7 @@ def test_a_cut_backend_leaves_the_resolvers_answers(net: Net) -> None:
     sh("ip", "-n", net.hub, "link", "set", net.links["b1"], "down")
     try:
         t0 = time.monotonic()
-        took = wait_for(lambda: net.dig("c1", "www.gslb.e2e.test.")[1] == {HOSTS["b2"]}, BOUND + TTL + 5)
+        took = wait_until(lambda: net.dig("c1", "www.gslb.e2e.test.")[1] == {HOSTS["b2"]}, BOUND + TTL + 5)
         assert took <= BOUND + TTL + 1.5, f"b1 left the resolver's answers after {took:.2f}s"
         # it stays out while the link is down
         time.sleep(1)
@@ -323,7 +314,7 @@ def test_a_cut_backend_leaves_the_resolvers_answers(net: Net) -> None:
         assert time.monotonic() - t0 < 30
     finally:
         sh("ip", "-n", net.hub, "link", "set", net.links["b1"], "up")
-    wait_for(lambda: net.dig("c1", "www.gslb.e2e.test.")[1] == {HOSTS["b1"], HOSTS["b2"]}, BOUND + TTL + 10)
+    wait_until(lambda: net.dig("c1", "www.gslb.e2e.test.")[1] == {HOSTS["b1"], HOSTS["b2"]}, BOUND + TTL + 10)
 
 
 def test_resolver_answers_with_one_gslb_node_stopped(net: Net) -> None:
