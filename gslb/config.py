@@ -505,6 +505,9 @@ def _check(ctx: _Ctx, name: str, loc: Located) -> Check | None:
                 statuses = _statuses(ctx, em["status"], f"{key}.expect.status") or statuses
             body = _opt(em, "body", lambda v: ctx.str_(v, f"{key}.expect.body"), None)
             regex = _opt(em, "body_regex", lambda v: ctx.str_(v, f"{key}.expect.body_regex"), None)
+            for k in ("body", "body_regex"):
+                if k in em and method == "HEAD":
+                    ctx.err(em[k], f"{key}.expect.{k}", "a HEAD response has no body to check", True)
             if regex is not None:
                 try:
                     re.compile(regex)
@@ -531,6 +534,8 @@ def _check(ctx: _Ctx, name: str, loc: Located) -> Check | None:
                 ctx.err(m["load"], lk, "give exactly one of 'header' or 'json'")
             load_header = _opt(lm, "header", lambda v: ctx.str_(v, f"{lk}.header"), None)
             load_json = _opt(lm, "json", lambda v: ctx.str_(v, f"{lk}.json"), None)
+            if "json" in lm and method == "HEAD":
+                ctx.err(lm["json"], f"{lk}.json", "a HEAD response has no body to read", True)
     if len(ctx.problems) > before or ctype is None or port is None:
         return None
     assert interval is not None and timeout is not None and fall is not None and rise is not None

@@ -45,6 +45,8 @@ class Target:
         self.max_open = 0  # most connections open at once
         self.extra_headers: dict[str, str] = {}  # e.g. {"X-Load": "0.5"} for least_loaded
         self.body: bytes | None = None  # replaces "ok" when set
+        self.last_path = ""  # the path of the last request
+        self.interim = b""  # sent before the response, e.g. b"HTTP/1.1 103 Early Hints\r\n\r\n"
         self.loop = asyncio.new_event_loop()
         self.server: asyncio.base_events.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
@@ -63,9 +65,11 @@ class Target:
                 if self.mode == "hang":
                     await self._until_client_closes(reader)
                 return
+            head = b""
             with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                await reader.readuntil(b"\r\n\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
             self.requests += 1
+            self.last_path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else ""
             mode = self.mode
             if mode == "hang":
                 await self._until_client_closes(reader)
@@ -78,6 +82,10 @@ class Target:
                 body = self.body
             reason = "OK" if status == 200 else "Internal Server Error"
             extra = "".join(f"{k}: {v}\r\n" for k, v in self.extra_headers.items())
+            if self.interim:
+                writer.write(self.interim)
+                await writer.drain()
+                await asyncio.sleep(0.01)  # its own segment, as a real server sends it
             writer.write(
                 f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\n{extra}"
                 f"Connection: close\r\n\r\n".encode()
@@ -120,6 +128,11 @@ class Target:
     def stop(self) -> None:
         """Stop listening and drop open connections: new connections are refused."""
         self._call(self._stop())
+        # a connection accepted in the moment the server closed has no handler to close
+        # it (see close()): finalize it here, not in whatever test code runs next
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
     def close(self) -> None:
         self.stop()

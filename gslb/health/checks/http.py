@@ -2,9 +2,17 @@
 
 A deliberately small HTTP/1.1 client on asyncio streams rather than aiohttp:
 a probe needs one request, ``Connection: close``, a status line, headers and
-at most ``MAX_BODY`` bytes of body (plain, Content-Length or chunked). With
-aiohttp a probe cost about 0.8 ms of CPU, which capped one core near 1,200
-probes/s; this costs a fraction of that (see docs/performance.md).
+at most ``MAX_BODY`` bytes of body. With aiohttp a probe cost about 0.8 ms of
+CPU, which capped one core near 1,200 probes/s; this costs a fraction of that
+(see docs/performance.md and docs/design-notes.md).
+
+Response framing follows RFC 9112 section 6.3 as a client must read it:
+interim 1xx responses (100 Continue, 103 Early Hints, ...) are read and
+skipped up to the final one (RFC 9110 15.2); a response to HEAD, and 1xx,
+204 and 304 responses, have no body whatever their headers say; otherwise
+chunked transfer coding wins over Content-Length (chunk extensions ignored,
+trailers read), then Content-Length, else the body runs to the close.
+Obsolete line folding in headers is joined with a space (RFC 9112 5.2).
 
 Every probe opens a new connection: a pooled keep-alive connection could hide
 a host that no longer accepts new ones. ``host`` sets the Host header and the
@@ -24,23 +32,25 @@ from gslb.health.checks import Target
 from gslb.model import Check
 
 MAX_BODY = 64 * 1024
-MAX_HEADER = 32 * 1024
+MAX_HEADER = 32 * 1024  # status lines and headers of all responses, interim ones included
+MAX_INTERIM = 16  # interim (1xx) responses before the final one
 
 
 class HttpClient:
     """Per-check TLS contexts, built once (they are costly to make)."""
 
     def __init__(self) -> None:
-        self._ssl: dict[Check, ssl.SSLContext] = {}
+        self._ssl: dict[tuple[str | None, bool], ssl.SSLContext] = {}
 
     def ssl_for(self, c: Check) -> ssl.SSLContext:
-        ctx = self._ssl.get(c)
+        key = (c.ca_file, c.tls_verify)
+        ctx = self._ssl.get(key)
         if ctx is None:
             ctx = ssl.create_default_context(cafile=c.ca_file)
             if not c.tls_verify:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
-            self._ssl[c] = ctx
+            self._ssl[key] = ctx
         return ctx
 
     async def close(self) -> None:
@@ -64,44 +74,87 @@ def _request(c: Check, target: Target) -> bytes:
     return "\r\n".join(lines).encode("latin-1")
 
 
-async def _headers(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    status_line = await reader.readline()
+async def _line(reader: asyncio.StreamReader, budget: list[int]) -> bytes:
+    line = await reader.readline()
+    budget[0] -= len(line)
+    if budget[0] < 0:
+        raise ValueError("response headers larger than 32 KiB")
+    return line
+
+
+async def _response_head(reader: asyncio.StreamReader, budget: list[int]) -> tuple[int, dict[str, str]]:
+    """One status line and its header fields (names lowercased)."""
+    status_line = await _line(reader, budget)
     if not status_line:
         raise ConnectionResetError("server closed the connection")
     parts = status_line.split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit() or len(parts[1]) != 3:
         raise ValueError(f"not an HTTP response: {status_line[:40]!r}")
     status = int(parts[1])
     headers: dict[str, str] = {}
-    size = len(status_line)
+    last = ""
     while True:
-        line = await reader.readline()
-        size += len(line)
-        if size > MAX_HEADER:
-            raise ValueError("response headers larger than 32 KiB")
+        line = await _line(reader, budget)
         if line in (b"\r\n", b"\n", b""):
             break
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
+        text = line.decode("latin-1")
+        if text[0] in " \t":  # obs-fold: continues the previous field's value
+            if not last:
+                raise ValueError("folded header line without a field before it")
+            headers[last] = f"{headers[last]} {text.strip()}".strip()
+            continue
+        name, sep, value = text.partition(":")
+        if not sep:
+            raise ValueError(f"malformed header line: {line[:40]!r}")
+        last = name.strip().lower()
+        # repeated fields are one comma-separated list (RFC 9110 5.3)
+        headers[last] = f"{headers[last]}, {value.strip()}" if last in headers else value.strip()
     return status, headers
+
+
+async def _headers(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """The final response's status and headers, after any interim (1xx) responses."""
+    budget = [MAX_HEADER]
+    for _ in range(MAX_INTERIM + 1):
+        status, headers = await _response_head(reader, budget)
+        if not 100 <= status <= 199 or status == 101:  # 101 ends HTTP/1.1 on this connection
+            return status, headers
+    raise ValueError(f"more than {MAX_INTERIM} interim (1xx) responses")
+
+
+def has_body(method: str, status: int) -> bool:
+    """RFC 9112 6.3: responses to HEAD, and 1xx, 204 and 304 responses, end at their headers."""
+    return method != "HEAD" and status >= 200 and status not in (204, 304)
 
 
 async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
     if "chunked" in headers.get("transfer-encoding", "").lower():
+        budget = [MAX_HEADER]
         body = b""
         while len(body) < MAX_BODY:
-            size_line = await reader.readline()
-            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            size_line = await _line(reader, budget)
+            if not size_line:
+                raise asyncio.IncompleteReadError(b"", None)
+            digits = size_line.split(b";", 1)[0].strip()  # chunk extensions are ignored
+            try:
+                size = int(digits, 16)
+            except ValueError:
+                raise ValueError(f"bad chunk size line: {size_line[:40]!r}") from None
             if size == 0:
+                while await _line(reader, budget) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields
                 break
             body += await reader.readexactly(min(size, MAX_BODY - len(body)))
             if len(body) >= MAX_BODY:
                 break
-            await reader.readexactly(2)  # CRLF after the chunk
+            await reader.readline()  # CRLF after the chunk
         return body
     length = headers.get("content-length")
-    if length is not None and length.isdigit():
-        return await reader.readexactly(min(int(length), MAX_BODY))
+    if length is not None:
+        values = {v.strip() for v in length.split(",")}
+        if len(values) != 1 or not next(iter(values)).isdigit():
+            raise ValueError(f"bad Content-Length: {length[:40]!r}")
+        return await reader.readexactly(min(int(values.pop()), MAX_BODY))
     body = b""
     while len(body) < MAX_BODY:
         chunk = await reader.read(MAX_BODY - len(body))
@@ -163,9 +216,10 @@ async def check(client: HttpClient, target: Target) -> tuple[bool, str, float | 
         if not any(status in r for r in c.expect_status):
             return False, f"HTTP {status}", None
         need_body = c.expect_body is not None or c.expect_body_regex is not None or c.load_json is not None
-        if c.method == "HEAD" or not need_body:
+        if not need_body:
             return True, f"HTTP {status}", _header_load(c, headers)
-        text = (await _body(reader, headers)).decode("utf-8", "replace")
+        body = await _body(reader, headers) if has_body(c.method, status) else b""
+        text = body.decode("utf-8", "replace")
         if c.expect_body is not None and c.expect_body not in text:
             return False, f"HTTP {status}, body does not contain {c.expect_body!r}", None
         if c.expect_body_regex is not None and not re.search(c.expect_body_regex, text):
