@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from gslb import __version__
 from gslb.config import iter_zone_files, load_zones
@@ -64,7 +62,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gslb.geo import GeoDatabaseError
-    from gslb.runtime import Server
+    from gslb.runtime import Server, serve_until_stopped
 
     o = args.options  # resolved in main(): command line, then --config file, then defaults
     if o["workers"] < 1 or (o["workers"] > 1 and not hasattr(socket, "SO_REUSEPORT")):
@@ -106,24 +104,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "not starting: %d problem(s) in the zone files (see above)", len(problems)
         )
         return 1
-    try:
-        import uvloop
-
-        run: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is optional
-        run = asyncio.run
-    try:
-        run(server.run())
-    except OSError as e:
-        logging.getLogger("gslb").error("cannot listen: %s", e)
-        return 1
-    return 0
+    return serve_until_stopped(server)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from gslb.demo import run_demo
 
-    return run_demo(Path(args.dir), args.listen)
+    return run_demo(Path(args.dir), args.listen, args.api, args.backend_port)
 
 
 def _token(path: str | None) -> str | None:
@@ -186,7 +173,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_member(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {}
     if getattr(args, "for_", None):
-        body["for"] = _seconds(args.for_)
+        body["for"] = args.for_
     path = f"/v1/members/{args.zone}/{args.pool}/{args.member}/{args.action}"
     r = _api_call(args, "POST", path, body)
     print(f"{r['member']}: {r['action']}" + (" (no change)" if not r["changed"] else ""))
@@ -194,9 +181,16 @@ def cmd_member(args: argparse.Namespace) -> int:
 
 
 def _seconds(text: str) -> float:
+    """A duration: 90, 90s, 30m, 2h, 1d (argparse type: a bad one is a usage error)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     t = text.strip()
-    return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 600, 90s, 30m, 2h or 1d, got {text!r}")
+    return value
 
 
 def _geo_args(p: argparse.ArgumentParser, default: Any = None) -> None:
@@ -220,8 +214,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors end in one line and exit 1, like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="gslb", description="DNS-based global server load balancer")
+    ap = _Parser(prog="gslb", description="DNS-based global server load balancer")
     ap.add_argument("--version", action="version", version=f"gslb {__version__}")
     ap.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
     ap.add_argument(
@@ -354,7 +355,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--dir", default="demo-run", help="run directory: zone, pid files, state (default demo-run)"
     )
-    d.add_argument("--listen", type=_listen, default=("127.0.0.1", 5353), metavar="ADDR:PORT")
+    d.add_argument(
+        "--listen",
+        type=_listen,
+        default=("127.0.0.1", 5353),
+        metavar="ADDR:PORT",
+        help="DNS (127.0.0.1:5353)",
+    )
+    d.add_argument(
+        "--api",
+        type=_listen,
+        default=("127.0.0.1", 8053),
+        metavar="ADDR:PORT",
+        help="HTTP API and status page (default 127.0.0.1:8053; port 0 = any free)",
+    )
+    d.add_argument("--no-api", dest="api", action="store_const", const=None, help="run without the HTTP API")
+    d.add_argument(
+        "--backend-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="port of the three backends on 127.0.0.2-4 (default 0: one that is free on all three)",
+    )
     d.set_defaults(func=cmd_demo)
 
     e = sub.add_parser("explain", help="how a name is answered, and why (offline, with the real engine)")
@@ -391,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("pool")
         a.add_argument("member", help="member name or address")
         if action != "clear":
-            a.add_argument("--for", dest="for_", metavar="DURATION", help="expire after e.g. 30m, 2h, 600")
+            a.add_argument(
+                "--for", dest="for_", type=_seconds, metavar="DURATION", help="expire after e.g. 30m, 2h, 600"
+            )
         a.add_argument("--api-url", default="http://127.0.0.1:8053")
         a.add_argument("--api-token-file", metavar="PATH", help="the admin token (else $GSLB_API_TOKEN)")
         a.set_defaults(func=cmd_member, action=action)
@@ -420,7 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         args.options = resolve(vars(args), file)
         level, fmt = args.options["log_level"], args.options["log_format"]
     setup(getattr(logging, level.upper()), fmt)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except OSError as e:  # an unreadable file, a socket that cannot be had: one line, no traceback
+        print(f"gslb {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,15 +19,13 @@ from typing import NamedTuple, cast
 
 from gslb import names
 from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
+from gslb.health.view import ALL_UP, HealthView, MemberKey
 from gslb.model import FAMILY_OF_TYPE, Zone
 from gslb.policies import NO_CLIENT, PickContext
 from gslb.serving import (
-    ALL_UP,
     BalancedEntry,
     BalancedPlan,
     CompiledZone,
-    HealthView,
-    MemberKey,
     Outcome,
     ServingState,
     Static,

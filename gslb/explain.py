@@ -26,8 +26,10 @@ from gslb.engine import Client, Plan, build_state, resolve
 from gslb.errors import ConfigError
 from gslb.geo import GeoInfo, MaxMindGeo
 from gslb.health.prober import load_state, targets_of
-from gslb.model import Balanced, Zone
-from gslb.serving import HealthView, MemberKey, ServingState, member_key
+from gslb.health.view import HealthView, MemberKey, down_from_states, member_key
+from gslb.model import Balanced, Member, Zone
+from gslb.overrides import Overrides
+from gslb.serving import ServingState
 from gslb.wire import Ecs, Edns, Query, RRw
 
 RCODES = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
@@ -45,7 +47,15 @@ def _rr_text(rr: RRw) -> str:
     )
 
 
-def explain(state: ServingState, name: str, qtype_text: str, client: str, ecs: str | None) -> dict[str, Any]:
+def explain(
+    state: ServingState,
+    name: str,
+    qtype_text: str,
+    client: str,
+    ecs: str | None,
+    by_hand: frozenset[MemberKey] = frozenset(),
+) -> dict[str, Any]:
+    """``by_hand``: members the caller put down itself (``gslb explain --down``)."""
     key = names.from_text(name if name.endswith(".") else name + ".")
     qtype = int(dns.rdatatype.from_text(qtype_text.upper()))
     out: dict[str, Any] = {"name": names.to_text(key), "type": qtype_text.upper()}
@@ -72,21 +82,22 @@ def explain(state: ServingState, name: str, qtype_text: str, client: str, ecs: s
     if edns is not None:
         out["ecs_scope"] = plan.scope
     if plan.balanced:
-        out["balanced"] = _balanced(state, zone.zone, plan)
+        out["balanced"] = _balanced(state, zone.zone, plan, by_hand)
     return out
 
 
-def _member_state(health: HealthView, key: MemberKey, status: str, weight: int) -> str:
-    if status == "up":
-        return "up (status: up in the zone)"
-    if status == "down":
-        return "down (status: down in the zone)"
-    if key in health.down:
-        return "down (health check)"
-    return "up" + (" but drained (weight 0)" if weight == 0 else "")
+def _member_state(health: HealthView, key: MemberKey, member: Member, checked: bool, by_hand: bool) -> str:
+    """The state the answers use (``HealthView.state_of``), for people."""
+    st = health.state_of(key, member)
+    why = st.why
+    if why == "health check" and (by_hand or not checked):
+        why = "given with --down" if by_hand and not st.in_rotation else "no health check"
+    return f"{st.state} ({why})" + (
+        ", weight 0: never picked" if member.weight == 0 and st.in_rotation else ""
+    )
 
 
-def _balanced(state: ServingState, zone: Zone, plan: Plan) -> dict[str, Any]:
+def _balanced(state: ServingState, zone: Zone, plan: Plan, by_hand: frozenset[MemberKey]) -> dict[str, Any]:
     bplan = state.plans[plan.balanced]
     rec: Balanced = bplan.record
     pk = plan.pick
@@ -123,8 +134,9 @@ def _balanced(state: ServingState, zone: Zone, plan: Plan) -> dict[str, Any]:
             worst = max(worst, check.interval * check.fall + check.timeout)
         for m in pool.members:
             k = member_key(zone, pname, m)
+            text = _member_state(state.health, k, m, check is not None, k in by_hand)
             members.append({"pool": pname, "name": m.name, "address": str(m.address), "weight": m.weight,
-                            "state": _member_state(state.health, k, m.status, m.weight)})  # fmt: skip
+                            "in_rotation": state.health.is_up(k, m), "state": text})  # fmt: skip
     out["members"] = members
     out["worst_case_failover_s"] = round(worst + rec.ttl, 3) if worst else None
     out["failover_formula"] = "interval x fall + timeout + ttl" if worst else "no health check on these pools"
@@ -141,25 +153,29 @@ def explain_offline(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(str(e)) from None
     if not zones:
         raise ValueError(f"no zone files in {args.zones}")
-    persisted = load_state(Path(args.state_dir)) if args.state_dir else {}
-    down: set[MemberKey] = set()
-    for t, (keys, _) in targets_of(zones).items():
-        saved = persisted.get(t.ident)
-        if saved is not None and not saved["up"]:
-            down |= keys
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    persisted = load_state(state_dir)
+    down = set(down_from_states(((w.target.ident, w.members) for w in targets_of(zones).values()), persisted))
+    by_hand: set[MemberKey] = set()
     if args.down:
         wanted = set(args.down)
         for z in zones:
             for p in z.pools:
                 for m in p.members:
                     if str(m.address) in wanted:
-                        down.add(member_key(z, p.name, m))
-    state = build_state([(z, z.soa.serial or 1) for z in zones], HealthView(frozenset(down)), geo=geo)
-    return explain(state, args.name, args.type, args.client, args.ecs)
+                        by_hand.add(member_key(z, p.name, m))
+    down |= by_hand
+    # the overrides a server with this state directory applies (drain, down, up)
+    forced = Overrides(state_dir).active()
+    health = HealthView(frozenset(down), 0, forced)
+    state = build_state([(z, z.soa.serial or 1) for z in zones], health, geo=geo)
+    return explain(state, args.name, args.type, args.client, args.ecs, frozenset(by_hand))
 
 
 def render(r: dict[str, Any]) -> str:
-    lines = [f"{r['name']} {r['type']}  from {r['client']}"]
+    c = r["client"]
+    who = f"a client at {c['address']}" if "address" in c else f"ECS client subnet {c['ecs']}"
+    lines = [f"{r['name']} {r['type']} for {who}"]
     if "zone" not in r:
         return "\n".join([*lines, f"  {r['rcode']}: {r['why']}"])
     lines.append(f"  zone {r['zone']}: {r['rcode']}{' (authoritative)' if r['authoritative'] else ''}")

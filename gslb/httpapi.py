@@ -17,7 +17,6 @@ Admin requests are logged; overrides persist in the state directory.
 from __future__ import annotations
 
 import collections
-import contextlib
 import hmac
 import json
 import logging
@@ -30,12 +29,13 @@ from aiohttp import web
 from gslb import names
 from gslb.explain import explain
 from gslb.health.process import ProberProcess
+from gslb.health.view import member_key
 from gslb.metrics import QueryStats, RuntimeFacts, render
 from gslb.model import Zone
 from gslb.overrides import ACTIONS, Override, Overrides
-from gslb.serving import ServingState, member_key
+from gslb.serving import ServingState
 
-log = logging.getLogger("gslb.api")
+admin_log = logging.getLogger("gslb.admin")  # every admin action and refusal (docs/api.md)
 
 MAX_BODY = 4096
 SAMPLE_INTERVAL = 2.0
@@ -85,8 +85,13 @@ def make_app(server: ServerView) -> web.Application:
 
     @routes.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:
-        with contextlib.suppress(TimeoutError, OSError):  # else the prober's last counters stay
-            server.facts.prober = await server.prober.stats()
+        # promptly, also while the prober is stalled: then its last counters, with their age
+        got, age = await server.prober.cached("stats")
+        if got:
+            server.facts.prober = got
+        server.facts.prober_stats_age = age or 0.0
+        server.facts.prober_stalled = server.prober.stalled
+        server.facts.prober_restarts = server.prober.restarts
         server.facts.tcp_open = server.tcp_open()
         server.facts.override_write_errors = server.overrides.write_errors
         geo = server.state.geo
@@ -96,12 +101,10 @@ def make_app(server: ServerView) -> web.Application:
 
     @routes.get("/v1/status")
     async def status(request: web.Request) -> web.Response:
-        try:
-            got = await server.prober.status()
-        except (TimeoutError, OSError):
-            got = {}
+        got, age = await server.prober.cached("status")
         doc = status_doc(server, got.get("targets", {}))
         doc["transitions"] = got.get("transitions", [])
+        doc["prober"]["status_age"] = age  # None: fresh from the prober; else seconds old
         return _json(doc)
 
     @routes.get("/v1/history")
@@ -132,7 +135,7 @@ def make_app(server: ServerView) -> web.Application:
     @routes.post("/v1/members/{zone}/{pool}/{member}/{action}")
     async def admin(request: web.Request) -> web.Response:
         if not _authorized(request, server.api_token):
-            log.warning(
+            admin_log.warning(
                 "admin: refused %s %s from %s (bad or missing token)",
                 request.method,
                 request.path,
@@ -233,6 +236,7 @@ def status_doc(server: ServerView, targets: dict[str, dict[str, Any]]) -> dict[s
                 label = f"{k[0]}/{p.name}/{m.name}"
                 t = by_member.get(label, {})
                 o = overrides.get(k)
+                st = state.health.state_of(k, m)  # the state the answers use, and why
                 members.append(
                     {
                         "zone": k[0],
@@ -240,7 +244,9 @@ def status_doc(server: ServerView, targets: dict[str, dict[str, Any]]) -> dict[s
                         "name": m.name,
                         "address": k[2],
                         "weight": m.weight,
-                        "in_rotation": state.health.is_up(k, m),
+                        "in_rotation": st.in_rotation,
+                        "state": st.state,
+                        "why": st.why,
                         "status": m.status,
                         "check": p.check,
                         "check_state": None if not t else ("up" if t["up"] else "down"),

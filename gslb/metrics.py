@@ -19,7 +19,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gslb import names
-from gslb.serving import ServingState, StatsKey, member_key
+from gslb.health.view import member_key
+from gslb.serving import ServingState, StatsKey
 
 RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 QTYPE_NAMES = {
@@ -97,6 +98,9 @@ class RuntimeFacts:
     geoip_reload_errors: int = 0
     override_write_errors: int = 0
     prober: dict[str, Any] = field(default_factory=dict)  # from ProberProcess.stats()
+    prober_stats_age: float = 0.0  # seconds since the prober gave those counters (0: fresh)
+    prober_stalled: bool = False
+    prober_restarts: int = 0
 
 
 class _Collector(Collector):
@@ -196,6 +200,21 @@ class _Collector(Collector):
         yield g
 
     def _prober(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "gslb_health_prober_stalled",
+            "1 while the health prober makes no progress (answers keep the last health state)",
+            value=int(self.facts.prober_stalled),
+        )
+        yield CounterMetricFamily(
+            "gslb_health_prober_restarts",
+            "Health prober processes restarted",
+            value=self.facts.prober_restarts,
+        )
+        yield GaugeMetricFamily(
+            "gslb_health_prober_stats_age_seconds",
+            "Age of the prober counters below (0: fresh; more while it is stalled or restarting)",
+            value=self.facts.prober_stats_age,
+        )
         p = self.facts.prober
         if not p:
             return

@@ -73,6 +73,20 @@ class Check:
         _require(0 < self.timeout < self.interval, "timeout must be > 0 and < interval")
         _require(1 <= self.fall <= 100 and 1 <= self.rise <= 100, "fall and rise must be 1..100")
 
+    @property
+    def identity(self) -> tuple[object, ...]:
+        """What the probe asks: every key but the schedule (``CHECK_SCHEDULE_KEYS``).
+
+        Two checks with the same identity ask the same question, so a reload that
+        changes only the schedule (or the name) keeps a target's state and its
+        rise/fall counters (docs/health.md, "Editing checks")."""
+        return tuple(getattr(self, k) for k in _CHECK_IDENTITY_KEYS)
+
+
+# keys of a check that only say when and how often to ask (and its name), not what
+CHECK_SCHEDULE_KEYS = ("name", "interval", "timeout", "fall", "rise")
+_CHECK_IDENTITY_KEYS = tuple(k for k in Check.__dataclass_fields__ if k not in CHECK_SCHEDULE_KEYS)
+
 
 @dataclass(frozen=True, slots=True)
 class Member:

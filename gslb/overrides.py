@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from gslb.serving import MemberKey
+from gslb.health.view import MemberKey
 
 log = logging.getLogger("gslb.admin")
 

@@ -19,7 +19,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -33,6 +33,7 @@ from gslb.engine import build_state
 from gslb.errors import ConfigError, Problem
 from gslb.geo import MaxMindGeo
 from gslb.health.process import ProberProcess, add_pipe_reader
+from gslb.health.view import ALL_UP, HealthView, MemberKey
 from gslb.httpapi import SAMPLE_INTERVAL, make_app, sample
 from gslb.logs import current as current_logging
 from gslb.logs import setup as setup_logging
@@ -40,13 +41,23 @@ from gslb.metrics import QueryStats, RuntimeFacts
 from gslb.model import Zone
 from gslb.overrides import Overrides
 from gslb.rrl import RateLimiter
-from gslb.serving import ALL_UP, HealthView, MemberKey, ServingState, dismantle
+from gslb.serving import ServingState, dismantle
 from gslb.transport.tcp import TcpLimits, serve_tcp
 from gslb.transport.udp import MmsgTransport, serve_udp
 
 log = logging.getLogger("gslb")
 
 WATCH_INTERVAL = 1.0
+
+
+class ListenError(OSError):
+    """A socket could not be bound; the message names the address and what it was for."""
+
+
+def _listen_error(host: str, port: int, what: str, e: OSError) -> ListenError:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    why = os.strerror(e.errno).lower() if e.errno else str(e)
+    return ListenError(f"cannot listen on {where} ({what}): {why}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,14 +340,17 @@ class Server:
         self.serving = True
         for host, port in self.listens:
             for attempt in range(20):
-                udp, bound = await serve_udp(self, host, port, self.udp_io, self.reuse_port)
+                try:
+                    udp, bound = await serve_udp(self, host, port, self.udp_io, self.reuse_port)
+                except OSError as e:
+                    raise _listen_error(host, port, "DNS, UDP", e) from None
                 try:
                     tcp = await serve_tcp(self, host, bound, self.limits, self.reuse_port)
-                except OSError:
+                except OSError as e:
                     udp.close()
                     if port == 0 and attempt < 19:
                         continue  # the ephemeral UDP port is taken for TCP: pick another
-                    raise
+                    raise _listen_error(host, bound, "DNS, TCP", e) from None
                 break
             self._closers += [udp, tcp]
             self.bound.append((host, bound))
@@ -379,7 +393,9 @@ class Server:
         return self.stats.merged(self.pool.snapshots() if self.pool is not None else ())
 
     def worker_status(self) -> list[dict[str, object]]:
-        me: dict[str, object] = {"worker": 0, "pid": os.getpid(), "queries": sum(self.stats.queries.values())}
+        me: dict[str, object] = {
+            "worker": 0, "pid": os.getpid(), "alive": True, "queries": sum(self.stats.queries.values())
+        }  # fmt: skip
         return [me, *(self.pool.status() if self.pool is not None else [])]
 
     async def start_api(self) -> None:
@@ -389,7 +405,11 @@ class Server:
         await runner.setup()
         host, port = self.api_listen
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise _listen_error(host, port, "HTTP API", e) from None
         server = site._server  # aiohttp keeps the bound sockets there
         sockets = getattr(server, "sockets", None) or []
         self.api_port = sockets[0].getsockname()[1] if sockets else port
@@ -471,26 +491,45 @@ class Server:
         loop.add_signal_handler(signal.SIGHUP, hup)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
-        await self.start()
-        if self.workers > 1:
-            self.pool = WorkerPool(self, self.workers - 1)
-            await self.pool.start()
-        await self.start_api()
-        sampler = asyncio.get_running_loop().create_task(self._sample())
-        await self.prober.start(watchdog_after=self.stall_after)
-        log.info(
-            "gslb ready: %d zone(s), %d health target(s), %d worker(s), pid %d",
-            len(self.loaded), self.prober.targets, self.workers, os.getpid(),
-        )  # fmt: skip
+        sampler: asyncio.Task[None] | None = None
         try:
+            await self.start()
+            if self.workers > 1:
+                self.pool = WorkerPool(self, self.workers - 1)
+                await self.pool.start()
+            await self.start_api()
+            sampler = asyncio.get_running_loop().create_task(self._sample())
+            await self.prober.start(watchdog_after=self.stall_after)
+            log.info(
+                "gslb ready: %d zone(s), %d health target(s), %d worker(s), pid %d",
+                len(self.loaded), self.prober.targets, self.workers, os.getpid(),
+            )  # fmt: skip
             await self.watch()
-        finally:
-            sampler.cancel()
+        finally:  # also when starting failed half-way: nothing is left running
+            if sampler is not None:
+                sampler.cancel()
             if self.pool is not None:
                 await self.pool.stop()
             await self.prober.stop()
             await self.close()
             log.info("stopped")
+
+
+def serve_until_stopped(server: Server) -> int:
+    """Run a loaded server until SIGTERM/SIGINT: 0, or 1 with one clear line when it
+    cannot start (an address in use, a worker that does not come up)."""
+    try:
+        import uvloop
+
+        run: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is optional
+        run = asyncio.run
+    try:
+        run(server.run())
+    except OSError as e:
+        log.error("%s", e if isinstance(e, ListenError) else f"cannot start: {e}")
+        return 1
+    return 0
 
 
 # ------------------------------------------------------------------ worker processes
@@ -564,7 +603,16 @@ class WorkerPool:
         level, fmt = current_logging()
         proc = ctx.Process(
             target=worker_main,
-            args=(child, i, self.server.config, list(self.server.bound), level, fmt),
+            # the current health goes with the start: a worker never answers from an older view
+            args=(
+                child,
+                i,
+                self.server.config,
+                list(self.server.bound),
+                level,
+                fmt,
+                self.server.effective_health(),
+            ),
             name=f"gslb-worker-{i}",
             daemon=True,
         )
@@ -574,7 +622,6 @@ class WorkerPool:
         self.ready[i] = asyncio.Event()
         add_pipe_reader(asyncio.get_running_loop(), parent, lambda: self._readable(i))
         # what the worker must know now that it did not read from disk itself
-        self._send(i, ("health", self.server.effective_health()))
         if self.server.state.loads:
             self._send(i, ("loads", dict(self.server.state.loads)))
 
@@ -651,7 +698,13 @@ class WorkerPool:
 
 
 def worker_main(
-    conn: Connection, index: int, config: dict[str, Any], bound: list[tuple[str, int]], level: int, fmt: str
+    conn: Connection,
+    index: int,
+    config: dict[str, Any],
+    bound: list[tuple[str, int]],
+    level: int,
+    fmt: str,
+    health: HealthView,
 ) -> None:
     """A worker process: the zones, the sockets (shared by port), answers; health from the pipe."""
     setup_logging(level, fmt)
@@ -661,6 +714,7 @@ def worker_main(
     server = Server(listens=bound, **config)
     server.announce = False
     server.is_worker = True
+    server.health = health  # the primary's view at spawn time, overrides included
     server.load_initial()
     try:
         import uvloop

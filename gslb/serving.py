@@ -21,48 +21,10 @@ from typing import Any, Literal
 
 from gslb import names
 from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
+from gslb.health.view import ALL_UP, HealthView, MemberKey, changed_members, member_key
 from gslb.model import FAMILY_OF_TYPE, Balanced, GeoMatch, Member, Pool, RRset, Zone
 from gslb.policies import REGISTRY, Candidates, Policy
 from gslb.wire import Query, RRw, member_fragment
-
-MemberKey = tuple[str, str, str]  # (zone origin text, pool name, member address)
-
-
-def member_key(zone: Zone | bytes, pool: str, member: Member) -> MemberKey:
-    origin = zone.origin if isinstance(zone, Zone) else zone
-    return (names.to_text(origin), pool, str(member.address))
-
-
-@dataclass(frozen=True, slots=True)
-class HealthView:
-    """Which members the health checks consider down, and the runtime overrides.
-
-    A member's state: YAML ``status: up|down`` first, then a runtime override
-    (``forced``: drain and down take it out, up keeps it in), then the checks.
-    Members absent from ``down`` are up: unknown means up (fail-open), which is
-    also the state before the first probe round.
-    """
-
-    down: frozenset[MemberKey] = frozenset()
-    version: int = 0
-    # runtime overrides (admin API): member -> "up" | "down" | "drain"
-    forced: Mapping[MemberKey, str] = field(default_factory=dict)
-
-    def is_up(self, key: MemberKey, member: Member) -> bool:
-        if member.status == "up":
-            return True
-        if member.status == "down":
-            return False
-        f = self.forced.get(key)
-        if f is not None:
-            return f == "up"
-        return key not in self.down
-
-    def with_forced(self, forced: Mapping[MemberKey, str]) -> HealthView:
-        return HealthView(self.down, self.version, forced)
-
-
-ALL_UP = HealthView()
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,15 +189,6 @@ def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView) -> Balanc
     return BalancedPlan(
         rec, policy, count, tuple(outcomes), matchers, catch_all, needs_client, needs_geo, keys
     )
-
-
-def changed_members(old: HealthView, new: HealthView) -> set[MemberKey]:
-    """Members whose health or override differs between two views."""
-    changed = set(old.down ^ new.down)
-    for k in old.forced.keys() | new.forced.keys():
-        if old.forced.get(k) != new.forced.get(k):
-            changed.add(k)
-    return changed
 
 
 def _choice(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -255,3 +256,92 @@ def test_state_dir_failure_is_loud_and_harmless(
     fams = {f.name: f for f in text_string_to_metric_families(text)}
     errors = {s.labels["file"]: s.value for s in fams["gslb_state_write_errors"].samples}
     assert errors["health.json"] >= 1 and errors["overrides.json"] >= 1
+
+
+def test_refusals_logged_by_the_admin_logger(api_server: tuple[GslbProcess, dict[str, Target], Path]) -> None:
+    srv, _, _ = api_server
+    assert http(srv, "POST", "/v1/members/api.test/p/lb1/drain", token="wrong")[0] == 401
+    srv.wait_log(
+        r"WARNING gslb\.admin: admin: refused POST /v1/members/api\.test/p/lb1/drain from 127\.0\.0\.1", 3
+    )
+
+
+def test_every_worker_entry_says_alive(api_server: tuple[GslbProcess, dict[str, Target], Path]) -> None:
+    srv, _, _ = api_server
+    workers = http(srv, "GET", "/v1/status")[1]["workers"]
+    assert workers == [{"worker": 0, "pid": srv.proc.pid, "alive": True, "queries": workers[0]["queries"]}]
+
+
+def test_a_drained_member_is_drained_everywhere(
+    api_server: tuple[GslbProcess, dict[str, Target], Path],
+) -> None:
+    """Answering, /v1/explain, /v1/status and the offline `gslb explain` read one state."""
+    srv, _, tmp = api_server
+    wait_until(lambda: answers(srv) == set(HOSTS[:2]), 5)
+    assert http(srv, "POST", "/v1/members/api.test/p/lb1/drain", token=TOKEN)[0] == 200
+    assert answers(srv) == {HOSTS[1]}
+    doc = http(srv, "GET", "/v1/explain?name=www.api.test&client=192.0.2.99")[1]
+    states = {m["name"]: m["state"] for m in doc["balanced"]["members"]}
+    assert states == {
+        "lb1": "drained (override: drain)",
+        "lb2": "up (health check)",
+        "fixed": "down (status: down in the zone file)",
+    }
+    status = {m["name"]: m for m in http(srv, "GET", "/v1/status")[1]["members"]}
+    assert (status["lb1"]["state"], status["lb1"]["why"], status["lb1"]["in_rotation"]) == (
+        "drained", "override: drain", False,
+    )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "gslb", "explain", "www.api.test", "--client", "10.1.2.3",
+         "--zones", str(srv.zones_dir), "--state-dir", str(tmp / "state")],
+        capture_output=True, text=True, cwd=ROOT, check=False, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "www.api.test. A for a client at 10.1.2.3"
+    assert "    member p/lb1 127.0.0.101 weight 1: drained (override: drain)" in lines
+    assert "  answer    www.api.test. 30 IN A 127.0.0.102" in lines
+
+
+def test_api_answers_promptly_while_the_prober_is_stalled(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    port = free_port(HOSTS[:1])
+    t = Target(HOSTS[0], port)
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    (zdir / "s.test.yaml").write_text(f"""zone: s.test.
+nameservers: {{ns1.s.test.: [192.0.2.53]}}
+checks: {{web: {{type: http, port: {port}, interval: 0.5s, timeout: 0.3s}}}}
+pools: {{p: {{check: web, members: [{{address: {HOSTS[0]}, name: lb1}}]}}}}
+records: {{www: [{{types: [A], rules: [{{pools: [p]}}]}}]}}
+""")
+    srv = GslbProcess(zdir, tmp_path / "gslb.log", ["--stall-after", "1.5"])
+    pid = 0
+    try:
+        srv.wait_log(r"first probe round complete", 10)
+        assert http(srv, "GET", "/v1/status")[1]["members"][0]["check_state"] == "up"
+        http(srv, "GET", "/metrics")
+        pid = int(re.findall(r"health prober running as pid (\d+)", srv.log())[-1])
+        os.kill(pid, signal.SIGSTOP)
+        for when in ("before the stall is noticed", "once it is reported"):
+            if when == "once it is reported":
+                srv.wait_log(r"health prober stalled", 5)
+            for path in ("/v1/status", "/metrics"):
+                t0 = time.monotonic()
+                code, doc = http(srv, "GET", path)
+                took = time.monotonic() - t0
+                assert code == 200 and took < 1.0, f"{path} {when}: {took:.2f}s"
+        doc = http(srv, "GET", "/v1/status")[1]
+        assert doc["prober"]["stalled"] is True and doc["prober"]["status_age"] > 0
+        assert doc["members"][0]["check_state"] == "up"  # the last known, not nothing
+        fams = {f.name: f for f in text_string_to_metric_families(http(srv, "GET", "/metrics")[1])}
+        assert fams["gslb_health_prober_stalled"].samples[0].value == 1
+        assert fams["gslb_health_prober_stats_age_seconds"].samples[0].value > 0
+        assert "gslb_health_probes" in fams  # the last counters it gave
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGCONT)
+        srv.stop()
+        t.close()

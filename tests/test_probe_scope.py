@@ -27,5 +27,5 @@ SERVED = (
 )
 def test_probes_stay_on_loopback(path: Path) -> None:
     zone = load_zone(path)
-    for target in targets_of([zone]):
+    for target in (w.target for w in targets_of([zone]).values()):
         assert ipaddress.ip_address(target.address).is_loopback, f"{path}: {target.ident} is not loopback"

@@ -12,7 +12,7 @@ import pytest
 
 from gslb.config import load_zone
 from gslb.health.prober import Prober, targets_of
-from gslb.serving import HealthView
+from gslb.health.view import HealthView
 from tests.targets import Target, free_port
 
 
@@ -39,7 +39,7 @@ def test_members_sharing_a_check_share_one_probe(tmp_path: Path) -> None:
     z = load_zone(zone_file(tmp_path, 8080, ["127.0.0.51", "127.0.0.52"]))
     targets = targets_of([z])
     assert len(targets) == 2  # two pools x two members, but two distinct targets
-    assert all(len(keys) == 2 for keys, _ in targets.values())
+    assert all(len(w.members) == 2 for w in targets.values())
 
 
 def test_hung_targets_get_one_probe_each_and_go_down(tmp_path: Path) -> None:
@@ -137,5 +137,5 @@ records:
   x: [{types: [A], rules: [{pools: [p]}]}]
 """)
     targets = targets_of([load_zone(f)])
-    got = {(t.address, t.port): sorted(k[2] for k in keys) for t, (keys, _) in targets.items()}
+    got = {(w.target.address, w.target.port): sorted(k[2] for k in w.members) for w in targets.values()}
     assert got == {("127.0.0.10", 8080): ["192.0.2.10"], ("127.0.0.11", 9090): ["192.0.2.11"]}

@@ -209,7 +209,7 @@ def test_explain_cli(geo_dbs: tuple[Path, Path]) -> None:
 
     r = json.loads(out.stdout)
     states = {m["address"]: m["state"] for m in r["balanced"]["members"]}
-    assert states["192.0.2.21"] == "down (status: down in the zone)"
+    assert states["192.0.2.21"] == "down (status: down in the zone file)"
     assert r["answer"] == ["prio.geo.test. 30 IN A 192.0.2.22"]
 
 

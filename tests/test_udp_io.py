@@ -194,7 +194,7 @@ def test_remembered_picks_follow_health() -> None:
     from gslb.config import load_zone
     from gslb.engine import build_state
     from gslb.geo import MaxMindGeo
-    from gslb.serving import HealthView
+    from gslb.health.view import HealthView
     from tests.geodb import write_asn, write_city
 
     tmp = Path(__import__("tempfile").mkdtemp())

@@ -9,9 +9,16 @@
   transition is logged once with its reason and kept in memory, and a new
   :class:`HealthView` is published (the runtime swaps it into the serving
   state at once).
-- State is persisted to ``state_dir/health.json`` and read back at start-up:
-  a DOWN target stays DOWN across a restart until it passes ``rise`` checks.
-  Targets never seen before start UP (fail-open) and are probed at once.
+- State is persisted to ``state_dir/health.json`` (at once when a target goes
+  DOWN) and read back at start-up: a DOWN target stays DOWN across a restart
+  until it passes ``rise`` checks. The server hands a restarted prober the
+  last states it was told (``seed``), which win over the file. A new target
+  starts DOWN if any member it decides was last seen down (a check edited so
+  that it asks something else); targets never seen before start UP
+  (fail-open) and are probed at once.
+- Targets are keyed by what they ask (``Target.key``), not by their schedule:
+  a reload that changes only ``interval``, ``timeout``, ``rise``, ``fall`` or
+  the check's name keeps the state and the rise/fall counters.
 - A watchdog thread notices when the prober stops making progress (a blocked
   event loop, a probe task that died) and says so in the log.
 """
@@ -32,11 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gslb import names
-from gslb.health.checks import CheckFn, Target, registry
+from gslb.health.checks import CheckFn, Target, TargetKey, registry
 from gslb.health.checks.http import HttpClient
 from gslb.health.state import Result, TargetState, Transition, observe
-from gslb.model import Zone
-from gslb.serving import HealthView, MemberKey, member_key
+from gslb.health.view import HealthView, MemberKey, TargetStates, member_key
+from gslb.model import CHECK_SCHEDULE_KEYS, Zone
 
 log = logging.getLogger("gslb.health")
 
@@ -96,9 +103,20 @@ class ProberStats:
     durations: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=100_000))
 
 
-def targets_of(zones: Iterable[Zone]) -> dict[Target, tuple[set[MemberKey], list[str]]]:
-    """Every probe target of the zones, with the members it decides."""
-    out: dict[Target, tuple[set[MemberKey], list[str]]] = {}
+@dataclass(slots=True)
+class Wanted:
+    """One probe target of the zones and the members it decides."""
+
+    target: Target
+    members: set[MemberKey]
+    labels: list[str]
+
+
+def targets_of(zones: Iterable[Zone]) -> dict[TargetKey, Wanted]:
+    """Every probe target of the zones, keyed by what it asks, with the members it
+    decides. Members whose checks ask the same thing share one probe (the first
+    check met gives the schedule)."""
+    out: dict[TargetKey, Wanted] = {}
     for z in zones:
         checks = {c.name: c for c in z.checks}
         for pool in z.pools:
@@ -108,9 +126,11 @@ def targets_of(zones: Iterable[Zone]) -> dict[Target, tuple[set[MemberKey], list
             for m in pool.members:
                 addr = str(m.check_address or m.address)
                 t = Target(check, addr, m.check_port or check.port)
-                keys, labels = out.setdefault(t, (set(), []))
-                keys.add(member_key(z, pool.name, m))
-                labels.append(f"{names.to_text(z.origin)}/{pool.name}/{m.name}")
+                w = out.get(t.key)
+                if w is None:
+                    w = out[t.key] = Wanted(t, set(), [])
+                w.members.add(member_key(z, pool.name, m))
+                w.labels.append(f"{names.to_text(z.origin)}/{pool.name}/{m.name}")
     return out
 
 
@@ -123,6 +143,7 @@ class Prober:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         publish_loads: Callable[[dict[MemberKey, float]], None] | None = None,
+        seed: TargetStates | None = None,
     ) -> None:
         self.publish = publish
         self.publish_loads = publish_loads
@@ -133,13 +154,19 @@ class Prober:
         self.clock = clock
         self.client = HttpClient()
         self.checks: dict[str, CheckFn] = registry()
-        self.slots: dict[Target, _Slot] = {}
+        self.slots: dict[TargetKey, _Slot] = {}
         self.transitions: collections.deque[TransitionRecord] = collections.deque(maxlen=MAX_TRANSITIONS)
         self.stats = ProberStats()
         self.version = 0
         self.heartbeat = time.monotonic()
         self.stalled = False
-        self.persisted: dict[str, dict[str, float | bool]] = self._load()
+        # the last known state of every target ident: the file, then the server's seed (newer)
+        self.persisted: TargetStates = self._load()
+        # a seed newer than the file (the last prober died before writing): write it soon
+        self._save_seed = bool(seed) and any(self.persisted.get(k) != v for k, v in (seed or {}).items())
+        if seed:
+            self.persisted.update(seed)
+        self._reported: TargetStates = {}  # what state_delta() has handed out
         self._save_pending = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchdog: threading.Thread | None = None
@@ -148,33 +175,69 @@ class Prober:
 
     # -- configuration -------------------------------------------------------
     def update(self, zones: Iterable[Zone]) -> None:
-        """Probe exactly the targets of ``zones``: keep the state of targets that
-        remain, start new ones, stop the ones that went away."""
+        """Probe exactly the targets of ``zones``: keep the state (and counters) of
+        targets that remain, even when their schedule changed; start new ones; stop
+        the ones that went away. No member that was last seen down comes back up
+        through an update: a new target deciding such a member starts DOWN."""
         wanted = targets_of(zones)
         now = self.clock()
-        for t in list(self.slots):
-            if t not in wanted:
-                slot = self.slots.pop(t)
+        self.persisted = self.snapshot()  # the latest state of every target, removed ones too
+        down_now = self.view().down
+        for key in list(self.slots):
+            if key not in wanted:
+                slot = self.slots.pop(key)
                 if slot.task is not None:
                     slot.task.cancel()
-                log.info("stopped probing %s (no member uses it any more)", t.ident)
-        for t, (keys, labels) in wanted.items():
-            existing = self.slots.get(t)
+                log.info("stopped probing %s (no member uses it any more)", slot.target.ident)
+        for key, w in wanted.items():
+            t = w.target
+            existing = self.slots.get(key)
             if existing is not None:
-                existing.members, existing.labels = keys, labels
+                existing.members, existing.labels = w.members, w.labels
+                if existing.target != t:
+                    self._reschedule(existing, t)
                 continue
             saved = self.persisted.get(t.ident)
-            if saved is not None:
+            was_down = w.members & down_now
+            if was_down:
+                since = float(saved["since"]) if saved is not None and not saved["up"] else now
+                st = TargetState.initial(False, since)
+                log.info(
+                    "%s starts DOWN: its member(s) %s were down under their previous check",
+                    t.ident, ", ".join("/".join(k) for k in sorted(was_down)),
+                )  # fmt: skip
+            elif saved is not None:
                 st = TargetState.initial(bool(saved["up"]), float(saved["since"]))
                 if not st.up:
                     log.info("%s starts DOWN (persisted state since %s)", t.ident, _when(st.since))
             else:
                 st = TargetState.initial(True, now)
-            slot = _Slot(t, keys, labels, st)
-            self.slots[t] = slot
+            slot = _Slot(t, w.members, w.labels, st)
+            self.slots[key] = slot
             if self._running:
                 self._start(slot, first=True)
         self._publish()
+        if self._save_seed:
+            self._save_seed = False
+            self.save()
+
+    def _reschedule(self, slot: _Slot, t: Target) -> None:
+        """Same question, new schedule: keep the state and counters, probe on the new clock."""
+        old = slot.target.check
+        c = t.check
+        changes = [
+            f"{k} {getattr(old, k)!r} -> {getattr(c, k)!r}"
+            for k in CHECK_SCHEDULE_KEYS
+            if getattr(old, k) != getattr(c, k)
+        ]
+        slot.target = t
+        log.info(
+            "%s: check changed (%s); state %s and rise/fall counters kept",
+            t.ident, ", ".join(changes), "UP" if slot.state.up else "DOWN",
+        )  # fmt: skip
+        if self._running and slot.task is not None and old.interval != c.interval:
+            slot.task.cancel()
+            self._start(slot, first=False)
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self, watchdog_after: float | None = None) -> None:
@@ -209,17 +272,22 @@ class Prober:
 
     def _start(self, slot: _Slot, first: bool) -> None:
         loop = asyncio.get_running_loop()
-        slot.task = loop.create_task(self._run(slot), name=f"probe {slot.target.ident}")
+        slot.task = loop.create_task(self._run(slot, first), name=f"probe {slot.target.ident}")
 
     # -- the probe loop --------------------------------------------------------
-    async def _run(self, slot: _Slot) -> None:
-        t = slot.target
-        interval = t.check.interval
+    async def _run(self, slot: _Slot, first: bool = True) -> None:
+        key = slot.target.key
         loop = asyncio.get_running_loop()
-        # spread the first round over at most one interval (and at most 1 s)
-        due = loop.time() + self.rng.uniform(0, min(interval, 1.0))
-        slot.last_done = time.monotonic()
+        interval = slot.target.check.interval
+        if first:
+            # spread the first round over at most one interval (and at most 1 s)
+            due = loop.time() + self.rng.uniform(0, min(interval, 1.0))
+            slot.last_done = time.monotonic()
+        else:  # a new schedule: the next probe one new interval after the last one
+            due = loop.time() + max(0.0, interval - (time.monotonic() - slot.last_done))
         while True:
+            t = slot.target
+            interval = t.check.interval
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -234,7 +302,7 @@ class Prober:
                 result = Result(False, f"internal error: {type(e).__name__}", 0.0, self.clock())
             slot.last_done = time.monotonic()
             self.heartbeat = slot.last_done
-            if slot is not self.slots.get(t):
+            if slot is not self.slots.get(key):
                 return  # removed by a reload while probing
             self._observe(slot, result)
             due += interval
@@ -288,7 +356,12 @@ class Prober:
             TransitionRecord(slot.target.ident, tuple(sorted(slot.labels)), tr.up, tr.at, tr.reason, tr.count)
         )
         self._publish()
-        self._schedule_save()
+        if tr.up:
+            self._schedule_save()
+        else:
+            # a DOWN must survive a crash right after it: written at once (an UP that is
+            # lost only keeps a member out until it passes `rise` checks again)
+            self.save()
 
     # -- snapshots ---------------------------------------------------------------
     def view(self) -> HealthView:
@@ -302,11 +375,21 @@ class Prober:
         self.version += 1
         self.publish(self.view())
 
+    def state_delta(self) -> TargetStates:
+        """Target states that changed since the last call (for the server, which keeps
+        them to seed a restarted prober)."""
+        out: TargetStates = {}
+        for slot in self.slots.values():
+            ident, st = slot.target.ident, {"up": slot.state.up, "since": slot.state.since}
+            if self._reported.get(ident) != st:
+                out[ident] = self._reported[ident] = st
+        return out
+
     # -- persistence -------------------------------------------------------------
-    def _load(self) -> dict[str, dict[str, float | bool]]:
+    def _load(self) -> TargetStates:
         return load_state(self.state_dir)
 
-    def snapshot(self) -> dict[str, dict[str, float | bool]]:
+    def snapshot(self) -> TargetStates:
         out = dict(self.persisted)  # keep targets not configured right now
         for slot in self.slots.values():
             out[slot.target.ident] = {"up": slot.state.up, "since": slot.state.since}
@@ -354,8 +437,8 @@ class Prober:
     def target_status(self) -> dict[str, dict[str, object]]:
         """Per target ident: what /v1/status shows."""
         out: dict[str, dict[str, object]] = {}
-        for t, slot in self.slots.items():
-            st = slot.state
+        for slot in self.slots.values():
+            st, t = slot.state, slot.target
             out[t.ident] = {
                 "up": st.up,
                 "since": st.since,
@@ -425,7 +508,7 @@ class Prober:
                     slot.stale_reported = False
 
 
-def load_state(state_dir: Path | None) -> dict[str, dict[str, float | bool]]:
+def load_state(state_dir: Path | None) -> TargetStates:
     """Persisted target states ({ident: {"up", "since"}}); empty when absent or unreadable."""
     if state_dir is None:
         return {}

@@ -12,14 +12,21 @@ Parent and child talk over a pipe:
   parent -> child   ("zones", [Zone, ...])   probe exactly these zones' targets
                     ("stats", n)             ask for counters (answer: ("stats", n, {...}))
                     ("stop",)                persist state and exit
-  child -> parent   ("health", HealthView)   after every transition and update
+  child -> parent   ("health", HealthView, {ident: state})   after every transition and
+                                             update, with the target states that changed
                     ("beat", t)              every 0.5 s: the child's loop is alive
                     ("round",)               once every target has a first result
                     ("loads", {member: load}) fresh load readings, when they change
 
 The parent serves the persisted state from its first query (it reads
-health.json itself) until the child's first snapshot arrives; it restarts a
-child that dies, and reports one that stops beating.
+health.json itself) until the child's first snapshot arrives. It keeps the
+last view and the last target states it was told; a child that dies is
+restarted with those states as its starting point (they win over the state
+file, which the dead child may not have rewritten), so the answers never go
+back to an older view. A child that stops beating is reported as stalled.
+The API's questions (stats, status) are answered by the child within
+``ASK_TIMEOUT``; otherwise, or while it is stalled or dead, from the last
+answer it gave, marked as such.
 """
 
 from __future__ import annotations
@@ -39,14 +46,15 @@ from pathlib import Path
 from typing import Any
 
 from gslb.health.prober import Prober, load_state, targets_of
+from gslb.health.view import HealthView, MemberKey, TargetStates, down_from_states
 from gslb.logs import current as current_logging
 from gslb.logs import setup as setup_logging
 from gslb.model import Zone
-from gslb.serving import HealthView, MemberKey
 
 log = logging.getLogger("gslb.health")
 
 BEAT = 0.5
+ASK_TIMEOUT = 0.5  # the API waits this long for the child, then answers from the last reply
 
 
 class ProberProcess:
@@ -65,7 +73,8 @@ class ProberProcess:
         self.concurrency = concurrency
         self.stall_after = stall_after
         self.nice = nice
-        self.persisted = load_state(state_dir)
+        # the last state of every target that the child reported (at first: the state file)
+        self.states: TargetStates = load_state(state_dir)
         self.zones: list[Zone] = []
         self.targets = 0
         self.view = HealthView()
@@ -80,6 +89,7 @@ class ProberProcess:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.first_round = False  # every target has a result (for /readyz)
         self._ids = itertools.count(1)
+        self._last: dict[str, tuple[float, dict[str, Any]]] = {}  # kind -> (when, last reply)
 
     # -- the runtime's side ------------------------------------------------------
     def update(self, zones: Iterable[Zone]) -> None:
@@ -90,12 +100,8 @@ class ProberProcess:
         self.targets = len(targets)
         if not self.child_view_seen:
             # until the child reports, serve what was persisted (down stays down)
-            down: set[MemberKey] = set()
-            for t, (keys, _) in targets.items():
-                saved = self.persisted.get(t.ident)
-                if saved is not None and not saved["up"]:
-                    down |= keys
-            persisted = HealthView(frozenset(down), 0)
+            down = down_from_states(((w.target.ident, w.members) for w in targets.values()), self.states)
+            persisted = HealthView(down, 0)
             if persisted != self.view:
                 self._set(persisted)
         self._send(("zones", self.zones))
@@ -132,15 +138,29 @@ class ProberProcess:
         """Per target: state, since, last result, last error, load."""
         return await self._ask("status")
 
-    async def _ask(self, kind: str, *args: Any) -> dict[str, Any]:
+    async def cached(self, kind: str) -> tuple[dict[str, Any], float | None]:
+        """The child's answer to ``kind`` ("stats" or "status"), promptly: a fresh one
+        when the child answers within ASK_TIMEOUT, else the last one it gave. Returns
+        the answer and its age in seconds (None: fresh; an empty answer: never got one)."""
+        if not self.stalled and self.conn is not None:
+            with contextlib.suppress(TimeoutError, OSError):
+                return await self._ask(kind, timeout=ASK_TIMEOUT), None
+        when, doc = self._last.get(kind, (time.monotonic(), {}))
+        return doc, time.monotonic() - when
+
+    async def _ask(self, kind: str, *args: Any, timeout: float = 5.0) -> dict[str, Any]:
+        if self.conn is None:
+            raise OSError("the health prober process is not running")
         n = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[n] = fut
         self._send((kind, n, *args))
         try:
-            return await asyncio.wait_for(fut, 5)
+            got = await asyncio.wait_for(fut, timeout)
         finally:
             self._pending.pop(n, None)
+        self._last[kind] = (time.monotonic(), got)
+        return got
 
     @property
     def pid(self) -> int | None:
@@ -157,7 +177,18 @@ class ProberProcess:
         level, fmt = current_logging()
         proc = ctx.Process(
             target=child_main,
-            args=(child, self.state_dir, self.concurrency, self.stall_after, self.nice, level, fmt),
+            # the last states the server was told: the child starts from them, not from
+            # an older state file (or from nothing, without a state directory)
+            args=(
+                child,
+                self.state_dir,
+                self.concurrency,
+                self.stall_after,
+                self.nice,
+                level,
+                fmt,
+                dict(self.states),
+            ),
             name="gslb-prober",
             daemon=True,
         )
@@ -202,6 +233,7 @@ class ProberProcess:
         self.last_beat = time.monotonic()
         if kind == "health":
             self.child_view_seen = True
+            self.states.update(msg[2])
             self._set(msg[1])
         elif kind == "loads":
             if self.publish_loads is not None:
@@ -225,7 +257,6 @@ class ProberProcess:
             "health prober process died (exit code %s); restarting it. Until it reports, "
             "answers use the last health state", code,
         )  # fmt: skip
-        self.persisted = load_state(self.state_dir)
         self._spawn()
 
     async def _watchdog(self) -> None:
@@ -271,6 +302,7 @@ def child_main(
     nice: int,
     level: int,
     fmt: str = "text",
+    seed: TargetStates | None = None,
 ) -> None:
     setup_logging(level, fmt)
     if nice:
@@ -279,12 +311,14 @@ def child_main(
     try:
         import uvloop
 
-        uvloop.run(_child(conn, state_dir, concurrency, stall_after))
+        uvloop.run(_child(conn, state_dir, concurrency, stall_after, seed))
     except ImportError:  # pragma: no cover
-        asyncio.run(_child(conn, state_dir, concurrency, stall_after))
+        asyncio.run(_child(conn, state_dir, concurrency, stall_after, seed))
 
 
-async def _child(conn: Connection, state_dir: Path | None, concurrency: int, stall_after: float) -> None:
+async def _child(
+    conn: Connection, state_dir: Path | None, concurrency: int, stall_after: float, seed: TargetStates | None
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -296,10 +330,11 @@ async def _child(conn: Connection, state_dir: Path | None, concurrency: int, sta
             stop.set()  # the parent is gone
 
     prober = Prober(
-        lambda view: send(("health", view)),
+        lambda view: send(("health", view, prober.state_delta())),
         state_dir,
         concurrency,
         publish_loads=lambda loads: send(("loads", loads)),
+        seed=seed,
     )
 
     def readable() -> None:

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from gslb.health.checks.http import HttpClient
 
 
+TargetKey = tuple[tuple[object, ...], str, int]
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """What a probe connects to: one check spec at one address and port."""
@@ -25,6 +28,11 @@ class Target:
     check: Check
     address: str
     port: int
+
+    @property
+    def key(self) -> TargetKey:
+        """Equal for targets that probe the same thing, whatever their schedule."""
+        return (self.check.identity, self.address, self.port)
 
     @property
     def ident(self) -> str:

@@ -1,0 +1,118 @@
+"""The health vocabulary shared by the prober, the answering side and the API.
+
+A :class:`HealthView` is an immutable snapshot: which members the checks
+consider down, and the runtime overrides. :meth:`HealthView.state_of` is the
+one answer to "what is this member's state, and why"; answering
+(``is_up``), ``gslb explain``, ``/v1/status`` and the status page all ask it,
+so they cannot disagree.
+
+Precedence (docs/health.md): ``status: up|down`` fixed in the zone file, then
+a runtime override (drain and down take a member out, up keeps it in), then
+the checks. A member the checks have no word on is up (fail-open).
+
+This module sits below ``serving``: the prober process imports it without
+loading the answering side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gslb import names
+from gslb.model import Member, Zone
+
+MemberKey = tuple[str, str, str]  # (zone origin text, pool name, member address)
+
+# persisted / reported per-target state: {target ident: {"up": bool, "since": unix time}}
+TargetStates = dict[str, dict[str, float | bool]]
+
+
+def member_key(zone: Zone | bytes, pool: str, member: Member) -> MemberKey:
+    origin = zone.origin if isinstance(zone, Zone) else zone
+    return (names.to_text(origin), pool, str(member.address))
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """A member's state as the answers use it, and the reason."""
+
+    state: Literal["up", "down", "drained"]
+    why: str  # "health check", "status: down in the zone file", "override: drain", ...
+
+    @property
+    def in_rotation(self) -> bool:
+        return self.state == "up"
+
+    def __str__(self) -> str:
+        return f"{self.state} ({self.why})"
+
+
+_FIXED_UP = MemberState("up", "status: up in the zone file")
+_FIXED_DOWN = MemberState("down", "status: down in the zone file")
+_FORCED = {
+    "up": MemberState("up", "override: up, whatever the checks say"),
+    "down": MemberState("down", "override: down"),
+    "drain": MemberState("drained", "override: drain"),
+}
+_CHECK_DOWN = MemberState("down", "health check")
+_CHECK_UP = MemberState("up", "health check")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthView:
+    """Which members the health checks consider down, and the runtime overrides.
+
+    Members absent from ``down`` are up: unknown means up (fail-open), which is
+    also the state before the first probe round when nothing was persisted.
+    """
+
+    down: frozenset[MemberKey] = frozenset()
+    version: int = 0
+    # runtime overrides (admin API): member -> "up" | "down" | "drain"
+    forced: Mapping[MemberKey, str] = field(default_factory=dict)
+
+    def state_of(self, key: MemberKey, member: Member) -> MemberState:
+        """The member's state and why: the one place the precedence is written."""
+        if member.status == "up":
+            return _FIXED_UP
+        if member.status == "down":
+            return _FIXED_DOWN
+        f = self.forced.get(key)
+        if f is not None:
+            return _FORCED[f]
+        return _CHECK_DOWN if key in self.down else _CHECK_UP
+
+    def is_up(self, key: MemberKey, member: Member) -> bool:
+        return self.state_of(key, member).in_rotation
+
+    def with_forced(self, forced: Mapping[MemberKey, str]) -> HealthView:
+        return HealthView(self.down, self.version, forced)
+
+
+ALL_UP = HealthView()
+
+
+def changed_members(old: HealthView, new: HealthView) -> set[MemberKey]:
+    """Members whose health or override differs between two views."""
+    changed = set(old.down ^ new.down)
+    for k in old.forced.keys() | new.forced.keys():
+        if old.forced.get(k) != new.forced.get(k):
+            changed.add(k)
+    return changed
+
+
+def down_from_states(
+    targets: Iterable[tuple[str, Iterable[MemberKey]]], states: Mapping[str, Mapping[str, float | bool]]
+) -> frozenset[MemberKey]:
+    """The members that ``states`` (persisted or last reported per target ident) say are down.
+
+    ``targets`` pairs each target's ident with the members it decides.
+    """
+    down: set[MemberKey] = set()
+    for ident, keys in targets:
+        saved = states.get(ident)
+        if saved is not None and not saved["up"]:
+            down.update(keys)
+    return frozenset(down)
