@@ -19,8 +19,9 @@
 - Targets are keyed by what they ask (``Target.key``), not by their schedule:
   a reload that changes only ``interval``, ``timeout``, ``rise``, ``fall`` or
   the check's name keeps the state and the rise/fall counters.
-- A watchdog thread notices when the prober stops making progress (a blocked
-  event loop, a probe task that died) and says so in the log.
+- A watchdog thread reports a target that has had no result for too long.
+  Whether the prober as a whole makes progress is decided by the server
+  (``gslb.health.process``), which watches this process's heartbeats.
 """
 
 from __future__ import annotations
@@ -158,8 +159,6 @@ class Prober:
         self.transitions: collections.deque[TransitionRecord] = collections.deque(maxlen=MAX_TRANSITIONS)
         self.stats = ProberStats()
         self.version = 0
-        self.heartbeat = time.monotonic()
-        self.stalled = False
         # the last known state of every target ident: the file, then the server's seed (newer)
         self.persisted: TargetStates = self._load()
         # a seed newer than the file (the last prober died before writing): write it soon
@@ -246,7 +245,6 @@ class Prober:
             if slot.task is None:
                 self._start(slot, first=True)
         loop = asyncio.get_running_loop()
-        self._tasks.add(loop.create_task(self._beat()))
         if self.publish_loads is not None:
             self._tasks.add(loop.create_task(self._loads()))
         if watchdog_after is not None:
@@ -301,7 +299,6 @@ class Prober:
                 log.exception("check %s raised", t.ident)
                 result = Result(False, f"internal error: {type(e).__name__}", 0.0, self.clock())
             slot.last_done = time.monotonic()
-            self.heartbeat = slot.last_done
             if slot is not self.slots.get(key):
                 return  # removed by a reload while probing
             self._observe(slot, result)
@@ -473,25 +470,13 @@ class Prober:
                 self.publish_loads(loads)
 
     # -- liveness ------------------------------------------------------------------
-    async def _beat(self) -> None:
-        while True:
-            self.heartbeat = time.monotonic()
-            await asyncio.sleep(0.25)
-
     def _watch(self, after: float) -> None:
-        """Thread: report a prober (or event loop) that stopped making progress."""
+        """Thread: report each target that has had no result for too long (a probe task
+        that died, a target starved by overload). Whether the prober as a whole makes
+        progress is the server's call (``ProberProcess``, from this process's beats):
+        one owner of "stalled"."""
         while not self._watch_stop.wait(min(0.5, after / 4)):
             now = time.monotonic()
-            quiet = now - self.heartbeat
-            if quiet > after and not self.stalled:
-                self.stalled = True
-                log.error(
-                    "health prober stalled: no progress for %.1fs; DNS answers keep the health state "
-                    "of %.1fs ago until it recovers", quiet, quiet,
-                )  # fmt: skip
-            elif quiet <= after and self.stalled:
-                self.stalled = False
-                log.warning("health prober making progress again")
             for slot in list(self.slots.values()):
                 c = slot.target.check
                 limit = 3 * c.interval + c.timeout + after
