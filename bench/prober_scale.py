@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.many_targets import address  # noqa: E402
 from gslb.runtime import Server  # noqa: E402
+from gslb.serverconfig import ServeOptions  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -76,9 +77,10 @@ async def run(a: argparse.Namespace, work: Path) -> dict[str, float]:
     zdir.mkdir()
     write_zone(zdir / "s.test.yaml", a.members, port, a.interval)
     t_load = time.monotonic()
-    server = Server(
-        str(zdir), [("127.0.0.1", 0)], state_dir=None, probe_concurrency=a.concurrency, api_listen=None
+    opts = ServeOptions(
+        zones=str(zdir), listen=(("127.0.0.1", 0),), state_dir="", probe_concurrency=a.concurrency, api=None
     )
+    server = Server(opts)
     assert not server.load_initial()
     load_s = time.monotonic() - t_load
     await server.start()

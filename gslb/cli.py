@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import socket
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any, NoReturn
 from gslb import __version__
 from gslb.config import iter_zone_files, load_zones
 from gslb.errors import ConfigError
+from gslb.serverconfig import OPTIONS, ServeOptions, add_flags, choices_of
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -61,42 +61,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gslb.geo import GeoDatabaseError
+    from gslb.geo_maxmind import GeoDatabaseError
     from gslb.runtime import Server, serve_until_stopped
+    from gslb.workers import WorkerPool
 
-    o = args.options  # resolved in main(): command line, then --config file, then defaults
-    if o["workers"] < 1 or (o["workers"] > 1 and not hasattr(socket, "SO_REUSEPORT")):
+    o: ServeOptions = args.options  # resolved in main(): command line, then --config file, then defaults
+    if o.workers < 1 or (o.workers > 1 and not hasattr(socket, "SO_REUSEPORT")):
         logging.getLogger("gslb").error(
-            "workers: %d is not possible here (at least 1; more needs SO_REUSEPORT, Linux)", o["workers"]
+            "workers: %d is not possible here (at least 1; more needs SO_REUSEPORT, Linux)", o.workers
         )
         return 1
     try:
-        server = Server(
-            o["zones"],
-            o["listen"],
-            tcp_idle=o["tcp_idle"],
-            tcp_max=o["tcp_max"],
-            watch_interval=o["watch_interval"],
-            state_dir=o["state_dir"] or None,
-            probe_concurrency=o["probe_concurrency"],
-            stall_after=o["stall_after"],
-            geoip_db=o["geoip_db"],
-            asn_db=o["asn_db"],
-            api_listen=o["api"],
-            api_token=_token(o["api_token_file"]),
-            query_log_every=o["query_log_sample"],
-            rrl_rate=o["rrl_rate"],
-            rrl_slip=o["rrl_slip"],
-            axfr_allow=o["axfr_allow"],
-            udp_io=o["udp_io"],
-            workers=o["workers"],
-        )
+        server = Server(o)
     except (GeoDatabaseError, OSError, ValueError) as e:
         logging.getLogger("gslb").error("%s", e)
         return 1
-    args.zones = o["zones"]
-    if not Path(args.zones).is_dir():
-        logging.getLogger("gslb").error("zones directory %s does not exist", args.zones)
+    if not Path(o.zones).is_dir():
+        logging.getLogger("gslb").error("zones directory %s does not exist", o.zones)
         return 1
     problems = server.load_initial()
     if problems:
@@ -104,20 +85,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "not starting: %d problem(s) in the zone files (see above)", len(problems)
         )
         return 1
-    return serve_until_stopped(server)
+    return serve_until_stopped(server, WorkerPool(o.workers - 1) if o.workers > 1 else None)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from gslb.demo import run_demo
 
     return run_demo(Path(args.dir), args.listen, args.api, args.backend_port)
-
-
-def _token(path: str | None) -> str | None:
-    """The admin token: from a file (first line) or the GSLB_API_TOKEN environment variable."""
-    if path:
-        return Path(path).read_text().strip() or None
-    return os.environ.get("GSLB_API_TOKEN") or None
 
 
 def _api_call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -129,7 +103,9 @@ def _api_call(args: argparse.Namespace, method: str, path: str, body: dict[str, 
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
     )
-    token = _token(getattr(args, "api_token_file", None))
+    from gslb.runtime import read_token
+
+    token = read_token(getattr(args, "api_token_file", None))
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     if body is not None:
@@ -224,124 +200,17 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="gslb", description="DNS-based global server load balancer")
     ap.add_argument("--version", action="version", version=f"gslb {__version__}")
-    ap.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
-    ap.add_argument(
-        "--log-format",
-        default=argparse.SUPPRESS,
-        choices=["text", "json"],
-        help="text for people, json (one object per line) for log shippers",
-    )
+    for key in ("log_level", "log_format"):  # options of every command, before it
+        ap.add_argument(
+            "--" + key.replace("_", "-"),
+            default=argparse.SUPPRESS,
+            choices=choices_of(key),
+            help=str(OPTIONS[key].metadata["help"]),
+        )
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="serve the zones in a directory")
-    s.add_argument(
-        "--zones", default=argparse.SUPPRESS, help="directory of *.yaml zone files (default: zones)"
-    )
-    s.add_argument(
-        "--listen",
-        action="append",
-        type=_listen,
-        metavar="ADDR:PORT",
-        default=argparse.SUPPRESS,
-        help="UDP and TCP listen address, repeatable (default 127.0.0.1:5353; port 0 = any free)",
-    )
-    s.add_argument(
-        "--watch-interval",
-        type=float,
-        default=argparse.SUPPRESS,
-        help="seconds between checks of the zone files for changes; 0 = reload on SIGHUP only",
-    )
-    s.add_argument(
-        "--state-dir",
-        default=argparse.SUPPRESS,
-        help="where health state is persisted across restarts (default: ./state; '' = nowhere)",
-    )
-    s.add_argument(
-        "--probe-concurrency",
-        type=int,
-        default=argparse.SUPPRESS,
-        help="health probes in flight at once, at most",
-    )
-    _geo_args(s, argparse.SUPPRESS)
-    s.add_argument(
-        "--api",
-        type=_listen,
-        default=argparse.SUPPRESS,
-        metavar="ADDR:PORT",
-        help="HTTP API listen address (default 127.0.0.1:8053; keep it off public interfaces)",
-    )
-    s.add_argument(
-        "--query-log-sample",
-        type=int,
-        default=argparse.SUPPRESS,
-        metavar="N",
-        help="log one query in N (client, name, type, rcode); 0 = off (default)",
-    )
-    s.add_argument(
-        "--no-api",
-        dest="api",
-        action="store_const",
-        const=None,
-        default=argparse.SUPPRESS,
-        help="run without the HTTP API",
-    )
-    s.add_argument(
-        "--api-token-file",
-        metavar="PATH",
-        default=argparse.SUPPRESS,
-        help="file holding the admin bearer token (else $GSLB_API_TOKEN; none: admin disabled)",
-    )
-    s.add_argument(
-        "--stall-after",
-        type=float,
-        default=argparse.SUPPRESS,
-        help="seconds without progress before the health prober is reported as stalled",
-    )
-    s.add_argument(
-        "--tcp-idle",
-        type=float,
-        default=argparse.SUPPRESS,
-        help="seconds before an idle TCP connection is closed",
-    )
-    s.add_argument(
-        "--tcp-max", type=int, default=argparse.SUPPRESS, help="maximum concurrent TCP connections"
-    )
-    s.add_argument(
-        "--rrl-rate",
-        type=float,
-        default=argparse.SUPPRESS,
-        metavar="N",
-        help="response rate limit: UDP answers per second per client /24 (/56) and kind; 0 = off",
-    )
-    s.add_argument(
-        "--rrl-slip",
-        type=int,
-        default=argparse.SUPPRESS,
-        metavar="K",
-        help="send every K-th limited answer truncated (TC=1) so real clients retry over TCP (2)",
-    )
-    s.add_argument(
-        "--axfr-allow",
-        action="append",
-        default=argparse.SUPPRESS,
-        metavar="CIDR",
-        help="client network allowed zone transfers over TCP (repeatable; none: transfers refused)",
-    )
-    s.add_argument(
-        "--workers",
-        type=int,
-        default=argparse.SUPPRESS,
-        metavar="N",
-        help="processes answering DNS on the same sockets (SO_REUSEPORT, Linux); one health prober "
-        "and one HTTP API whatever N is (default 1)",
-    )
-    s.add_argument(
-        "--udp-io",
-        choices=["auto", "mmsg", "asyncio"],
-        default=argparse.SUPPRESS,
-        help="UDP I/O: recvmmsg/sendmmsg batches (mmsg, Linux) or one datagram per call (asyncio); "
-        "auto = mmsg where available",
-    )
+    add_flags(s)  # one flag per option of ServeOptions (gslb/serverconfig.py)
     s.add_argument(
         "--config", metavar="FILE", help="server configuration file (YAML); see docs/configuration.md"
     )
@@ -442,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             print(e, file=sys.stderr)
             return 1
         args.options = resolve(vars(args), file)
-        level, fmt = args.options["log_level"], args.options["log_format"]
+        level, fmt = args.options.log_level, args.options.log_format
     setup(getattr(logging, level.upper()), fmt)
     try:
         return int(args.func(args))

@@ -107,6 +107,7 @@ def run_demo(
     backend_port: int = 0,
 ) -> int:
     from gslb.runtime import Server, serve_until_stopped
+    from gslb.serverconfig import ServeOptions
 
     port = backend_port or free_port(BACKENDS)
     zones = rundir / "zones"
@@ -128,7 +129,8 @@ def run_demo(
         if listen[1]:
             log.info("try: dig @%s -p %d www.demo.example A +short", host, listen[1])
         log.info("then: kill $(cat %s/backend-127.0.0.3.pid), wait 3 s, and dig again", rundir)
-        server = Server(str(zones), [listen], state_dir=str(rundir / "state"), api_listen=api)
+        opts = ServeOptions(zones=str(zones), listen=(listen,), state_dir=str(rundir / "state"), api=api)
+        server = Server(opts)
         problems = server.load_initial()
         if problems:
             return 1

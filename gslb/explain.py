@@ -24,7 +24,8 @@ from gslb import names
 from gslb.config import iter_zone_files, load_zone
 from gslb.engine import Client, Plan, build_state, resolve
 from gslb.errors import ConfigError
-from gslb.geo import GeoInfo, MaxMindGeo
+from gslb.geo import GeoInfo
+from gslb.geo_maxmind import MaxMindGeo
 from gslb.health.prober import load_state, targets_of
 from gslb.health.view import HealthView, MemberKey, down_from_states, member_key
 from gslb.model import Balanced, Member, Zone

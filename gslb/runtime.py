@@ -1,4 +1,11 @@
-"""Composition root: load zones, build the serving state, run transports, reload.
+"""Composition root: zones, serving state, transports, prober, API, reloads, signals.
+
+Two kinds of process answer DNS. :class:`Answerer` is what they share: the
+zone set, the serving state built from it, the DNS sockets and reloads. The
+primary, :class:`Server`, adds the single health prober, the runtime
+overrides, the HTTP API and the zone watch, and hands every change to the
+worker processes, if any, through a :class:`Workers` (``gslb.workers``, which
+builds on this module; this module does not import it).
 
 Reloads are per zone file: a file that fails validation is reported with its
 positioned errors and its last good version keeps serving; files that load
@@ -11,43 +18,35 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import gc
 import ipaddress
 import logging
-import multiprocessing
 import os
 import random
 import signal
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from gslb import names
-from gslb.config import iter_zone_files, load_zone
 from gslb.engine import build_state
-from gslb.errors import ConfigError, Problem
-from gslb.geo import MaxMindGeo
-from gslb.health.process import ProberProcess, add_pipe_reader
+from gslb.errors import Problem
+from gslb.geo_maxmind import MaxMindGeo
+from gslb.health.process import ProberProcess
 from gslb.health.view import ALL_UP, HealthView, MemberKey
 from gslb.httpapi import SAMPLE_INTERVAL, make_app, sample
-from gslb.logs import current as current_logging
-from gslb.logs import setup as setup_logging
 from gslb.metrics import QueryStats, RuntimeFacts
 from gslb.model import Zone
 from gslb.overrides import Overrides
 from gslb.rrl import RateLimiter
+from gslb.serverconfig import ServeOptions
 from gslb.serving import ServingState, dismantle
 from gslb.transport.tcp import TcpLimits, serve_tcp
 from gslb.transport.udp import MmsgTransport, serve_udp
+from gslb.zoneset import ZoneSet, no_gc
 
 log = logging.getLogger("gslb")
-
-WATCH_INTERVAL = 1.0
 
 
 class ListenError(OSError):
@@ -60,226 +59,86 @@ def _listen_error(host: str, port: int, what: str, e: OSError) -> ListenError:
     return ListenError(f"cannot listen on {where} ({what}): {why}")
 
 
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    zone: Zone
-    serial: int
-    stamp: tuple[int, int]  # (mtime_ns, size) when loaded
+def read_token(path: str | None) -> str | None:
+    """The admin token: from a file (first line) or the GSLB_API_TOKEN environment variable."""
+    if path:
+        return Path(path).read_text().strip() or None
+    return os.environ.get("GSLB_API_TOKEN") or None
 
 
-def auto_serial(zone: Zone, mtime: float, previous: Loaded | None) -> int:
-    """The zone's SOA serial.
+class Answerer:
+    """The zones, the serving state built from them, and the DNS sockets.
 
-    An explicit ``soa.serial`` is used as is. Otherwise the serial is the file's
-    modification time in Unix seconds, bumped past the previous serial when the
-    content changed, and kept when it did not: it increases on every change and
-    is the same on nodes that were given the same file with the same mtime.
+    Transports read ``self.state`` once per query (``transport.StateHolder``).
     """
-    if zone.soa.serial is not None:
-        return zone.soa.serial
-    serial = int(mtime) & 0xFFFFFFFF
-    if previous is not None:
-        if previous.zone.digest == zone.digest:
-            return previous.serial
-        if serial <= previous.serial:
-            serial = (previous.serial + 1) & 0xFFFFFFFF
-    return serial
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
-
-
-class Server:
-    """Owns the current ServingState; transports read ``self.state``."""
 
     def __init__(
         self,
-        zones_dir: str,
-        listens: list[tuple[str, int]],
-        tcp_idle: float = 10.0,
-        tcp_max: int = 512,
+        opts: ServeOptions,
+        listens: tuple[tuple[str, int], ...] | None = None,
+        announce: bool = True,
         seed: int | None = None,
-        watch_interval: float = WATCH_INTERVAL,
-        state_dir: str | None = "state",
-        probe_concurrency: int = 512,
-        stall_after: float = 10.0,
-        geoip_db: str | None = None,
-        asn_db: str | None = None,
-        api_listen: tuple[str, int] | None = ("127.0.0.1", 8053),
-        api_token: str | None = None,
-        query_log_every: int = 0,
-        rrl_rate: float = 0.0,
-        rrl_slip: int = 2,
-        axfr_allow: list[str] | None = None,
-        udp_io: str = "auto",
-        workers: int = 1,
+        health: HealthView = ALL_UP,
     ) -> None:
-        # what a worker process needs to build its own Server (see WorkerPool)
-        self.config = {
-            "zones_dir": zones_dir, "tcp_idle": tcp_idle, "tcp_max": tcp_max, "seed": seed,
-            "watch_interval": watch_interval, "state_dir": state_dir, "geoip_db": geoip_db,
-            "asn_db": asn_db, "api_listen": None, "query_log_every": query_log_every,
-            "rrl_rate": rrl_rate, "rrl_slip": rrl_slip, "axfr_allow": axfr_allow, "udp_io": udp_io,
-            "workers": workers,
-        }  # fmt: skip
-        self.udp_io = udp_io
-        self.workers = workers
-        self.reuse_port = workers > 1
-        self.announce = True  # log zone loads and problems (workers leave that to the primary)
-        self.is_worker = False
+        self.opts = opts
+        self.listens = listens if listens is not None else opts.listen
+        self.announce = announce  # log zone loads and problems (workers leave that to the primary)
+        self.reuse_port = opts.workers > 1
         self.serving = False  # set once the event loop answers: loads from then on are reloads
-        self.pool: WorkerPool | None = None
-        self.query_log_every = query_log_every
-        self.rrl = RateLimiter(rrl_rate, rrl_slip) if rrl_rate > 0 else None
-        self.api_listen = api_listen
-        self.api_token = api_token
-        self.api_port: int | None = None
-        self._api_runner: web.AppRunner | None = None
-        self.zones_dir = Path(zones_dir)
+        self.query_log_every = opts.query_log_sample
+        self.rrl = RateLimiter(opts.rrl_rate, opts.rrl_slip) if opts.rrl_rate > 0 else None
         # opening a database that is missing or not a MaxMind file raises here, at start-up
-        self.geo = MaxMindGeo(geoip_db, asn_db) if (geoip_db or asn_db) else None
-        if self.geo is not None:
+        self.geo = MaxMindGeo(opts.geoip_db, opts.asn_db) if (opts.geoip_db or opts.asn_db) else None
+        if self.geo is not None and announce:
             log.info("GeoIP: %s", self.geo.describe())
-        self.watch_interval = watch_interval
-        self.listens = listens
         self.rng = random.Random(seed)
-        self.limits = TcpLimits(
-            tcp_idle, tcp_max, tuple(ipaddress.ip_network(n, strict=False) for n in axfr_allow or ())
-        )
-        self.loaded: dict[Path, Loaded] = {}
-        self.rejected: dict[Path, tuple[int, int]] = {}  # stamp of a file version already reported bad
-        self.health: HealthView = ALL_UP  # what the prober says, before overrides
-        self.overrides = Overrides(Path(state_dir) if state_dir else None)
+        nets = tuple(ipaddress.ip_network(n, strict=False) for n in opts.axfr_allow)
+        self.limits = TcpLimits(opts.tcp_idle, opts.tcp_max, nets)
         self.stats = QueryStats()
         self.facts = RuntimeFacts()
-        self.history: collections.deque[dict[str, float]] = collections.deque(maxlen=300)  # 10 min at 2 s
-        self.generation = 0
+        self.zoneset = ZoneSet(
+            Path(opts.zones),
+            geo_db=self.geo is not None and self.geo.geo is not None,
+            asn_db=self.geo is not None and self.geo.asn is not None,
+            announce=announce,
+            facts=self.facts,
+        )
+        self.health = health  # the view this process was told (a worker: overrides included)
         self.state: ServingState = build_state([])
         self.bound: list[tuple[str, int]] = []
         self._closers: list[asyncio.BaseTransport | asyncio.AbstractServer | MmsgTransport] = []
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[bool]] = set()
-        self.last_problems: list[Problem] = []
-        self.stall_after = stall_after
-        self.prober = ProberProcess(
-            self.set_health,
-            Path(state_dir) if state_dir else None,
-            probe_concurrency,
-            stall_after,
-            publish_loads=self.set_loads,
-        )
 
-    # -- zones --------------------------------------------------------------
+    # -- zones and state ----------------------------------------------------------
+    def effective_health(self) -> HealthView:
+        """The view the answers use."""
+        return self.health
+
+    def zones(self) -> list[Zone]:
+        return self.zoneset.zones()
+
+    def zones_changed(self) -> None:
+        """Called after the zone set changed, before the new state is swapped in."""
+
+    def reloaded(self) -> None:
+        """Called after a reload swapped in a new state."""
+
     def load_initial(self) -> list[Problem]:
         """Load every zone; return the problems (the caller decides to stop)."""
-        with _no_gc():
-            problems = self._scan()
-            if not self.is_worker:
-                self.prober.update(self.zones())
+        with no_gc():
+            problems = self.zoneset.scan()
+            self.zones_changed()
             self._install(*self._build())
         return problems
 
-    def zones(self) -> list[Zone]:
-        return [ld.zone for ld in self.loaded.values()]
-
-    def _scan(self) -> list[Problem]:
-        problems: list[Problem] = []
-        present = list(iter_zone_files(self.zones_dir))
-        new: dict[Path, Loaded] = {}
-        origins: dict[bytes, Path] = {}
-        for path in present:
-            stamp = _stamp(path)
-            old = self.loaded.get(path)
-            if stamp is None:
-                continue
-            if old is not None and old.stamp == stamp:
-                new[path] = old
-                origins[old.zone.origin] = path
-                continue
-            if self.rejected.get(path) == stamp:  # this bad version was reported already
-                if old is not None:
-                    new[path] = old
-                    origins[old.zone.origin] = path
-                continue
-            try:
-                zone = load_zone(
-                    path,
-                    geo_db=self.geo is not None and self.geo.geo is not None,
-                    asn_db=self.geo is not None and self.geo.asn is not None,
-                    gentle=self.serving,  # a reload: answering goes on beside it
-                )
-            except ConfigError as e:
-                problems.extend(e.problems)
-                self.rejected[path] = stamp
-                if old is not None:
-                    log.log(
-                        logging.ERROR if self.announce else logging.DEBUG,
-                        "zone file %s rejected; still serving its last good version (serial %d)",
-                        path,
-                        old.serial,
-                    )
-                    new[path] = old
-                    origins[old.zone.origin] = path
-                continue
-            if zone.origin in origins:
-                problems.append(
-                    Problem(
-                        str(path),
-                        1,
-                        1,
-                        "zone",
-                        f"zone {names.to_text(zone.origin)} is also defined in {origins[zone.origin]}",
-                    )
-                )
-                continue
-            prev = old if old is not None and old.zone.origin == zone.origin else None
-            serial = auto_serial(zone, stamp[0] / 1e9, prev)
-            new[path] = Loaded(zone, serial, stamp)
-            origins[zone.origin] = path
-            if (prev is None or prev.serial != serial) and self.announce:
-                log.info("loaded zone %s from %s (serial %d)", names.to_text(zone.origin), path, serial)
-                for w in zone.warnings:
-                    log.warning("%s", w)
-        for path in self.loaded.keys() - new.keys():
-            if path not in present and self.announce:
-                log.info(
-                    "zone file %s removed; zone %s no longer served",
-                    path,
-                    names.to_text(self.loaded[path].zone.origin),
-                )
-        if self.announce:
-            for p in problems:
-                log.error("%s", p)
-        self.last_problems = problems
-        failed_files = {p.path for p in problems}
-        self.facts.reloads_failed += len(failed_files)
-        loaded_now = sum(1 for path, ld in new.items() if self.loaded.get(path) is not ld)
-        if loaded_now:
-            self.facts.reloads_ok += loaded_now
-            self.facts.last_good_load = time.time()
-        changed = new != self.loaded
-        self.loaded = new
-        if changed:
-            self.generation += 1
-        return problems
-
-    def effective_health(self) -> HealthView:
-        """What the checks say, with the runtime overrides applied."""
-        if self.is_worker:
-            return self.health  # the primary's view, overrides included
-        return self.health.with_forced(self.overrides.active())
-
     def _build(self) -> tuple[ServingState, HealthView]:
         """A new state from the loaded zones (and the health view it was built with)."""
-        zones = [(ld.zone, ld.serial) for ld in self.loaded.values()]
         effective = self.effective_health()
-        return build_state(zones, effective, self.generation, self.geo), effective
+        return build_state(
+            self.zoneset.with_serials(), effective, self.zoneset.generation, self.geo
+        ), effective
 
     def _install(self, state: ServingState, built_with: HealthView) -> ServingState:
         """Swap in a built state, with whatever health, loads and counters are current;
@@ -292,10 +151,10 @@ class Server:
         return old
 
     def _scan_and_build(self) -> tuple[ServingState, HealthView] | None:
-        with _no_gc():
-            before = self.generation
-            self._scan()
-            return self._build() if self.generation != before else None
+        with no_gc():
+            before = self.zoneset.generation
+            self.zoneset.scan(gentle=self.serving)  # a reload: answering goes on beside it
+            return self._build() if self.zoneset.generation != before else None
 
     async def reload(self) -> bool:
         """Re-read changed zone files; swap the state if anything changed.
@@ -305,43 +164,29 @@ class Server:
         the swap runs in the event loop.
         """
         async with self._reload_lock:
-            built = await asyncio.get_running_loop().run_in_executor(None, self._scan_and_build)
+            loop = asyncio.get_running_loop()
+            built = await loop.run_in_executor(None, self._scan_and_build)
             if built is None:
                 return False
-            if not self.is_worker:
-                self.prober.update(self.zones())
+            self.zones_changed()
             old = self._install(*built)
-            loop = asyncio.get_running_loop()
             loop.run_in_executor(None, dismantle, old, self.state)
             del old
-            if self.announce:
-                log.info("serving %d zone(s), generation %d", len(self.loaded), self.generation)
-            if self.pool is not None:
-                self.pool.broadcast(("reload",))
+            self.reloaded()
             return True
 
-    def set_loads(self, loads: dict[MemberKey, float]) -> None:
-        self.state = self.state.with_loads(loads)
-        if self.pool is not None:
-            self.pool.broadcast(("loads", loads))
+    def reload_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def set_health(self, health: HealthView) -> None:
-        self.health = health
-        effective = self.effective_health()
-        self.state = self.state.with_health(effective)
-        if self.pool is not None:
-            self.pool.broadcast(("health", effective))
-
-    def overrides_changed(self) -> None:
-        self.set_health(self.health)
-
-    # -- network ------------------------------------------------------------
+    # -- network --------------------------------------------------------------------
     async def start(self) -> None:
         self.serving = True
         for host, port in self.listens:
             for attempt in range(20):
                 try:
-                    udp, bound = await serve_udp(self, host, port, self.udp_io, self.reuse_port)
+                    udp, bound = await serve_udp(self, host, port, self.opts.udp_io, self.reuse_port)
                 except OSError as e:
                     raise _listen_error(host, port, "DNS, UDP", e) from None
                 try:
@@ -358,33 +203,84 @@ class Server:
             if self.announce:
                 log.info("listening on %s:%d (udp, tcp)", shown, bound)
 
-    async def watch(self) -> None:
-        """Poll the zone directory for changes (``watch_interval`` 0: SIGHUP only)."""
-        if self.watch_interval <= 0:
-            while not self._stop.is_set():  # overrides still expire without zone polling
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), 1.0)
-                if self.overrides.expire(time.time()):
-                    self.overrides_changed()
-            return
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.watch_interval)
-            if not self._stop.is_set():
-                await self.reload()
-                if self.overrides.expire(time.time()):
-                    self.overrides_changed()
-                if self.geo is not None:
-                    self.geo.maybe_reload()  # swaps readers in place; the state keeps the object
-
     def stop(self) -> None:
         self._stop.set()
 
-    async def _sample(self) -> None:
-        while True:
-            self.history.append(sample(self))
-            await asyncio.sleep(SAMPLE_INTERVAL)
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
+    async def close(self) -> None:
+        for c in self._closers:
+            c.close()
+        for c in self._closers:
+            if isinstance(c, asyncio.AbstractServer):
+                await c.wait_closed()
+
+
+class Workers(Protocol):
+    """The other answering processes (``--workers N``), as the primary sees them."""
+
+    async def start(self, server: Server) -> None: ...
+    async def stop(self) -> None: ...
+    def health(self, view: HealthView) -> None: ...
+    def loads(self, loads: Mapping[MemberKey, float]) -> None: ...
+    def reload(self) -> None: ...
+    def snapshots(self) -> list[dict[str, Any]]: ...
+    def tcp_open(self) -> int: ...
+    def status(self) -> list[dict[str, object]]: ...
+
+
+class Server(Answerer):
+    """The primary process: answers DNS, and owns the prober, the overrides, the API
+    and the zone watch."""
+
+    def __init__(self, opts: ServeOptions, seed: int | None = None) -> None:
+        super().__init__(opts, seed=seed)
+        self.api_token = read_token(opts.api_token_file)
+        self.api_port: int | None = None
+        self._api_runner: web.AppRunner | None = None
+        self.pool: Workers | None = None
+        self.overrides = Overrides(opts.state_path)
+        self.history: collections.deque[dict[str, float]] = collections.deque(maxlen=300)  # 10 min at 2 s
+        self.prober = ProberProcess(
+            self.set_health,
+            opts.state_path,
+            opts.probe_concurrency,
+            opts.stall_after,
+            publish_loads=self.set_loads,
+        )
+
+    # -- health ---------------------------------------------------------------------
+    def effective_health(self) -> HealthView:
+        """What the checks say, with the runtime overrides applied."""
+        return self.health.with_forced(self.overrides.active())
+
+    def zones_changed(self) -> None:
+        self.prober.update(self.zones())
+
+    def reloaded(self) -> None:
+        log.info("serving %d zone(s), generation %d", len(self.zoneset.loaded), self.zoneset.generation)
+        if self.pool is not None:
+            self.pool.reload()
+
+    def set_loads(self, loads: dict[MemberKey, float]) -> None:
+        self.state = self.state.with_loads(loads)
+        if self.pool is not None:
+            self.pool.loads(loads)
+
+    def set_health(self, health: HealthView) -> None:
+        """The prober's view (without overrides): answers follow it at once."""
+        self.health = health
+        effective = self.effective_health()
+        self.state = self.state.with_health(effective)
+        if self.pool is not None:
+            self.pool.health(effective)
+
+    def overrides_changed(self) -> None:
+        self.set_health(self.health)
+
+    # -- what the API shows -----------------------------------------------------------
     def tcp_open(self) -> int:
         return self.limits.open + (self.pool.tcp_open() if self.pool is not None else 0)
 
@@ -398,12 +294,17 @@ class Server:
         }  # fmt: skip
         return [me, *(self.pool.status() if self.pool is not None else [])]
 
+    async def _sample(self) -> None:
+        while True:
+            self.history.append(sample(self))
+            await asyncio.sleep(SAMPLE_INTERVAL)
+
     async def start_api(self) -> None:
-        if self.api_listen is None:
+        if self.opts.api is None:
             return
         runner = web.AppRunner(make_app(self), access_log=None)
         await runner.setup()
-        host, port = self.api_listen
+        host, port = self.opts.api
         site = web.TCPSite(runner, host, port)
         try:
             await site.start()
@@ -425,68 +326,31 @@ class Server:
     async def close(self) -> None:
         if self._api_runner is not None:
             await self._api_runner.cleanup()
-        for c in self._closers:
-            c.close()
-        for c in self._closers:
-            if isinstance(c, asyncio.AbstractServer):
-                await c.wait_closed()
+        await super().close()
 
-    async def run_worker(self, conn: Connection, index: int) -> None:
-        """A worker's life (see :class:`WorkerPool`): listen, take health from the pipe, report."""
+    # -- the primary's life -----------------------------------------------------------
+    async def watch(self) -> None:
+        """Poll the zone directory for changes (``watch_interval`` 0: SIGHUP only);
+        expire overrides; notice GeoIP database changes."""
+        interval = self.opts.watch_interval
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval if interval > 0 else 1.0)
+            if self._stop.is_set():
+                break
+            if interval > 0:
+                await self.reload()
+            if self.overrides.expire(time.time()):
+                self.overrides_changed()
+            if interval > 0 and self.geo is not None:
+                self.geo.maybe_reload()  # swaps readers in place; the state keeps the object
+
+    async def run(self, pool: Workers | None = None) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stop)
-
-        def send(msg: tuple[Any, ...]) -> None:
-            try:
-                conn.send(msg)
-            except (OSError, ValueError):
-                self.stop()  # the primary is gone
-
-        def readable() -> None:
-            try:
-                while conn.poll():
-                    msg = conn.recv()
-                    kind = msg[0]
-                    if kind == "health":
-                        self.health = msg[1]  # already with the primary's overrides
-                        self.state = self.state.with_health(msg[1])
-                    elif kind == "loads":
-                        self.state = self.state.with_loads(msg[1])
-                    elif kind == "reload":
-                        task = loop.create_task(self.reload())
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
-                    elif kind == "stop":
-                        self.stop()
-            except (EOFError, OSError):
-                log.info("worker %d: the primary closed the pipe; exiting", index)
-                self.stop()
-
-        await self.start()
-        add_pipe_reader(loop, conn, readable)
-        send(("ready", os.getpid()))
-        try:
-            while not self._stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), WorkerPool.STATS_EVERY)
-                send(("stats", {**self.stats.snapshot(), "tcp_open": self.limits.open}))
-                if self.geo is not None:
-                    self.geo.maybe_reload()
-        finally:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(conn.fileno())
-            await self.close()
-            conn.close()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        tasks: set[asyncio.Task[bool]] = set()
 
         def hup() -> None:
             log.info("SIGHUP: reloading zones")
-            t = loop.create_task(self.reload())
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
+            self.reload_soon()
 
         loop.add_signal_handler(signal.SIGHUP, hup)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -494,15 +358,15 @@ class Server:
         sampler: asyncio.Task[None] | None = None
         try:
             await self.start()
-            if self.workers > 1:
-                self.pool = WorkerPool(self, self.workers - 1)
-                await self.pool.start()
+            if pool is not None:
+                self.pool = pool
+                await pool.start(self)
             await self.start_api()
-            sampler = asyncio.get_running_loop().create_task(self._sample())
-            await self.prober.start(watchdog_after=self.stall_after)
+            sampler = loop.create_task(self._sample())
+            await self.prober.start(watchdog_after=self.opts.stall_after)
             log.info(
                 "gslb ready: %d zone(s), %d health target(s), %d worker(s), pid %d",
-                len(self.loaded), self.prober.targets, self.workers, os.getpid(),
+                len(self.zoneset.loaded), self.prober.targets, self.opts.workers, os.getpid(),
             )  # fmt: skip
             await self.watch()
         finally:  # also when starting failed half-way: nothing is left running
@@ -515,210 +379,23 @@ class Server:
             log.info("stopped")
 
 
-def serve_until_stopped(server: Server) -> int:
-    """Run a loaded server until SIGTERM/SIGINT: 0, or 1 with one clear line when it
-    cannot start (an address in use, a worker that does not come up)."""
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where installed, else asyncio."""
     try:
         import uvloop
 
         run: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is optional
         run = asyncio.run
+    run(main)
+
+
+def serve_until_stopped(server: Server, pool: Workers | None = None) -> int:
+    """Run a loaded server until SIGTERM/SIGINT: 0, or 1 with one clear line when it
+    cannot start (an address in use, a worker that does not come up)."""
     try:
-        run(server.run())
+        run_loop(server.run(pool))
     except OSError as e:
         log.error("%s", e if isinstance(e, ListenError) else f"cannot start: {e}")
         return 1
     return 0
-
-
-# ------------------------------------------------------------------ worker processes
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """No cyclic garbage collection while a zone loads, and none over what it made.
-
-    Every object a load makes survives it, so collections during the load only
-    rescan a growing heap (a 100,000-record zone loaded in 13 s with them, 3.6 s
-    without), and the first full collection after it would stop the process for
-    half a second. ``gc.freeze`` moves what exists to the permanent generation,
-    which collections skip; those objects are still freed as soon as nothing
-    refers to them (zone data has no reference cycles).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
-
-
-class WorkerPool:
-    """``--workers N``: N-1 more processes answering on the same sockets (SO_REUSEPORT).
-
-    The primary process (this one) keeps the single health prober, the HTTP API
-    and the zone watch; each worker loads the zones itself and answers DNS. Over
-    a pipe per worker the primary sends
-
-      ("health", HealthView)   every health or override change, as it happens
-      ("loads", {member: load}) fresh load readings
-      ("reload",)              the zone files changed: load them again
-      ("stop",)                close the sockets and exit
-
-    and each worker sends ("ready", pid) once it listens, then ("stats", {...})
-    every second (its query counters, for /metrics). A worker that dies is
-    started again; a worker whose primary dies sees the pipe close and exits.
-    """
-
-    STATS_EVERY = 1.0
-
-    def __init__(self, server: Server, count: int) -> None:
-        self.server = server
-        self.count = count
-        self.procs: dict[int, multiprocessing.process.BaseProcess] = {}
-        self.conns: dict[int, Connection] = {}
-        self.pids: dict[int, int] = {}
-        self.stats: dict[int, dict[str, Any]] = {}
-        self.ready: dict[int, asyncio.Event] = {}
-        self.restarts = 0
-        self._stopping = False
-
-    async def start(self) -> None:
-        for i in range(1, self.count + 1):
-            self._spawn(i)
-        for i in range(1, self.count + 1):
-            try:
-                await asyncio.wait_for(self.ready[i].wait(), 60)
-            except TimeoutError:
-                raise OSError(f"worker {i} did not start listening within 60 s") from None
-        log.info("%d worker process(es) answering beside this one: pids %s", self.count,
-                 ", ".join(str(self.pids[i]) for i in sorted(self.pids)))  # fmt: skip
-
-    def _spawn(self, i: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        level, fmt = current_logging()
-        proc = ctx.Process(
-            target=worker_main,
-            # the current health goes with the start: a worker never answers from an older view
-            args=(
-                child,
-                i,
-                self.server.config,
-                list(self.server.bound),
-                level,
-                fmt,
-                self.server.effective_health(),
-            ),
-            name=f"gslb-worker-{i}",
-            daemon=True,
-        )
-        proc.start()
-        child.close()
-        self.procs[i], self.conns[i] = proc, parent
-        self.ready[i] = asyncio.Event()
-        add_pipe_reader(asyncio.get_running_loop(), parent, lambda: self._readable(i))
-        # what the worker must know now that it did not read from disk itself
-        if self.server.state.loads:
-            self._send(i, ("loads", dict(self.server.state.loads)))
-
-    def _readable(self, i: int) -> None:
-        conn = self.conns.get(i)
-        if conn is None:
-            return
-        try:
-            while conn.poll():
-                msg = conn.recv()
-                if msg[0] == "stats":
-                    self.stats[i] = msg[1]
-                elif msg[0] == "ready":
-                    self.pids[i] = msg[1]
-                    self.ready[i].set()
-        except (EOFError, OSError):
-            self._lost(i)
-
-    def _lost(self, i: int) -> None:
-        conn = self.conns.pop(i, None)
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(conn.fileno())
-            conn.close()
-        if self._stopping or self.server._stop.is_set():
-            return
-        proc = self.procs.get(i)
-        code = None
-        if proc is not None:
-            proc.join(1)
-            code = proc.exitcode
-        self.restarts += 1
-        log.error("worker %d (pid %s) exited with code %s; starting it again", i, self.pids.get(i), code)
-        self._spawn(i)
-
-    def _send(self, i: int, msg: tuple[Any, ...]) -> None:
-        conn = self.conns.get(i)
-        if conn is None:
-            return
-        try:
-            conn.send(msg)
-        except (OSError, ValueError) as e:
-            log.error("cannot reach worker %d: %s", i, e)
-
-    def broadcast(self, msg: tuple[Any, ...]) -> None:
-        for i in list(self.conns):
-            self._send(i, msg)
-
-    def snapshots(self) -> list[dict[str, Any]]:
-        return list(self.stats.values())
-
-    def tcp_open(self) -> int:
-        return sum(int(s.get("tcp_open", 0)) for s in self.stats.values())
-
-    def status(self) -> list[dict[str, object]]:
-        return [
-            {"worker": i, "pid": self.pids.get(i), "alive": p.is_alive(),
-             "queries": sum(self.stats.get(i, {}).get("queries", {}).values())}
-            for i, p in sorted(self.procs.items())
-        ]  # fmt: skip
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self.broadcast(("stop",))
-        deadline = time.monotonic() + 5
-        for p in self.procs.values():
-            while p.is_alive() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if p.is_alive():
-                p.terminate()
-                p.join(2)
-        for i in list(self.conns):
-            self._lost(i)
-
-
-def worker_main(
-    conn: Connection,
-    index: int,
-    config: dict[str, Any],
-    bound: list[tuple[str, int]],
-    level: int,
-    fmt: str,
-    health: HealthView,
-) -> None:
-    """A worker process: the zones, the sockets (shared by port), answers; health from the pipe."""
-    setup_logging(level, fmt)
-    # Ctrl-C and SIGHUP reach the whole process group: the primary decides what happens
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    server = Server(listens=bound, **config)
-    server.announce = False
-    server.is_worker = True
-    server.health = health  # the primary's view at spawn time, overrides included
-    server.load_initial()
-    try:
-        import uvloop
-
-        uvloop.run(server.run_worker(conn, index))
-    except ImportError:  # pragma: no cover
-        asyncio.run(server.run_worker(conn, index))

@@ -1,87 +1,153 @@
-"""The server configuration file (``gslb serve --config gslb.yaml``).
+"""The ``serve`` options, each written once, and the server configuration file.
 
-Every ``serve`` option has a key of the same name (dashes become
-underscores). A flag given on the command line wins over the file, the file
-over the built-in default. Unknown keys, wrong types and bad values are errors
+:class:`ServeOptions` is the one definition of every option: its name (the
+config-file key; ``--name-with-dashes`` on the command line), type, default,
+kind of value and help text. From it come the argparse flags
+(:func:`add_flags`), the validation of the configuration file
+(``gslb serve --config gslb.yaml``, :func:`load_server_config`) and the frozen
+options object that is handed whole to the server and to its workers
+(:func:`resolve`). A flag given on the command line wins over the file, the
+file over the default. Unknown keys, wrong types and bad values are errors
 with ``file:line:col``, all reported at once, as for zone files.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import difflib
 import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gslb.errors import ConfigError, Problem
 from gslb.yamlsrc import Located, load
 
-# key -> (kind, default); kinds: str, path, listen, listens, num, int, choice:<a|b>
-OPTIONS: dict[str, tuple[str, Any]] = {
-    "zones": ("path", "zones"),
-    "listen": ("listens", ["127.0.0.1:5353"]),
-    "api": ("listen_or_off", "127.0.0.1:8053"),
-    "api_token_file": ("path", None),
-    "state_dir": ("path", "state"),
-    "geoip_db": ("path", None),
-    "asn_db": ("path", None),
-    "watch_interval": ("num", 1.0),
-    "tcp_idle": ("num", 10.0),
-    "tcp_max": ("int", 512),
-    "probe_concurrency": ("int", 512),
-    "stall_after": ("num", 10.0),
-    "query_log_sample": ("int", 0),
-    "rrl_rate": ("num", 0.0),
-    "rrl_slip": ("int", 2),
-    "axfr_allow": ("networks", []),
-    "udp_io": ("choice:auto|mmsg|asyncio", "auto"),
-    "workers": ("int", 1),
-    "log_level": ("choice:debug|info|warning|error", "info"),
-    "log_format": ("choice:text|json", "text"),
-}
+Listen = tuple[str, int]
 
 
-def parse_listen(text: str) -> tuple[str, int]:
+def _opt(kind: str, default: Any, help: str, metavar: str | None = None, flag: bool = True) -> Any:
+    """A ServeOptions field. ``kind``: path, listens, listen_or_off, num, int, networks,
+    choice:<a|b|...>; ``flag``: False for options the top-level parser owns."""
+    return field(default=default, metadata={"kind": kind, "help": help, "metavar": metavar, "flag": flag})
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """Everything ``gslb serve`` is told, resolved (command line, file, defaults)."""
+
+    zones: str = _opt("path", "zones", "directory of *.yaml zone files (default: zones)", "DIR")
+    listen: tuple[Listen, ...] = _opt(
+        "listens",
+        (("127.0.0.1", 5353),),
+        "UDP and TCP listen address, repeatable (default 127.0.0.1:5353; port 0 = any free)",
+        "ADDR:PORT",
+    )
+    api: Listen | None = _opt(
+        "listen_or_off",
+        ("127.0.0.1", 8053),
+        "HTTP API listen address (default 127.0.0.1:8053; keep it off public interfaces)",
+        "ADDR:PORT",
+    )
+    api_token_file: str | None = _opt(
+        "path",
+        None,
+        "file holding the admin bearer token (else $GSLB_API_TOKEN; none: admin disabled)",
+        "PATH",
+    )
+    state_dir: str = _opt(
+        "path", "state", "where health state is persisted across restarts (default: ./state; '' = nowhere)"
+    )
+    geoip_db: str | None = _opt("path", None, "MaxMind GeoIP2/GeoLite2 City or Country database", "PATH")
+    asn_db: str | None = _opt("path", None, "MaxMind GeoLite2 ASN database (for 'asns' rules)", "PATH")
+    watch_interval: float = _opt(
+        "num", 1.0, "seconds between checks of the zone files for changes; 0 = reload on SIGHUP only"
+    )
+    tcp_idle: float = _opt("num", 10.0, "seconds before an idle TCP connection is closed")
+    tcp_max: int = _opt("int", 512, "maximum concurrent TCP connections")
+    probe_concurrency: int = _opt("int", 512, "health probes in flight at once, at most")
+    stall_after: float = _opt(
+        "num", 10.0, "seconds without progress before the health prober is reported as stalled"
+    )
+    query_log_sample: int = _opt(
+        "int", 0, "log one query in N (client, name, type, rcode); 0 = off (default)", "N"
+    )
+    rrl_rate: float = _opt(
+        "num", 0.0, "response rate limit: UDP answers per second per client /24 (/56) and kind; 0 = off", "N"
+    )
+    rrl_slip: int = _opt(
+        "int", 2, "send every K-th limited answer truncated (TC=1) so real clients retry over TCP (2)", "K"
+    )
+    axfr_allow: tuple[str, ...] = _opt(
+        "networks",
+        (),
+        "client network allowed zone transfers over TCP (repeatable; none: transfers refused)",
+        "CIDR",
+    )
+    udp_io: str = _opt(
+        "choice:auto|mmsg|asyncio",
+        "auto",
+        "UDP I/O: recvmmsg/sendmmsg batches (mmsg, Linux) or one datagram per call (asyncio); "
+        "auto = mmsg where available",
+    )
+    workers: int = _opt(
+        "int",
+        1,
+        "processes answering DNS on the same sockets (SO_REUSEPORT, Linux); one health prober "
+        "and one HTTP API whatever N is (default 1)",
+        "N",
+    )
+    log_level: str = _opt("choice:debug|info|warning|error", "info", "log level", flag=False)
+    log_format: str = _opt(
+        "choice:text|json", "text", "text for people, json (one object per line) for log shippers", flag=False
+    )
+
+    @property
+    def state_path(self) -> Path | None:
+        """The state directory, or None for no persistence (``state_dir: ''``)."""
+        return Path(self.state_dir) if self.state_dir else None
+
+
+OPTIONS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(ServeOptions)}
+
+
+def kind_of(key: str) -> str:
+    return str(OPTIONS[key].metadata["kind"])
+
+
+def choices_of(key: str) -> list[str]:
+    return kind_of(key)[len("choice:") :].split("|")
+
+
+# ------------------------------------------------------------------ values
+
+
+def parse_listen(text: str) -> Listen:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
         raise ValueError(f"expected ADDR:PORT, e.g. 127.0.0.1:5353 or [::1]:5353, got {text!r}")
     return host.strip("[]"), int(port)
 
 
-def load_server_config(path: str | Path) -> dict[str, Any]:
-    p = str(path)
+def _network(text: object) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"expected CIDR networks like 192.0.2.0/24, got {text!r}")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError([Problem(p, 1, 1, "", f"cannot read: {e}")]) from None
-    doc = load(text, p)
-    problems: list[Problem] = []
-    out: dict[str, Any] = {}
+        return str(ipaddress.ip_network(text, strict=True))
+    except ValueError as e:
+        raise ValueError(f"bad network {text!r}: {e}") from None
 
-    def err(loc: Located, key: str, msg: str, at_key: bool = False) -> None:
-        line, col = (loc.key_line, loc.key_col) if at_key and loc.key_line else (loc.line, loc.col)
-        problems.append(Problem(p, line, col, key, msg))
 
-    if not isinstance(doc.value, dict):
-        raise ConfigError([Problem(p, doc.line, doc.col, "", "expected a mapping of option: value")])
-    for key, loc in doc.value.items():
-        if key not in OPTIONS:
-            import difflib
-
-            close = difflib.get_close_matches(key, OPTIONS, n=1)
-            err(loc, key, "unknown key" + (f" (did you mean '{close[0]}'?)" if close else ""), at_key=True)
-            continue
-        kind, _ = OPTIONS[key]
-        v = loc.value
-        try:
-            out[key] = _value(kind, v)
-        except ValueError as e:
-            err(loc, key, str(e))
-    if problems:
-        raise ConfigError(problems)
-    return out
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected ADDR:PORT as a string, got {v!r}")
+    return v
 
 
 def _value(kind: str, v: Any) -> Any:
+    """A value from the configuration file (YAML types), checked and in its resolved form."""
     if kind == "path":
         if v is None or (isinstance(v, str) and not isinstance(v, bool)):
             return v
@@ -90,19 +156,10 @@ def _value(kind: str, v: Any) -> Any:
         items = v if isinstance(v, list) else [v]
         if not items:
             raise ValueError("list at least one ADDR:PORT")
-        return [parse_listen(_str(i.value if isinstance(i, Located) else i)) for i in items]
+        return tuple(parse_listen(_str(i.value if isinstance(i, Located) else i)) for i in items)
     if kind == "networks":
         items = v if isinstance(v, list) else [v]
-        nets = []
-        for i in items:
-            text = i.value if isinstance(i, Located) else i
-            if not isinstance(text, str):
-                raise ValueError(f"expected CIDR networks like 192.0.2.0/24, got {text!r}")
-            try:
-                nets.append(str(ipaddress.ip_network(text, strict=True)))
-            except ValueError as e:
-                raise ValueError(f"bad network {text!r}: {e}") from None
-        return nets
+        return tuple(_network(i.value if isinstance(i, Located) else i) for i in items)
     if kind == "listen_or_off":
         if v is None or v is False:
             return None
@@ -123,24 +180,98 @@ def _value(kind: str, v: Any) -> Any:
     raise AssertionError(kind)
 
 
-def _str(v: Any) -> str:
-    if not isinstance(v, str):
-        raise ValueError(f"expected ADDR:PORT as a string, got {v!r}")
-    return v
+def _flag_value(kind: str) -> Callable[[str], Any]:
+    """The argparse type of a flag: the file's checks, on the flag's text."""
+
+    def convert(text: str) -> Any:
+        try:
+            if kind in ("listens", "listen_or_off"):
+                return parse_listen(text)
+            if kind == "networks":
+                return _network(text)
+            if kind in ("num", "int"):
+                try:
+                    number: float = float(text) if kind == "num" else int(text)
+                except ValueError:
+                    number = -1  # not a number: the same message as a negative one
+                return _value(kind, number) if number >= 0 else _value(kind, text)
+            return text
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
 
 
-def resolve(cli: dict[str, Any], file: dict[str, Any]) -> dict[str, Any]:
-    """Command line over file over defaults, for every option."""
-    out = {}
-    for key, (kind, default) in OPTIONS.items():
-        if key in cli:
-            out[key] = cli[key]
-        elif key in file:
-            out[key] = file[key]
-        elif kind == "listens":
-            out[key] = [parse_listen(x) for x in default]
-        elif kind == "listen_or_off":
-            out[key] = parse_listen(default) if default else None
+# ------------------------------------------------------------------ the three uses
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per option (``--no-api`` besides ``--api``); unset flags stay absent, so
+    :func:`resolve` can tell them from the file's values."""
+    for name, f in OPTIONS.items():
+        md = f.metadata
+        if not md["flag"]:
+            continue
+        kind = md["kind"]
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": md["help"], "dest": name}
+        if md["metavar"]:
+            kw["metavar"] = md["metavar"]
+        if kind.startswith("choice:"):
+            kw["choices"] = choices_of(name)
         else:
-            out[key] = default
+            kw["type"] = _flag_value(kind)
+        if kind in ("listens", "networks"):
+            kw["action"] = "append"
+        parser.add_argument("--" + name.replace("_", "-"), **kw)
+        if kind == "listen_or_off":
+            parser.add_argument(
+                f"--no-{name.replace('_', '-')}",
+                dest=name,
+                action="store_const",
+                const=None,
+                default=argparse.SUPPRESS,
+                help=f"run without the {'HTTP API' if name == 'api' else name}",
+            )
+
+
+def load_server_config(path: str | Path) -> dict[str, Any]:
+    """The file's options, checked: ``{key: resolved value}`` for the keys it sets."""
+    p = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([Problem(p, 1, 1, "", f"cannot read: {e}")]) from None
+    doc = load(text, p)
+    problems: list[Problem] = []
+    out: dict[str, Any] = {}
+
+    def err(loc: Located, key: str, msg: str, at_key: bool = False) -> None:
+        line, col = (loc.key_line, loc.key_col) if at_key and loc.key_line else (loc.line, loc.col)
+        problems.append(Problem(p, line, col, key, msg))
+
+    if not isinstance(doc.value, dict):
+        raise ConfigError([Problem(p, doc.line, doc.col, "", "expected a mapping of option: value")])
+    for key, loc in doc.value.items():
+        if key not in OPTIONS:
+            close = difflib.get_close_matches(key, OPTIONS, n=1)
+            err(loc, key, "unknown key" + (f" (did you mean '{close[0]}'?)" if close else ""), at_key=True)
+            continue
+        try:
+            out[key] = _value(kind_of(key), loc.value)
+        except ValueError as e:
+            err(loc, key, str(e))
+    if problems:
+        raise ConfigError(problems)
     return out
+
+
+def resolve(cli: Mapping[str, Any], file: Mapping[str, Any]) -> ServeOptions:
+    """Command line over file over defaults, for every option."""
+    values: dict[str, Any] = {}
+    for key in OPTIONS:
+        if key in cli:
+            v = cli[key]
+            values[key] = tuple(v) if isinstance(v, list) else v
+        elif key in file:
+            values[key] = file[key]
+    return ServeOptions(**values)

@@ -141,7 +141,7 @@ def test_operational_errors_end_in_one_clear_line(tmp_path: Path) -> None:
     one_liners = [
         (["drain", "z", "p", "m", "--for", "soon"], "argument --for: expected a duration such as 600, 90s"),
         (["drain", "z", "p", "m", "--for", "0s"], "argument --for: expected a duration"),
-        (["serve", "--zones", zones, "--tcp-idle", "abc"], "argument --tcp-idle: invalid float value: 'abc'"),
+        (["serve", "--zones", zones, "--tcp-idle", "abc"], "--tcp-idle: expected a number >= 0, got 'abc'"),
         (["serve", "--zones", zones, "--listen", "nowhere"], "expected ADDR:PORT"),
         (["serve", "--zones", zones, "--no-api", "--api-token-file", missing], "No such file or directory"),
         (["serve", "--zones", missing, "--no-api"], f"zones directory {missing} does not exist"),

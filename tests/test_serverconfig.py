@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gslb.errors import ConfigError
-from gslb.serverconfig import OPTIONS, load_server_config, resolve
+from gslb.serverconfig import OPTIONS, ServeOptions, load_server_config, resolve
 from tests.conftest import ROOT, GslbProcess
 
 
@@ -41,9 +41,25 @@ def test_file_applies_and_flags_win(tmp_path: Path) -> None:
 
 def test_resolve_precedence() -> None:
     got = resolve({"tcp_max": 3}, {"tcp_max": 5, "tcp_idle": 2.0})
-    assert got["tcp_max"] == 3 and got["tcp_idle"] == 2.0 and got["probe_concurrency"] == 512
-    assert got["listen"] == [("127.0.0.1", 5353)] and got["api"] == ("127.0.0.1", 8053)
-    assert set(got) == set(OPTIONS)
+    assert got.tcp_max == 3 and got.tcp_idle == 2.0 and got.probe_concurrency == 512
+    assert got.listen == (("127.0.0.1", 5353),) and got.api == ("127.0.0.1", 8053)
+    assert got == ServeOptions(tcp_max=3, tcp_idle=2.0)
+
+
+def test_every_option_is_a_flag_and_a_file_key() -> None:
+    """One definition per option: the flags and the file keys come from ServeOptions."""
+    from gslb.cli import build_parser
+
+    parser = build_parser()
+    serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr,index]
+    flags = {a.dest for a in serve._actions if a.option_strings} - {"help", "config"}
+    assert flags == set(OPTIONS) - {"log_level", "log_format"}  # those two come before the command
+    args = parser.parse_args(["--log-level", "debug", "serve", "--tcp-max", "7", "--axfr-allow", "10.0.0.0/8",
+                              "--axfr-allow", "192.0.2.0/24", "--no-api", "--listen", "[::1]:0"])  # fmt: skip
+    opts = resolve(vars(args), {})
+    assert (opts.tcp_max, opts.axfr_allow, opts.api, opts.listen, opts.log_level) == (
+        7, ("10.0.0.0/8", "192.0.2.0/24"), None, (("::1", 0),), "debug",
+    )  # fmt: skip
 
 
 def test_positioned_errors(tmp_path: Path) -> None:
@@ -70,6 +86,6 @@ def test_documented_example_loads(tmp_path: Path) -> None:
     assert block is not None
     f = tmp_path / "gslb.yaml"
     f.write_text(block.group(1))
-    assert load_server_config(f)["listen"] == [("0.0.0.0", 53), ("::", 53)]
+    assert load_server_config(f)["listen"] == (("0.0.0.0", 53), ("::", 53))
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, re.M))
     assert documented == set(OPTIONS)

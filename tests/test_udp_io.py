@@ -193,7 +193,7 @@ def test_remembered_picks_follow_health() -> None:
     """Hashed picks and closest pools are remembered per health snapshot, never across one."""
     from gslb.config import load_zone
     from gslb.engine import build_state
-    from gslb.geo import MaxMindGeo
+    from gslb.geo_maxmind import MaxMindGeo
     from gslb.health.view import HealthView
     from tests.geodb import write_asn, write_city
 
@@ -228,7 +228,7 @@ def test_cached_balanced_answers_are_the_full_paths_bytes(udp: bool) -> None:
     same pick (same RNG state), same header, question case, OPT, ECS scope, truncation."""
     from gslb.config import load_zone
     from gslb.engine import answer, build_state
-    from gslb.geo import MaxMindGeo
+    from gslb.geo_maxmind import MaxMindGeo
     from tests.geodb import write_asn, write_city
 
     tmp = Path(__import__("tempfile").mkdtemp())

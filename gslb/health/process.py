@@ -7,16 +7,10 @@ in a child process (``nice`` +10 by default): the kernel gives the DNS
 process the CPU first, and if CPU runs short, probes start late (visible as
 scheduling lag) rather than answers.
 
-Parent and child talk over a pipe:
-
-  parent -> child   ("zones", [Zone, ...])   probe exactly these zones' targets
-                    ("stats", n)             ask for counters (answer: ("stats", n, {...}))
-                    ("stop",)                persist state and exit
-  child -> parent   ("health", HealthView, {ident: state})   after every transition and
-                                             update, with the target states that changed
-                    ("beat", t)              every 0.5 s: the child's loop is alive
-                    ("round",)               once every target has a first result
-                    ("loads", {member: load}) fresh load readings, when they change
+Parent and child talk over a pipe, in the typed messages below (mypy checks
+both ends): ``ToProber`` (zones to probe, questions, stop) and ``FromProber``
+(health views with the target states that changed, heartbeats every 0.5 s,
+"first round complete", load readings, replies to questions).
 
 The parent serves the persisted state from its first query (it reads
 health.json itself) until the child's first snapshot arrives. It keeps the
@@ -43,7 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from gslb.health.prober import Prober, load_state, targets_of
 from gslb.health.view import HealthView, MemberKey, TargetStates, down_from_states
@@ -54,6 +48,50 @@ from gslb.model import Zone
 log = logging.getLogger("gslb.health")
 
 BEAT = 0.5
+
+
+# -- the pipe: server -> prober
+class Zones(NamedTuple):
+    zones: list[Zone]  # probe exactly these zones' targets (checks and pools only)
+
+
+class Ask(NamedTuple):
+    kind: Literal["stats", "status"]
+    n: int  # the reply carries it back
+    samples: bool = False  # stats: also recent lags and durations
+
+
+class StopProber(NamedTuple):
+    pass  # persist state and exit
+
+
+ToProber = Zones | Ask | StopProber
+
+
+# -- the pipe: prober -> server
+class Health(NamedTuple):
+    view: HealthView
+    states: TargetStates  # target states that changed since the last Health
+
+
+class Beat(NamedTuple):
+    at: float  # the child's event loop is alive
+
+
+class Round(NamedTuple):
+    pass  # every target has a first result
+
+
+class Loads(NamedTuple):
+    loads: dict[MemberKey, float]
+
+
+class Reply(NamedTuple):
+    n: int
+    doc: dict[str, Any]
+
+
+FromProber = Health | Beat | Round | Loads | Reply
 ASK_TIMEOUT = 0.5  # the API waits this long for the child, then answers from the last reply
 
 
@@ -104,7 +142,7 @@ class ProberProcess:
             persisted = HealthView(down, 0)
             if persisted != self.view:
                 self._set(persisted)
-        self._send(("zones", self.zones))
+        self._send(Zones(self.zones))
 
     async def start(self, watchdog_after: float | None = None) -> None:
         if watchdog_after is not None:
@@ -118,7 +156,7 @@ class ProberProcess:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        self._send(("stop",))
+        self._send(StopProber())
         proc = self.proc
         if proc is not None:
             for _ in range(100):
@@ -138,7 +176,7 @@ class ProberProcess:
         """Per target: state, since, last result, last error, load."""
         return await self._ask("status")
 
-    async def cached(self, kind: str) -> tuple[dict[str, Any], float | None]:
+    async def cached(self, kind: Literal["stats", "status"]) -> tuple[dict[str, Any], float | None]:
         """The child's answer to ``kind`` ("stats" or "status"), promptly: a fresh one
         when the child answers within ASK_TIMEOUT, else the last one it gave. Returns
         the answer and its age in seconds (None: fresh; an empty answer: never got one)."""
@@ -148,13 +186,15 @@ class ProberProcess:
         when, doc = self._last.get(kind, (time.monotonic(), {}))
         return doc, time.monotonic() - when
 
-    async def _ask(self, kind: str, *args: Any, timeout: float = 5.0) -> dict[str, Any]:
+    async def _ask(
+        self, kind: Literal["stats", "status"], samples: bool = False, timeout: float = 5.0
+    ) -> dict[str, Any]:
         if self.conn is None:
             raise OSError("the health prober process is not running")
         n = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[n] = fut
-        self._send((kind, n, *args))
+        self._send(Ask(kind, n, samples))
         try:
             got = await asyncio.wait_for(fut, timeout)
         finally:
@@ -198,7 +238,7 @@ class ProberProcess:
         self.last_beat = time.monotonic()
         add_pipe_reader(asyncio.get_running_loop(), parent, self._readable)
         log.info("health prober running as pid %d (nice +%d)", proc.pid, self.nice)
-        self._send(("zones", self.zones))
+        self._send(Zones(self.zones))
 
     def _close_conn(self) -> None:
         if self.conn is not None:
@@ -207,7 +247,7 @@ class ProberProcess:
             self.conn.close()
             self.conn = None
 
-    def _send(self, msg: tuple[Any, ...]) -> None:
+    def _send(self, msg: ToProber) -> None:
         if self.conn is None:
             return
         try:
@@ -228,24 +268,23 @@ class ProberProcess:
             if not self._stopping:
                 self._died()
 
-    def _handle(self, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
+    def _handle(self, msg: FromProber) -> None:
         self.last_beat = time.monotonic()
-        if kind == "health":
+        if isinstance(msg, Health):
             self.child_view_seen = True
-            self.states.update(msg[2])
-            self._set(msg[1])
-        elif kind == "loads":
+            self.states.update(msg.states)
+            self._set(msg.view)
+        elif isinstance(msg, Loads):
             if self.publish_loads is not None:
-                self.publish_loads(msg[1])
-        elif kind == "round":
+                self.publish_loads(msg.loads)
+        elif isinstance(msg, Round):
             if not self.first_round:
                 log.info("health: first probe round complete")
             self.first_round = True
-        elif kind in ("stats", "status"):
-            fut = self._pending.pop(msg[1], None)
+        elif isinstance(msg, Reply):
+            fut = self._pending.pop(msg.n, None)
             if fut is not None and not fut.done():
-                fut.set_result(msg[2])
+                fut.set_result(msg.doc)
 
     def _died(self) -> None:
         code = None
@@ -322,7 +361,7 @@ async def _child(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
-    def send(msg: tuple[Any, ...]) -> None:
+    def send(msg: FromProber) -> None:
         try:
             conn.send(msg)
         except (OSError, ValueError) as e:
@@ -330,33 +369,33 @@ async def _child(
             stop.set()  # the parent is gone
 
     prober = Prober(
-        lambda view: send(("health", view, prober.state_delta())),
+        lambda view: send(Health(view, prober.state_delta())),
         state_dir,
         concurrency,
-        publish_loads=lambda loads: send(("loads", loads)),
+        publish_loads=lambda loads: send(Loads(loads)),
         seed=seed,
     )
 
     def readable() -> None:
         try:
             while conn.poll():
-                msg = conn.recv()
-                if msg[0] == "zones":
-                    prober.update(msg[1])
-                elif msg[0] == "stats":
+                msg: ToProber = conn.recv()
+                if isinstance(msg, Zones):
+                    prober.update(msg.zones)
+                elif isinstance(msg, Ask) and msg.kind == "stats":
                     st = prober.stats
-                    send(("stats", msg[1], {
+                    send(Reply(msg.n, {
                         **prober.metric_stats(),
-                        "lags": list(st.lags) if msg[2:] == (True,) else [],
-                        "durations": list(st.durations) if msg[2:] == (True,) else [],
+                        "lags": list(st.lags) if msg.samples else [],
+                        "durations": list(st.durations) if msg.samples else [],
                         "cpu": sum(os.times()[:2]),
                     }))  # fmt: skip
-                elif msg[0] == "status":
-                    send(("status", msg[1], {
+                elif isinstance(msg, Ask):
+                    send(Reply(msg.n, {
                         "targets": prober.target_status(),
                         "transitions": [asdict(t) for t in list(prober.transitions)[-50:]],
                     }))  # fmt: skip
-                elif msg[0] == "stop":
+                elif isinstance(msg, StopProber):
                     stop.set()
         except (EOFError, OSError) as e:
             log.info("health prober: the server closed the pipe (%r); exiting", e)
@@ -368,9 +407,9 @@ async def _child(
     async def beat() -> None:
         round_sent = False
         while True:
-            send(("beat", time.time()))
+            send(Beat(time.time()))
             if not round_sent and all(s.state.last is not None for s in prober.slots.values()):
-                send(("round",))
+                send(Round())
                 round_sent = True
             await asyncio.sleep(BEAT)
 
