@@ -25,10 +25,10 @@ import dns.rdataclass
 import dns.rdatatype
 
 from gslb import names
+from gslb.dnsconst import FAMILY_OF_TYPE, T_A, T_AAAA
 from gslb.errors import ConfigError, Problem
 from gslb.model import (
     CONTINENTS,
-    FAMILY_OF_TYPE,
     TTL_MAX,
     WEIGHT_MAX,
     Balanced,
@@ -879,7 +879,7 @@ def _balanced(
         s = ctx.str_(t, f"{key}.types[{i}]")
         if s is None:
             continue
-        tv = {"A": 1, "AAAA": 28}.get(s.upper())
+        tv = {"A": T_A, "AAAA": T_AAAA}.get(s.upper())
         if tv is None:
             ctx.err(t, f"{key}.types[{i}]", f"balanced records answer A and AAAA, not {s!r}")
         elif tv in types:

@@ -18,9 +18,31 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
 from gslb import names
+from gslb.dnsconst import (
+    BADVERS,
+    CLASS_IN,
+    EDNS_MAX_UDP,
+    FAMILY_OF_TYPE,
+    FORMERR,
+    NOERROR,
+    NOTIMP,
+    NXDOMAIN,
+    REFUSED,
+    SERVFAIL,
+    T_A,
+    T_AAAA,
+    T_ANY,
+    T_AXFR,
+    T_CNAME,
+    T_DS,
+    T_HINFO,
+    T_IXFR,
+    T_NS,
+    T_SOA,
+)
 from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
 from gslb.health.view import ALL_UP, HealthView, MemberKey
-from gslb.model import FAMILY_OF_TYPE, Zone
+from gslb.model import Zone
 from gslb.policies import NO_CLIENT, PickContext
 from gslb.serving import (
     BalancedEntry,
@@ -32,31 +54,22 @@ from gslb.serving import (
     StatsKey,
     compile_zone,
     match_rule,
-    parse_client,
     plan_balanced,
 )
 from gslb.wire import (
-    BADVERS,
-    FORMERR,
-    NOERROR,
-    NOTIMP,
-    NXDOMAIN,
-    REFUSED,
-    SERVFAIL,
     TC,
     Malformed,
     Query,
     RRw,
+    client_of,
     encode_sections,
     header,
     header_ok,
     opt_record,
     parse_query,
+    question_end,
 )
 
-T_A, T_NS, T_CNAME, T_SOA, T_HINFO, T_AAAA, T_DS = 1, 2, 5, 6, 13, 28, 43
-T_IXFR, T_AXFR, T_ANY = 251, 252, 255
-CLASS_IN = 1
 MAX_CHAIN = 8
 HINFO_RFC8482 = b"\x07RFC8482\x00"
 CACHE_MAX = 50_000  # cached replies per state and transport
@@ -131,7 +144,9 @@ def respond(
         elif reply[3] & 0xF == NOERROR:
             q = token
             flags = (reply[2] << 8 | reply[3]) & ~(TC | 0xF)
-            limit = 65535 if not udp else 512 if q.edns is None else max(512, min(q.edns.payload, 1232))
+            limit = (
+                65535 if not udp else 512 if q.edns is None else max(512, min(q.edns.payload, EDNS_MAX_UDP))
+            )
             name = cast(bytes, state.fast[(q.key, q.qtype)])
             cache[key] = BalancedEntry(q, name, skey[0], skey, flags, limit, _ecs_client(q))
     return reply, skey
@@ -177,9 +192,7 @@ def stats_key(reply: bytes, udp: bool, state: ServingState) -> StatsKey:
     n = len(reply)
     if n < 17 or reply[5] != 1:  # QDCOUNT 1, or no question to learn from
         return (b"", 0, reply[3] & 0xF, transport)
-    pos = 12
-    while pos < n and reply[pos]:
-        pos += 1 + reply[pos]
+    pos = question_end(reply)
     qtype = (reply[pos + 1] << 8 | reply[pos + 2]) if pos + 2 < n else 0
     zone = state.find_zone(reply[12 : pos + 1].lower()) if pos < n else None
     return (zone.origin if zone is not None else b"", qtype, reply[3] & 0xF, transport)
@@ -283,7 +296,7 @@ def _finish(
         ecs = edns.ecs
         opt = opt_record(edns.do, rcode >> 4, ecs.option(scope) if ecs is not None else b"")
         ar += 1
-        limit = min(edns.payload, 1232) if edns.payload > 512 else 512
+        limit = min(edns.payload, EDNS_MAX_UDP) if edns.payload > 512 else 512
     question = q.question
     size = 12 + len(question) + len(body) + len(opt)
     if client.udp and size > limit:
@@ -313,7 +326,7 @@ def _client_addr(q: Query, host: str, use_ecs: bool) -> tuple[int, int, int, boo
         ca = _ecs_client(q)
         if ca is not None:
             return ca
-    fam, addr = parse_client(host)
+    fam, addr = client_of(host)
     return fam, addr, 32 if fam == 4 else 128, False
 
 

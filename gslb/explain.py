@@ -22,6 +22,7 @@ import dns.rdatatype
 
 from gslb import names
 from gslb.config import iter_zone_files, load_zone
+from gslb.dnsconst import EDNS_MAX_UDP, rcode_name
 from gslb.engine import Client, Plan, build_state, resolve
 from gslb.errors import ConfigError
 from gslb.geo import GeoInfo
@@ -32,8 +33,6 @@ from gslb.model import Balanced, Member, Zone
 from gslb.overrides import Overrides
 from gslb.serving import ServingState
 from gslb.wire import Ecs, Edns, Query, RRw
-
-RCODES = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
 
 
 def _rr_text(rr: RRw) -> str:
@@ -64,7 +63,7 @@ def explain(
     if ecs:
         net = ipaddress.ip_network(ecs, strict=False)
         packed = net.network_address.packed[: (net.prefixlen + 7) // 8]
-        edns = Edns(1232, 0, False, Ecs(1 if net.version == 4 else 2, net.prefixlen, packed))
+        edns = Edns(EDNS_MAX_UDP, 0, False, Ecs(1 if net.version == 4 else 2, net.prefixlen, packed))
         out["client"] = {"ecs": str(net)}
     else:
         ipaddress.ip_address(client)
@@ -76,7 +75,7 @@ def explain(
     out["zone"] = names.to_text(zone.origin)
     q = Query(-1, 0, key, key, qtype, 1, key + struct.pack("!HH", qtype, 1), edns)  # id -1: not counted
     plan = resolve(state, zone, key, qtype, q, Client(client, False), random.Random())
-    out["rcode"] = RCODES.get(plan.rcode, str(plan.rcode))
+    out["rcode"] = rcode_name(plan.rcode)
     out["authoritative"] = plan.aa
     out["answer"] = [_rr_text(rr) for rr in plan.answer]
     out["authority"] = [_rr_text(rr) for rr in plan.authority]

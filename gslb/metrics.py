@@ -19,29 +19,10 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gslb import names
+from gslb.dnsconst import rcode_name, type_name
 from gslb.health.view import member_key
 from gslb.serving import ServingState, StatsKey
-
-RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
-QTYPE_NAMES = {
-    1: "A",
-    2: "NS",
-    5: "CNAME",
-    6: "SOA",
-    12: "PTR",
-    15: "MX",
-    16: "TXT",
-    28: "AAAA",
-    33: "SRV",
-    43: "DS",
-    64: "SVCB",
-    65: "HTTPS",
-    99: "SPF",
-    251: "IXFR",
-    252: "AXFR",
-    255: "ANY",
-    257: "CAA",
-}
+from gslb.wire import question_end
 
 
 @dataclass(slots=True)
@@ -151,8 +132,8 @@ class _Collector(Collector):
         by_zone: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
         for (origin, qtype, rcode, transport), n in list(self.stats.queries.items()):
             ztext = names.to_text(origin) if origin else "none"
-            tname = QTYPE_NAMES.get(qtype, f"TYPE{qtype}")
-            by_zone[(ztext, tname, RCODE_NAMES.get(rcode, str(rcode)), transport)] += n
+            tname = type_name(qtype)
+            by_zone[(ztext, tname, rcode_name(rcode), transport)] += n
         for labels, n in by_zone.items():
             q.add_metric(list(labels), n)
         yield q
@@ -245,20 +226,18 @@ _qlog = logging.getLogger("gslb.query")
 
 def log_query(client: str, transport: str, reply: bytes) -> None:
     """One line of the sampled query log: client, name, type, rcode, transport, answer count."""
-    pos = 12
     n = len(reply)
     if reply[5] != 1 or n < 17:
         return
-    while pos < n and reply[pos]:
-        pos += 1 + reply[pos]
+    pos = question_end(reply)
     qname = names.to_text(reply[12 : pos + 1]) if pos < n else "?"
     qtype = (reply[pos + 1] << 8 | reply[pos + 2]) if pos + 2 < n else 0
-    rcode = RCODE_NAMES.get(reply[3] & 0xF, str(reply[3] & 0xF))
+    rcode = rcode_name(reply[3] & 0xF)
     _qlog.info(
         "query client=%s name=%s type=%s rcode=%s transport=%s answers=%d tc=%d",
         client,
         qname,
-        QTYPE_NAMES.get(qtype, f"TYPE{qtype}"),
+        type_name(qtype),
         rcode,
         transport,
         reply[7],

@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gslb.dnsconst import FAMILY_OF_TYPE
 from gslb.errors import Problem
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -22,10 +23,6 @@ WEIGHT_MAX = 100
 CheckType = Literal["tcp", "http", "https"]
 MemberStatus = Literal["up", "down", "obey"]
 WhenAllDown = Literal["serve_all", "nodata", "servfail", "refuse"]
-
-TYPE_A = 1
-TYPE_AAAA = 28
-FAMILY_OF_TYPE = {TYPE_A: 4, TYPE_AAAA: 6}
 
 
 def _require(cond: bool, message: str) -> None:

@@ -14,9 +14,10 @@ Pure bookkeeping: the caller passes the time in.
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from typing import Literal
+
+from gslb.wire import client_of, question_end
 
 Action = Literal["send", "drop", "slip"]
 
@@ -67,12 +68,8 @@ class RateLimiter:
 
 
 def _prefix(host: str) -> bytes:
-    if ":" in host:
-        packed = socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
-        if packed[:12] == bytes(10) + b"\xff\xff":
-            return packed[12:15]
-        return packed[:7]  # /56
-    return socket.inet_pton(socket.AF_INET, host)[:3]  # /24
+    fam, addr = client_of(host)
+    return (addr >> 8).to_bytes(3, "big") if fam == 4 else (addr >> 72).to_bytes(7, "big")  # /24, /56
 
 
 def _kind(reply: bytes) -> tuple[int, bytes]:
@@ -80,21 +77,14 @@ def _kind(reply: bytes) -> tuple[int, bytes]:
     rcode = reply[3] & 0xF
     if rcode in (0, 3) and len(reply) >= 12:
         if rcode == 0 and (reply[6] or reply[7]):  # ANCOUNT > 0: a positive answer
-            end = 12
-            while end < len(reply) and reply[end]:
-                end += 1 + reply[end]
-            return 0, reply[12:end].lower()
+            return 0, reply[12 : question_end(reply)].lower()
         return 1, b""  # NXDOMAIN / NODATA / referral
     return 2, b""
 
 
 def truncated(reply: bytes) -> bytes:
     """The slip reply: the header with TC=1 and the question, no records (and no OPT)."""
-    end = 12
-    if reply[5] == 1:
-        while end < len(reply) and reply[end]:
-            end += 1 + reply[end]
-        end += 5
+    end = question_end(reply) + 5 if reply[5] == 1 else 12
     flags = (reply[2] | 0x02).to_bytes(1, "big")
     qd = b"\x00\x01" if end > 12 else b"\x00\x00"
     return reply[:2] + flags + reply[3:4] + qd + b"\x00" * 6 + reply[12:end]

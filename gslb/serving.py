@@ -12,7 +12,6 @@ reload or a health transition builds a new state and swaps one reference.
 from __future__ import annotations
 
 import dataclasses
-import socket
 import struct
 from collections import Counter
 from collections.abc import Mapping
@@ -20,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gslb import names
+from gslb.dnsconst import FAMILY_OF_TYPE
 from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
 from gslb.health.view import ALL_UP, HealthView, MemberKey, changed_members, member_key
-from gslb.model import FAMILY_OF_TYPE, Balanced, GeoMatch, Member, Pool, RRset, Zone
+from gslb.model import Balanced, GeoMatch, Member, Pool, RRset, Zone
 from gslb.policies import REGISTRY, Candidates, Policy
 from gslb.wire import Query, RRw, member_fragment
 
@@ -286,23 +286,6 @@ def match_rule(
         if hit:
             return idx, min(scope, source), info
     return plan.catch_all, min(scope, source), info
-
-
-_V4_MAPPED = bytes(10) + b"\xff\xff"
-
-
-def parse_client(host: str) -> tuple[int, int]:
-    """(family, integer address) of a socket peer address string.
-
-    ``inet_pton`` rather than ``ipaddress``: this runs per query for names
-    with subnet rules. IPv4-mapped IPv6 peers count as IPv4.
-    """
-    if ":" not in host:
-        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, host), "big")
-    packed = socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
-    if packed[:12] == _V4_MAPPED:
-        return 4, int.from_bytes(packed[12:], "big")
-    return 6, int.from_bytes(packed, "big")
 
 
 # --------------------------------------------------------------------- the state

@@ -13,12 +13,14 @@ are valid for any letter-case variant of it: the question keeps its length.
 
 from __future__ import annotations
 
+import socket
 import struct
 from typing import NamedTuple
 
-# rcodes
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-BADVERS = 16
+from gslb.dnsconst import (
+    CLASS_IN,
+    EDNS_MAX_UDP,
+)
 
 # header flag bits
 QR = 0x8000
@@ -30,8 +32,6 @@ OPCODE_MASK = 0x7800
 
 OPT = 41
 OPT_ECS = 8
-CLASS_IN = 1
-EDNS_MAX_UDP = 1232  # advertised and used as our UDP ceiling (DNS flag day 2020)
 
 _HDR = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
@@ -353,3 +353,35 @@ def encode_sections(
 def member_fragment(rtype: int, ttl: int, rdata: bytes) -> bytes:
     """One address RR owned by the question name (pointer to offset 12)."""
     return b"\xc0\x0c" + _RR.pack(rtype, CLASS_IN, ttl, len(rdata)) + rdata
+
+
+# ------------------------------------------------------------------ shared walks
+
+
+def question_end(msg: bytes) -> int:
+    """Offset of the root label ending the first question's name (walked from
+    offset 12), or ``len(msg)`` when the message ends first. For messages this
+    code built or parsed: callers check QDCOUNT themselves."""
+    n = len(msg)
+    pos = 12
+    while pos < n and msg[pos]:
+        pos += 1 + msg[pos]
+    return pos
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def client_of(host: str) -> tuple[int, int]:
+    """(family, integer address) of a socket peer address string.
+
+    ``inet_pton`` rather than ``ipaddress``: this runs per query for names with
+    subnet rules and for rate limiting. IPv4-mapped IPv6 peers count as IPv4; a
+    zone index (``%eth0``) is ignored.
+    """
+    if ":" not in host:
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, host), "big")
+    packed = socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+    if packed[:12] == _V4_MAPPED:
+        return 4, int.from_bytes(packed[12:], "big")
+    return 6, int.from_bytes(packed, "big")

@@ -21,6 +21,7 @@ from typing import cast
 from gslb.engine import respond, zone_transfer
 from gslb.metrics import log_query
 from gslb.transport import StateHolder
+from gslb.wire import client_of
 
 log = logging.getLogger("gslb.tcp")
 
@@ -30,11 +31,10 @@ MAX_CONNECTIONS = 512
 
 def _allowed(peer: str, nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     try:
-        ip = ipaddress.ip_address(peer.split("%", 1)[0])
-    except ValueError:
+        fam, addr = client_of(peer)
+    except OSError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = ipaddress.IPv4Address(addr) if fam == 4 else ipaddress.IPv6Address(addr)
     return any(ip in n for n in nets)
 
 
