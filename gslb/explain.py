@@ -73,8 +73,8 @@ def explain(
         out.update(rcode="REFUSED", why="the name is in no zone served here")
         return out
     out["zone"] = names.to_text(zone.origin)
-    q = Query(-1, 0, key, key, qtype, 1, key + struct.pack("!HH", qtype, 1), edns)  # id -1: not counted
-    plan = resolve(state, zone, key, qtype, q, Client(client, False), random.Random())
+    q = Query(0, 0, key, key, qtype, 1, key + struct.pack("!HH", qtype, 1), edns)
+    plan = resolve(state, zone, key, qtype, q, Client(client, False), random.Random(), count=False)
     out["rcode"] = rcode_name(plan.rcode)
     out["authoritative"] = plan.aa
     out["answer"] = [_rr_text(rr) for rr in plan.answer]

@@ -16,7 +16,7 @@ import struct
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from gslb import names
 from gslb.dnsconst import FAMILY_OF_TYPE
@@ -294,6 +294,28 @@ def match_rule(
 StatsKey = tuple[bytes, int, int, str]
 
 
+class ClientAddr(NamedTuple):
+    """Where a balanced answer's client is: the ECS address, or the socket peer."""
+
+    family: int  # 4 or 6
+    addr: int
+    source: int  # prefix length known (the ECS source prefix; 32/128 for a peer)
+    from_ecs: bool  # the reply echoes an ECS scope only then
+
+
+class BalancedRef(NamedTuple):
+    """A ``ServingState.fast`` value: (qname, qtype) is answered by this balanced record."""
+
+    name: bytes
+
+
+# A reply cache entry that depends only on the query bytes after the ID: (the reply after
+# the ID, its stats key). A plain tuple, told apart by ``type(entry) is tuple``: CPython's
+# specialised tuple indexing applies to exact tuples only, and a NamedTuple here cost 4% of
+# a cached static answer (callgrind, 193 instructions of 4,482).
+FixedReply = tuple[bytes, StatsKey]
+
+
 class BalancedEntry:
     """A reply cache entry for a balanced name: everything about the reply but the pick.
 
@@ -317,7 +339,7 @@ class BalancedEntry:
 
     def __init__(
         self, q: Query, name: bytes, origin: bytes, skey: StatsKey, flags: int, limit: int,
-        ecs_client: tuple[int, int, int, bool] | None,
+        ecs_client: ClientAddr | None,
     ) -> None:  # fmt: skip
         self.q, self.name, self.qtype, self.origin, self.skey = q, name, q.qtype, origin, skey
         self.flags, self.limit, self.ecs_client = flags, limit, ecs_client
@@ -326,14 +348,14 @@ class BalancedEntry:
         self.opts: dict[int, bytes] = {}
 
 
-# a reply cache entry: (reply after the ID, stats key) for a fixed reply, or a BalancedEntry
-CacheEntry = tuple[bytes, StatsKey] | BalancedEntry
+# a reply cache entry: a fixed reply, or what a balanced name's reply needs but the pick
+CacheEntry = FixedReply | BalancedEntry
 
 
 @dataclass(frozen=True, slots=True)
 class ServingState:
     zones: dict[bytes, CompiledZone]
-    fast: dict[tuple[bytes, int], Static | bytes]  # bytes: name of a balanced record
+    fast: dict[tuple[bytes, int], Static | BalancedRef]
     plans: dict[bytes, BalancedPlan]
     health: HealthView = ALL_UP
     generation: int = 0

@@ -8,6 +8,7 @@ and never keep answers that depend on chance (balanced names).
 
 from __future__ import annotations
 
+import collections
 import random
 import re
 import select
@@ -237,7 +238,9 @@ def test_cached_balanced_answers_are_the_full_paths_bytes(udp: bool) -> None:
         load_zone(DATA / "geo" / "geo.test.yaml", geo_db=True, asn_db=True),
         load_zone(DATA / "zones" / "bal.test.yaml"),
     ]
-    state = build_state([(z, 1) for z in zones], geo=geo)
+    state = build_state([(z, 1) for z in zones], geo=geo).with_counts(collections.Counter())
+    counts = state.balanced_counts
+    assert counts is not None
     names = [
         "geo.geo.test.",
         "near.geo.test.",
@@ -266,13 +269,46 @@ def test_cached_balanced_answers_are_the_full_paths_bytes(udp: bool) -> None:
                 q.id = 4242
                 wire = q.to_wire()
                 for host in ("10.1.2.3", "192.0.2.7", "2001:db8:aa::1"):
+                    before = collections.Counter(counts)
                     full = answer(wire, state, host, udp, random.Random(9))
+                    after_full = collections.Counter(counts)
                     first = respond(wire, state, host, udp, random.Random(9))  # fills the cache
                     again = respond(wire[:0] + b"\x10\x92" + wire[2:], state, host, udp, random.Random(9))
                     assert full is not None and first is not None and again is not None
                     assert first[0] == full, (name, rdtype, variant, host)
                     assert again[0] == b"\x10\x92" + full[2:], (name, rdtype, variant, host)
                     assert again[1] == first[1]
+                    # each of the three answers counted once (if it is a balanced answer at all),
+                    # under the same (name, pool, outcome)
+                    one = after_full - before
+                    assert sum(one.values()) <= 1, (name, rdtype, variant, host, one)
+                    assert counts - after_full == collections.Counter({k: 2 for k in one}), (name, rdtype)
                     checked += 1
     assert checked == len(names) * 2 * 6 * 3
+    assert sum(counts.values()) > checked  # most of them were balanced answers
     assert any(isinstance(v, BalancedEntry) for v in (state.udp_cache if udp else state.tcp_cache).values())
+
+
+def test_a_balanced_nodata_answer_counts_once(tmp_path: Path) -> None:
+    """when_all_down: nodata with every member down: one answer, one count (the fast path
+    used to count it and then hand it to the general lookup, which counted it again)."""
+    from gslb.config import load_zone
+    from gslb.engine import build_state
+
+    f = tmp_path / "n.test.yaml"
+    f.write_text("""zone: n.test.
+nameservers: {ns1.n.test.: [192.0.2.53]}
+pools: {p: {members: [{address: 192.0.2.1, status: down}]}}
+records:
+  www: [{types: [A], rules: [{pools: [p]}], when_all_down: nodata}]
+""")
+    state = build_state([(load_zone(f), 1)]).with_counts(collections.Counter())
+    wire = dns.message.make_query("www.n.test.", "A").to_wire()
+    for i in range(3):
+        got = respond(wire, state, "192.0.2.9", True, random.Random(1))
+        assert got is not None
+        reply = dns.message.from_wire(got[0])
+        assert reply.rcode() == 0 and not reply.answer and reply.authority  # NODATA with the SOA
+        assert state.balanced_counts == collections.Counter(
+            {(b"\x03www\x01n\x04test\x00", "", "nodata"): i + 1}
+        )
