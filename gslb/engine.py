@@ -425,8 +425,7 @@ def _pick(
     ctx = NO_CLIENT
     index = 0
     if ca is not None and (policy.uses_client or policy.uses_location):
-        rec = plan.record
-        prefix = rec.hash_prefix4 if fam == 4 else rec.hash_prefix6
+        prefix = plan.client_prefixes[0] if fam == 4 else plan.client_prefixes[1]
         if policy.uses_location:
             if info is None:
                 info = geo.lookup(fam, addr) if geo is not None else UNKNOWN

@@ -199,12 +199,13 @@ class Balanced:
     rules: tuple[Rule, ...]
     when_all_down: WhenAllDown = "serve_all"
     ecs: bool = True  # use EDNS Client Subnet as the client's location
-    hash_prefix4: int = 24  # select: hashed groups clients by these prefixes
-    hash_prefix6: int = 56
+    # the policy's own answer: keys, "key.field" -> value (e.g. hash_prefix.ipv4 for hashed),
+    # read and range-checked by the loader from the policy's declaration (gslb.policies)
+    params: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         _require(all(t in FAMILY_OF_TYPE for t in self.types), "types must be A/AAAA")
-        _require(0 <= self.hash_prefix4 <= 32 and 0 <= self.hash_prefix6 <= 128, "hash prefix out of range")
+        _require(all(v >= 0 for _, v in self.params), "policy parameters are whole numbers >= 0")
         _require(0 <= self.ttl <= TTL_MAX, "ttl out of range")
         _require(len(self.rules) > 0 and self.rules[-1].catch_all, "last rule must be a catch-all")
         _require(self.count is None or self.count >= 1, "count must be >= 1")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gslb.policies import REGISTRY as POLICIES
+
 _TTL: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 2147483647}
 _DURATION: dict[str, Any] = {
     "oneOf": [
@@ -133,14 +135,16 @@ BALANCED = _obj(
         "ttl": _TTL,
         "answer": _obj(
             {
-                "select": {"enum": ["weighted", "all", "first", "hashed", "closest", "least_loaded"]},
+                "select": {"enum": list(POLICIES)},
                 "count": {"type": "integer", "minimum": 1, "maximum": 64},
-                "hash_prefix": _obj(
-                    {
-                        "ipv4": {"type": "integer", "minimum": 0, "maximum": 32},
-                        "ipv6": {"type": "integer", "minimum": 0, "maximum": 128},
-                    }
-                ),
+                # each policy's own keys, from its declaration
+                **{
+                    p.key: _obj(
+                        {f: {"type": "integer", "minimum": lo, "maximum": hi} for f, lo, hi, _ in p.fields}
+                    )
+                    for pol in POLICIES.values()
+                    for p in pol.params
+                },
             }
         ),
         "ecs": {"type": "boolean"},

@@ -71,6 +71,7 @@ class BalancedPlan:
     outcomes: tuple[dict[int, Outcome], ...]  # rule index -> {qtype: Outcome}
     matchers: tuple[RuleMatch, ...]
     catch_all: int  # index of the catch-all rule
+    client_prefixes: tuple[int, int]  # IPv4, IPv6: how the policy groups clients (PickContext)
     needs_client: bool  # rules or the policy look at the client at all
     needs_geo: bool  # a geo/asn rule or select: closest
     # every member of the pools its rules name: a health change elsewhere leaves the plan as is
@@ -186,8 +187,9 @@ def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView) -> Balanc
         for pname in rule.pools
         for m in cz.pools[pname].members
     )
+    prefixes = policy.client_prefixes(dict(rec.params))
     return BalancedPlan(
-        rec, policy, count, tuple(outcomes), matchers, catch_all, needs_client, needs_geo, keys
+        rec, policy, count, tuple(outcomes), matchers, catch_all, prefixes, needs_client, needs_geo, keys
     )
 
 

@@ -4,13 +4,16 @@ A policy is a pure function of precomputed candidates, a count and an injected
 RNG: no clock, no sockets, no global state. ``serving`` prepares the candidates
 (healthy members of the query's address family with weight > 0) once per
 health snapshot, so a pick costs one call. Adding a policy means adding a
-module and one line in ``REGISTRY``; the engine does not change.
+module and one line in ``REGISTRY``; the engine and the zone loader do not
+change: a policy declares its own ``answer:`` keys (``params``), which the
+loader reads and checks with positions, and what it needs to run
+(``uses_client``, ``uses_location``: the latter needs a City database).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Generic, NamedTuple, Protocol, TypeVar
@@ -53,6 +56,17 @@ class PickContext(NamedTuple):
 NO_CLIENT = PickContext()
 
 
+class Param(NamedTuple):
+    """An ``answer:`` key of one policy: a mapping of whole numbers, each in a range."""
+
+    key: str  # e.g. "hash_prefix"
+    fields: tuple[tuple[str, int, int, int], ...]  # (name, lowest, highest, default)
+    doc: str
+
+
+ParamValues = Mapping[str, int]  # "key.field" -> value, defaults filled in
+
+
 class Policy(Protocol):
     name: str
     default_count: int | None  # None: every candidate
@@ -60,6 +74,11 @@ class Policy(Protocol):
     uses_client: bool  # the pick depends on the client's address (ECS scope: hash prefix)
     uses_location: bool  # the pick depends on the client's coordinates (ECS scope: GeoIP network)
     uses_loads: bool  # the pick reads the members' reported loads
+    params: tuple[Param, ...]  # the answer: keys it takes besides select and count
+
+    def client_prefixes(self, values: ParamValues) -> tuple[int, int]:
+        """IPv4 and IPv6 prefix lengths by which the pick groups clients (PickContext.hash_prefix)."""
+        ...
 
     def choose_pool(self, locations: Sequence[tuple[float, float] | None], ctx: PickContext) -> int:
         """Which of the rule's pools that are up answers (index; rule order is the default)."""
@@ -76,6 +95,10 @@ class FirstPool:
     uses_client = False
     uses_location = False
     uses_loads = False
+    params: tuple[Param, ...] = ()
+
+    def client_prefixes(self, values: ParamValues) -> tuple[int, int]:
+        return 24, 56
 
     def choose_pool(self, locations: Sequence[tuple[float, float] | None], ctx: PickContext) -> int:
         return 0

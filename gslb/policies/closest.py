@@ -15,7 +15,7 @@ import random
 from collections.abc import Sequence
 from typing import TypeVar
 
-from gslb.policies import Candidates, PickContext
+from gslb.policies import Candidates, Param, ParamValues, PickContext
 from gslb.policies.weighted import POLICY as WEIGHTED
 
 T = TypeVar("T")
@@ -37,6 +37,10 @@ class Closest:
     uses_client = False
     uses_location = True
     uses_loads = False
+    params: tuple[Param, ...] = ()
+
+    def client_prefixes(self, values: ParamValues) -> tuple[int, int]:
+        return 24, 56  # unused: the pick does not look at the client's address
 
     def choose_pool(self, locations: Sequence[tuple[float, float] | None], ctx: PickContext) -> int:
         if ctx.lat is None or ctx.lon is None:

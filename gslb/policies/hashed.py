@@ -20,7 +20,7 @@ import random
 from collections.abc import Sequence
 from typing import TypeVar
 
-from gslb.policies import Candidates, FirstPool, PickContext
+from gslb.policies import Candidates, FirstPool, Param, ParamValues, PickContext
 
 T = TypeVar("T")
 _SCALE = float(1 << 64)
@@ -47,6 +47,16 @@ class Hashed(FirstPool):
     default_count: int | None = 1
     doc = "rendezvous hash of the client subnet: sticky answers"
     uses_client = True
+    params: tuple[Param, ...] = (
+        Param(
+            "hash_prefix",
+            (("ipv4", 0, 32, 24), ("ipv6", 0, 128, 56)),
+            "clients in the same subnet of this length get the same answer",
+        ),
+    )
+
+    def client_prefixes(self, values: ParamValues) -> tuple[int, int]:
+        return values["hash_prefix.ipv4"], values["hash_prefix.ipv6"]
 
     def pick(
         self, cands: Candidates[T], count: int | None, rng: random.Random, ctx: PickContext
