@@ -25,6 +25,10 @@ import threading
 import warnings
 from typing import Literal
 
+from gslb.demo import free_port
+
+__all__ = ["Target", "free_port"]
+
 Mode = Literal["ok", "500", "wrongbody", "hang", "slow"]
 
 
@@ -146,22 +150,6 @@ class Target:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
-
-
-def free_port(hosts: list[str]) -> int:
-    """A TCP port free on every one of ``hosts``."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = int(s.getsockname()[1])
-        try:
-            for h in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((h, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no common free port")
 
 
 if __name__ == "__main__":  # pragma: no cover - used inside network namespaces

@@ -1,4 +1,4 @@
-"""Network transports: thin I/O around :func:`gslb.engine.answer`."""
+"""Network transports: thin I/O around :func:`gslb.engine.respond`."""
 
 from __future__ import annotations
 
