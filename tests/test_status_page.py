@@ -48,6 +48,7 @@ def browser(tmp_path: Path) -> Iterator[object]:
 
 
 def test_member_turns_down_on_the_page(browser: object, tmp_path: Path) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.ui import WebDriverWait
@@ -68,11 +69,19 @@ records:
     srv = GslbProcess(zdir, tmp_path / "gslb.log")
     try:
         browser.get(f"http://127.0.0.1:{srv.api_port}/")
-        wait = WebDriverWait(browser, 10, poll_frequency=0.2)
+        # the page re-renders its tables every 2 s: an element found a moment ago may be gone
+        wait = WebDriverWait(
+            browser, 10, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
+        )
 
         def badge(name: str) -> tuple[str, str]:
-            el = browser.find_element(By.CSS_SELECTOR, f'span.state[data-member="{name}"]')
-            return el.text, el.get_attribute("class") or ""
+            for _ in range(20):
+                try:
+                    el = browser.find_element(By.CSS_SELECTOR, f'span.state[data-member="{name}"]')
+                    return el.text, el.get_attribute("class") or ""
+                except StaleElementReferenceException:
+                    continue  # replaced between finding and reading: find it again
+            raise AssertionError("the status page kept re-rendering")
 
         wait.until(lambda d: badge("lb2")[0] == "UP")
         for _ in range(50):  # some traffic for the queries-per-second plot
@@ -82,14 +91,20 @@ records:
         assert "down" in badge("lb2")[1].split()
         assert badge("lb1") == ("UP", "state up")
         # the page says why, and shows the transition
-        row = browser.find_element(By.XPATH, '//span[@data-member="lb2"]/ancestor::tr').text
-        assert "connection refused" in row
+        wait.until(
+            lambda d: (
+                "connection refused"
+                in d.find_element(By.XPATH, '//span[@data-member="lb2"]/ancestor::tr').text
+            )
+        )
         wait.until(lambda d: "127.0.0.112" in d.find_element(By.ID, "transitions").text)
         # both plots have drawn a line once there are a few samples (every 2 s)
-        wait = WebDriverWait(browser, 12, poll_frequency=0.5)
+        wait = WebDriverWait(
+            browser, 12, poll_frequency=0.5, ignored_exceptions=[StaleElementReferenceException]
+        )
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#healthy polyline").get_attribute("points"))
-        assert browser.find_element(By.CSS_SELECTOR, "#qps polyline").get_attribute("points")
-        assert "1 of 2" in browser.find_element(By.ID, "healthy-now").text
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#qps polyline").get_attribute("points"))
+        wait.until(lambda d: "1 of 2" in d.find_element(By.ID, "healthy-now").text)
         browser.save_screenshot(str(tmp_path / "status.png"))
     finally:
         srv.stop()
