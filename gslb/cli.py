@@ -150,9 +150,19 @@ def cmd_member(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {}
     if getattr(args, "for_", None):
         body["for"] = args.for_
+    if args.local:
+        body["local"] = True
     path = f"/v1/members/{args.zone}/{args.pool}/{args.member}/{args.action}"
+    if args.replace:  # compare-and-swap against the override as it is now
+        status = _api_call(args, "GET", "/v1/status")
+        for m in status["members"]:
+            o = m.get("override")
+            if (m["zone"].rstrip(".") == args.zone.rstrip(".") and m["pool"] == args.pool
+                    and args.member in (m["name"], m["address"]) and o and o.get("revision")):  # fmt: skip
+                body["revision"] = o["revision"]
     r = _api_call(args, "POST", path, body)
-    print(f"{r['member']}: {r['action']}" + (" (no change)" if not r["changed"] else ""))
+    where = f" on {r['scope']}" if r.get("scope") else ""
+    print(f"{r['member']}: {r['action']}{where}" + (" (no change)" if not r["changed"] else ""))
     return 0
 
 
@@ -285,6 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument(
                 "--for", dest="for_", type=_seconds, metavar="DURATION", help="expire after e.g. 30m, 2h, 600"
             )
+        a.add_argument(
+            "--replace",
+            action="store_true",
+            help="cluster: replace the member's current override (else an existing one is a conflict)",
+        )
+        a.add_argument(
+            "--local",
+            action="store_true",
+            help="cluster: set it on this node only (when the cluster store cannot be reached)",
+        )
         a.add_argument("--api-url", default="http://127.0.0.1:8053")
         a.add_argument("--api-token-file", metavar="PATH", help="the admin token (else $GSLB_API_TOKEN)")
         a.set_defaults(func=cmd_member, action=action)
@@ -310,7 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(e, file=sys.stderr)
             return 1
-        args.options = resolve(vars(args), file)
+        try:
+            args.options = resolve(vars(args), file)
+        except ValueError as e:
+            print(f"gslb serve: {e}", file=sys.stderr)
+            return 1
         level, fmt = args.options.log_level, args.options.log_format
     setup(getattr(logging, level.upper()), fmt)
     try:

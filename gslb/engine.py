@@ -60,6 +60,7 @@ from gslb.serving import (
 )
 from gslb.wire import (
     TC,
+    Edns,
     Malformed,
     Query,
     RRw,
@@ -67,10 +68,28 @@ from gslb.wire import (
     encode_sections,
     header,
     header_ok,
+    nsid_option,
     opt_record,
     parse_query,
     question_end,
 )
+
+# The NSID option (RFC 5001) this process adds to replies whose query asked for it: the
+# node's name (``set_nsid``, once at start-up). A process has one name, so this is
+# process-wide rather than part of each serving state.
+_NSID = b""
+
+
+def set_nsid(name: str) -> None:
+    global _NSID
+    _NSID = nsid_option(name.encode()[:255])
+
+
+def _options(edns: Edns, scope: int) -> bytes:
+    """ECS (echoed with ``scope``) and NSID options of a reply, as the query asked."""
+    ecs = edns.ecs.option(scope) if edns.ecs is not None else b""
+    return ecs + _NSID if edns.nsid else ecs
+
 
 MAX_CHAIN = 8
 HINFO_RFC8482 = b"\x07RFC8482\x00"
@@ -178,7 +197,7 @@ def _balanced_cached(
         if edns is None:
             opt = b""
         else:
-            opt = opt_record(edns.do, 0, edns.ecs.option(scope) if edns.ecs is not None else b"")
+            opt = opt_record(edns.do, 0, _options(edns, scope))
         e.opts[scope] = opt
     body = frags[0] if len(frags) == 1 else b"".join(frags)
     question = e.question
@@ -294,8 +313,7 @@ def _finish(
         opt = b""
         limit = 512
     else:
-        ecs = edns.ecs
-        opt = opt_record(edns.do, rcode >> 4, ecs.option(scope) if ecs is not None else b"")
+        opt = opt_record(edns.do, rcode >> 4, _options(edns, scope))
         ar += 1
         limit = min(edns.payload, EDNS_MAX_UDP) if edns.payload > 512 else 512
     question = q.question

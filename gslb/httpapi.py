@@ -8,7 +8,10 @@
   GET  /v1/history                    samples every 2 s: queries answered, members in rotation
   GET  /                              the status page (self-refreshing, no build step)
   POST /v1/members/{zone}/{pool}/{member}/{action}   drain | down | up | clear
-       body (optional JSON): {"for": seconds} or {"until": unix_time}
+       body (optional JSON): {"for": seconds} or {"until": unix_time}; in a cluster also
+       "revision" (replace the override of that revision; without it, an existing override
+       is a 409 conflict) and "local": true (this node only; needed while the store is
+       unreachable, else 503)
        needs "Authorization: Bearer <token>"; without a valid one: 401, nothing changes
 
 Admin requests are logged; overrides persist in the state directory.
@@ -21,12 +24,14 @@ import hmac
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from gslb import names
+from gslb.cluster.node import Cluster, Conflict, Unreachable
 from gslb.explain import explain
 from gslb.health.process import ProberProcess
 from gslb.health.view import member_key
@@ -48,6 +53,7 @@ class ServerView(Protocol):
     facts: RuntimeFacts
     prober: ProberProcess
     overrides: Overrides
+    cluster: Cluster | None
     api_token: str | None
     history: collections.deque[dict[str, float]]
 
@@ -96,6 +102,10 @@ def make_app(server: ServerView) -> web.Application:
         server.facts.override_write_errors = server.overrides.write_errors
         geo = server.state.geo
         server.facts.geoip_reload_errors = getattr(geo, "reload_errors", 0)
+        if server.cluster is not None:
+            server.facts.cluster = server.cluster.status()
+            server.facts.cluster_errors = server.cluster.errors
+            server.facts.cluster_reconnects = server.cluster.reconnects
         body = render(server.all_stats(), server.state, server.facts)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
@@ -157,8 +167,11 @@ def make_app(server: ServerView) -> web.Application:
                 return _json(
                     {"error": 'the body must be JSON: {} or {"for": seconds} or {"until": unix_time}'}, 400
                 )
-            if not isinstance(body, dict) or set(body) - {"for", "until"}:
-                return _json({"error": "only 'for' (seconds) or 'until' (Unix time) may be given"}, 400)
+            if not isinstance(body, dict) or set(body) - {"for", "until", "revision", "local"}:
+                return _json(
+                    {"error": "only 'for' (seconds), 'until' (Unix time), 'revision', 'local' are allowed"},
+                    400,
+                )
             try:
                 if "for" in body:
                     expires = time.time() + float(body["for"])
@@ -166,7 +179,12 @@ def make_app(server: ServerView) -> web.Application:
                     expires = float(body["until"])
             except (TypeError, ValueError):
                 return _json({"error": "'for' and 'until' are numbers"}, 400)
+        else:
+            body = {}
         who = f"api {request.remote}"
+        cluster = server.cluster
+        if cluster is not None and body.get("local") is not True:
+            return await _cluster_admin(server, cluster, key, action, expires, who, body.get("revision"))
         if action == "clear":
             changed = server.overrides.clear(key, who)
         else:
@@ -174,10 +192,72 @@ def make_app(server: ServerView) -> web.Application:
             changed = True
         if changed:
             server.overrides_changed()
-        return _json({"member": "/".join(key), "action": action, "expires": expires, "changed": changed})
+        scope = "this node only" if cluster is not None else ""
+        return _json(
+            {
+                "member": "/".join(key),
+                "action": action,
+                "expires": expires,
+                "changed": changed,
+                "scope": scope,
+            }
+        )
 
     app.add_routes(routes)
     return app
+
+
+async def _cluster_admin(
+    server: ServerView,
+    cluster: Cluster,
+    key: tuple[str, str, str],
+    action: str,
+    expires: float | None,
+    who: str,
+    revision: object,
+) -> web.Response:
+    """An override for every node, through the store, compare-and-swap."""
+    if revision is not None and (isinstance(revision, bool) or not isinstance(revision, int)):
+        return _json({"error": "'revision' is the override's revision, a whole number"}, 400)
+    member = "/".join(key)
+    try:
+        if action == "clear":
+            changed = await cluster.clear_override(key, revision)
+            rev = 0
+        else:
+            o = Override(*key, action, time.time(), expires, f"{who} via {cluster.node}")  # type: ignore[arg-type]
+            rev = await cluster.set_override(o, revision)
+            changed = True
+    except Conflict as c:
+        cur = c.current
+        what = f"{cur.action} by {cur.by}" if cur is not None else "none"
+        admin_log.warning(
+            "admin: refused %s %s (by %s): conflict, the override is now %s", action, member, who, what
+        )
+        return _json(
+            {
+                "error": f"conflict: the override of {member} is now {what} (revision {c.revision}); "
+                f'repeat with "revision": {c.revision} (gslb {action} --replace) to replace it',
+                "current": None if cur is None else asdict(cur),
+                "revision": c.revision,
+            },
+            409,
+        )
+    except Unreachable as e:
+        admin_log.warning("admin: refused %s %s (by %s): %s", action, member, who, e)
+        return _json(
+            {
+                "error": f"{e}: the override was not set anywhere. To set it on this node only, "
+                'send {"local": true} (gslb ' + action + " --local)"
+            },
+            503,
+        )
+    admin_log.warning("admin: %s %s on every node (by %s, revision %d)", action, member, who, rev)
+    server.overrides_changed()
+    return _json(
+        {"member": member, "action": action, "expires": expires, "changed": changed, "scope": "cluster",
+         "revision": rev}
+    )  # fmt: skip
 
 
 def _authorized(request: web.Request, token: str | None) -> bool:
@@ -220,7 +300,17 @@ def sample(server: ServerView) -> dict[str, float]:
 
 def status_doc(server: ServerView, targets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     state = server.state
-    overrides = server.overrides.items
+    cluster = server.cluster
+    # the override each member is under, and where it lives: this node's own ones win
+    overrides: dict[tuple[str, str, str], tuple[Override, int, str]] = {}
+    if cluster is not None:
+        now = time.time()
+        for k, (co, rev) in cluster.overrides.items():
+            if co.expires is None or co.expires > now:
+                overrides[k] = (co, rev, "cluster")
+    for k, lo in server.overrides.items.items():
+        overrides[k] = (lo, 0, "this node only" if cluster is not None else "")
+    votes = state.health.votes
     by_member: dict[str, dict[str, Any]] = {}
     for ident, t in targets.items():
         for label in t.get("members", []):
@@ -235,7 +325,8 @@ def status_doc(server: ServerView, targets: dict[str, dict[str, Any]]) -> dict[s
                 k = member_key(z, p.name, m)
                 label = f"{k[0]}/{p.name}/{m.name}"
                 t = by_member.get(label, {})
-                o = overrides.get(k)
+                ov = overrides.get(k)
+                t_votes = votes.get(k)
                 st = state.health.state_of(k, m)  # the state the answers use, and why
                 members.append(
                     {
@@ -255,8 +346,21 @@ def status_doc(server: ServerView, targets: dict[str, dict[str, Any]]) -> dict[s
                         "last_error": t.get("last_error"),
                         "load": t.get("load"),
                         "override": None
-                        if o is None
-                        else {"action": o.action, "expires": o.expires, "by": o.by, "set_at": o.set_at},
+                        if ov is None
+                        else {
+                            "action": ov[0].action,
+                            "expires": ov[0].expires,
+                            "by": ov[0].by,
+                            "set_at": ov[0].set_at,
+                            "revision": ov[1] or None,
+                            "scope": ov[2],
+                        },
+                        "votes": None
+                        if t_votes is None
+                        else [
+                            {"node": n, "up": o.up, "reason": o.reason, "since": o.since, "rtt": o.rtt}
+                            for n, o in t_votes.votes
+                        ],
                         "interval": checks[p.check].interval if p.check else None,
                     }
                 )
@@ -270,4 +374,5 @@ def status_doc(server: ServerView, targets: dict[str, dict[str, Any]]) -> dict[s
             "restarts": server.prober.restarts,
         },
         "workers": server.worker_status(),
+        "cluster": None if cluster is None else cluster.status(),
     }

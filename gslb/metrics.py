@@ -82,11 +82,17 @@ class RuntimeFacts:
     prober_stats_age: float = 0.0  # seconds since the prober gave those counters (0: fresh)
     prober_stalled: bool = False
     prober_restarts: int = 0
+    cluster: dict[str, Any] | None = None  # Cluster.status() in cluster mode
+    cluster_errors: int = 0
+    cluster_reconnects: int = 0
 
 
 class _Collector(Collector):
     def __init__(self, stats: QueryStats, state: ServingState, facts: RuntimeFacts) -> None:
         self.stats, self.state, self.facts = stats, state, facts
+
+    def _cluster(self) -> Iterable[Metric]:
+        return _cluster_metrics(self.facts)
 
     def collect(self) -> Iterable[Metric]:
         yield from self._queries()
@@ -94,6 +100,7 @@ class _Collector(Collector):
         yield from self._members()
         yield from self._zones()
         yield from self._prober()
+        yield from self._cluster()
         f = self.facts
         reloads = CounterMetricFamily("gslb_zone_reloads", "Zone file loads, by result", labels=["result"])
         reloads.add_metric(["success"], f.reloads_ok)
@@ -242,6 +249,45 @@ def log_query(client: str, transport: str, reply: bytes) -> None:
         transport,
         reply[7],
         (reply[2] >> 1) & 1,
+    )
+
+
+def _cluster_metrics(f: RuntimeFacts) -> Iterable[Metric]:
+    c = f.cluster
+    if c is None:
+        return
+    yield GaugeMetricFamily(
+        "gslb_cluster_connected",
+        "1 while this node reaches the cluster store (etcd)",
+        value=int(c["connected"]),
+    )
+    yield GaugeMetricFamily(
+        "gslb_cluster_last_sync_seconds",
+        "Seconds since this node's view last matched the cluster store (0 while connected)",
+        value=c["last_sync_seconds"],
+    )
+    yield GaugeMetricFamily(
+        "gslb_cluster_alone",
+        "1 when the store has been out of reach longer than cluster_stale_after: own observations only",
+        value=int(c["alone"]),
+    )
+    yield GaugeMetricFamily(
+        "gslb_cluster_nodes",
+        "Live gslb nodes this node counts votes from, itself included",
+        value=len(c["nodes"]),
+    )
+    yield GaugeMetricFamily(
+        "gslb_cluster_serial_mismatch_zones",
+        "Zones whose SOA serial differs between live nodes",
+        value=len(c["serial_mismatch"]),
+    )
+    yield CounterMetricFamily(
+        "gslb_cluster_store_errors", "Requests to the cluster store that failed", value=f.cluster_errors
+    )
+    yield CounterMetricFamily(
+        "gslb_cluster_reconnects",
+        "Times the connection to the cluster store was lost",
+        value=f.cluster_reconnects,
     )
 
 

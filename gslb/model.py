@@ -63,6 +63,7 @@ class Check:
     send: bytes | None = None
     load_header: str | None = None  # least_loaded: the load is this response header's number ...
     load_json: str | None = None  # ... or this (dotted) field of a JSON body
+    quorum: str | None = None  # cluster mode: down votes that take a member out (None: the zone's)
 
     def __post_init__(self) -> None:
         _require(1 <= self.port <= 65535, "port must be 1..65535")
@@ -80,8 +81,9 @@ class Check:
         return tuple(getattr(self, k) for k in _CHECK_IDENTITY_KEYS)
 
 
-# keys of a check that only say when and how often to ask (and its name), not what
-CHECK_SCHEDULE_KEYS = ("name", "interval", "timeout", "fall", "rise")
+# keys of a check that only say when and how often to ask (its name, and how the cluster
+# counts the answers), not what
+CHECK_SCHEDULE_KEYS = ("name", "interval", "timeout", "fall", "rise", "quorum")
 _CHECK_IDENTITY_KEYS = tuple(k for k in Check.__dataclass_fields__ if k not in CHECK_SCHEDULE_KEYS)
 
 
@@ -235,6 +237,7 @@ class Zone:
     balanced: tuple[Balanced, ...] = ()
     checks: tuple[Check, ...] = ()
     pools: tuple[Pool, ...] = ()
+    quorum: str = "majority"  # cluster mode: the default of its checks' ``quorum``
     digest: str = field(default="", compare=False)  # content hash, for serials
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
 

@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import signal
+import ssl
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
@@ -30,17 +31,20 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from gslb.engine import build_state
+from gslb import names
+from gslb.cluster.node import Cluster
+from gslb.cluster.node import Options as ClusterOptions
+from gslb.engine import build_state, set_nsid
 from gslb.errors import Problem
 from gslb.geo_maxmind import MaxMindGeo
 from gslb.health.process import ProberProcess
-from gslb.health.view import ALL_UP, HealthView, MemberKey
+from gslb.health.view import ALL_UP, HealthView, MemberKey, member_key
 from gslb.httpapi import SAMPLE_INTERVAL, make_app, sample
 from gslb.metrics import QueryStats, RuntimeFacts
 from gslb.model import Zone
 from gslb.overrides import Overrides
 from gslb.rrl import RateLimiter
-from gslb.serverconfig import ServeOptions
+from gslb.serverconfig import ServeOptions, endpoints
 from gslb.serving import ServingState, dismantle
 from gslb.transport.tcp import TcpLimits, serve_tcp
 from gslb.transport.udp import MmsgTransport, serve_udp
@@ -92,6 +96,7 @@ class Answerer:
         if self.geo is not None and announce:
             log.info("GeoIP: %s", self.geo.describe())
         self.rng = random.Random(seed)
+        set_nsid(opts.nsid_text)
         nets = tuple(ipaddress.ip_network(n, strict=False) for n in opts.axfr_allow)
         self.limits = TcpLimits(opts.tcp_idle, opts.tcp_max, nets)
         self.stats = QueryStats()
@@ -243,6 +248,11 @@ class Server(Answerer):
         self.pool: Workers | None = None
         self.overrides = Overrides(opts.state_path)
         self.history: collections.deque[dict[str, float]] = collections.deque(maxlen=300)  # 10 min at 2 s
+        self.local = ALL_UP  # this node's prober view (in a cluster: one vote of several)
+        self._version = 0
+        self.cluster = (
+            Cluster(_cluster_options(opts), self._cluster_changed, opts.state_path) if opts.cluster else None
+        )
         self.prober = ProberProcess(
             self.set_health,
             opts.state_path,
@@ -253,16 +263,33 @@ class Server(Answerer):
 
     # -- health ---------------------------------------------------------------------
     def effective_health(self) -> HealthView:
-        """What the checks say, with the runtime overrides applied."""
-        return self.health.with_forced(self.overrides.active())
+        """What the checks (or the cluster's votes) say, with the runtime overrides applied:
+        the cluster's, then this node's own (local-only) ones on top."""
+        forced = self.overrides.active()
+        if self.cluster is not None:
+            shared = {k: o.action for k, o in self.cluster.active_overrides(time.time()).items()}
+            forced = {**shared, **forced}
+        return self.health.with_forced(forced)
 
     def zones_changed(self) -> None:
+        if self.cluster is not None:
+            self.cluster.set_zones(_quorums(self.zones()), self.cluster.serials, self.cluster.digests)
         self.prober.update(self.zones())
+        if self.cluster is not None:
+            self.set_health(self.local)  # quorums may have changed; and the persisted votes at start
 
     def reloaded(self) -> None:
         log.info("serving %d zone(s), generation %d", len(self.zoneset.loaded), self.zoneset.generation)
+        self._tell_serials()
         if self.pool is not None:
             self.pool.reload()
+
+    def _tell_serials(self) -> None:
+        if self.cluster is not None:
+            zones = self.state.zones.items()
+            serials = {names.to_text(o): cz.serial for o, cz in zones}
+            digests = {names.to_text(o): cz.zone.digest[:16] for o, cz in zones}
+            self.cluster.set_zones(self.cluster.quorum, serials, digests)
 
     def set_loads(self, loads: dict[MemberKey, float]) -> None:
         self.state = self.state.with_loads(loads)
@@ -270,7 +297,13 @@ class Server(Answerer):
             self.pool.loads(loads)
 
     def set_health(self, health: HealthView) -> None:
-        """The prober's view (without overrides): answers follow it at once."""
+        """The prober's view (without overrides): answers follow it at once (in a
+        cluster: this node's votes, counted with the other nodes')."""
+        self.local = health
+        if self.cluster is not None:
+            self.cluster.set_own(self.prober.obs)
+            self._version += 1
+            health = self.cluster.view(health, self._version)
         self.health = health
         effective = self.effective_health()
         self.state = self.state.with_health(effective)
@@ -278,7 +311,11 @@ class Server(Answerer):
             self.pool.health(effective)
 
     def overrides_changed(self) -> None:
-        self.set_health(self.health)
+        self.set_health(self.local)
+
+    def _cluster_changed(self) -> None:
+        """The votes, the live nodes or the shared overrides changed."""
+        self.set_health(self.local)
 
     # -- what the API shows -----------------------------------------------------------
     def tcp_open(self) -> int:
@@ -340,7 +377,12 @@ class Server(Answerer):
                 break
             if interval > 0:
                 await self.reload()
-            if self.overrides.expire(time.time()):
+            now = time.time()
+            expired = self.overrides.expire(now)
+            if self.cluster is not None:
+                expired |= self.cluster.expire(now)
+                self.cluster.tick()
+            if expired:
                 self.overrides_changed()
             if interval > 0 and self.geo is not None:
                 self.geo.maybe_reload()  # swaps readers in place; the state keeps the object
@@ -364,6 +406,9 @@ class Server(Answerer):
             await self.start_api()
             sampler = loop.create_task(self._sample())
             await self.prober.start(watchdog_after=self.opts.stall_after)
+            if self.cluster is not None:
+                self._tell_serials()
+                await self.cluster.start()
             log.info(
                 "gslb ready: %d zone(s), %d health target(s), %d worker(s), pid %d",
                 len(self.zoneset.loaded), self.prober.targets, self.opts.workers, os.getpid(),
@@ -374,9 +419,39 @@ class Server(Answerer):
                 sampler.cancel()
             if self.pool is not None:
                 await self.pool.stop()
+            if self.cluster is not None:
+                await self.cluster.stop()
             await self.prober.stop()
             await self.close()
             log.info("stopped")
+
+
+def _quorums(zones: list[Zone]) -> dict[MemberKey, str]:
+    """Each checked member's quorum: its check's, else its zone's."""
+    out: dict[MemberKey, str] = {}
+    for z in zones:
+        checks = {c.name: c for c in z.checks}
+        for p in z.pools:
+            if p.check is None:
+                continue
+            q = checks[p.check].quorum or z.quorum
+            for m in p.members:
+                out[member_key(z, p.name, m)] = q
+    return out
+
+
+def _cluster_options(o: ServeOptions) -> ClusterOptions:
+    """The cluster's settings; an unreadable TLS file is an OSError (one line at start)."""
+    tls = None
+    if o.cluster_ca or o.cluster_cert:
+        tls = ssl.create_default_context(cafile=o.cluster_ca)
+        if o.cluster_cert:
+            tls.load_cert_chain(o.cluster_cert, o.cluster_key)
+    assert o.cluster is not None
+    return ClusterOptions(
+        tuple(endpoints(o.cluster)), o.node_name, o.region or "", o.cluster_prefix,
+        o.cluster_lease_ttl, o.cluster_stale_after, tls,
+    )  # fmt: skip
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

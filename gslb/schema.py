@@ -27,6 +27,11 @@ _STATUS_ONE: dict[str, Any] = {
 }
 _IP: dict[str, Any] = {"type": "string", "description": "IPv4 or IPv6 address"}
 
+_QUORUM: dict[str, Any] = {
+    "description": "cluster mode: down votes that take a member out (majority, any, all or N%)",
+    "anyOf": [{"enum": ["majority", "any", "all"]}, {"type": "string", "pattern": r"^\d{1,3}(\.\d+)?\s*%$"}],
+}
+
 
 def _obj(props: dict[str, Any], required: tuple[str, ...] = (), desc: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
@@ -58,6 +63,7 @@ CHECK = _obj(
         "timeout": _DURATION,
         "fall": {"type": "integer", "minimum": 1, "maximum": 100},
         "rise": {"type": "integer", "minimum": 1, "maximum": 100},
+        "quorum": _QUORUM,
         "send": {"type": "string"},
         "load": _obj({"header": {"type": "string"}, "json": {"type": "string"}}),
     },
@@ -164,6 +170,7 @@ SCHEMA: dict[str, Any] = {
             "ttl": _TTL,
             "ns_ttl": _TTL,
             "ecs": {"type": "boolean"},
+            "quorum": _QUORUM,
             "soa": _obj(
                 {
                     "mname": {"type": "string"},

@@ -17,6 +17,8 @@ import argparse
 import dataclasses
 import difflib
 import ipaddress
+import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ Listen = tuple[str, int]
 
 def _opt(kind: str, default: Any, help: str, metavar: str | None = None, flag: bool = True) -> Any:
     """A ServeOptions field. ``kind``: path, listens, listen_or_off, num, int, networks,
-    choice:<a|b|...>; ``flag``: False for options the top-level parser owns."""
+    etcd, name, prefix, choice:<a|b|...>; ``flag``: False for options the top-level parser owns."""
     return field(default=default, metadata={"kind": kind, "help": help, "metavar": metavar, "flag": flag})
 
 
@@ -99,10 +101,61 @@ class ServeOptions:
         "and one HTTP API whatever N is (default 1)",
         "N",
     )
+    cluster: str | None = _opt(
+        "etcd",
+        None,
+        "cluster mode: share health votes and overrides with the other gslb nodes through etcd "
+        "(docs/cluster.md); none: this node decides alone",
+        "etcd://HOST:PORT[,HOST:PORT...]",
+    )
+    node: str | None = _opt("name", None, "this node's name in the cluster (default: the host name)", "NAME")
+    region: str | None = _opt("name", None, "this node's region or site, shown to operators", "R")
+    cluster_prefix: str = _opt(
+        "prefix", "/gslb/", "etcd key prefix of this cluster (default /gslb/)", "PREFIX"
+    )
+    cluster_ca: str | None = _opt(
+        "path", None, "CA file that signed the etcd server certificates (TLS)", "PATH"
+    )
+    cluster_cert: str | None = _opt("path", None, "client certificate for etcd (TLS, RBAC by CN)", "PATH")
+    cluster_key: str | None = _opt("path", None, "private key of --cluster-cert", "PATH")
+    cluster_lease_ttl: int = _opt(
+        "int", 10, "seconds a node's votes outlive it when it dies or is cut off (lease TTL, 2..300)", "S"
+    )
+    cluster_stale_after: float = _opt(
+        "num",
+        30.0,
+        "seconds without the store before this node decides from its own observations only",
+        "S",
+    )
+    nsid: str | None = _opt(
+        "name",
+        None,
+        "name sent to queries that ask for it (NSID, RFC 5001; default: the node name in a "
+        "cluster, none otherwise)",
+        "TEXT",
+    )
     log_level: str = _opt("choice:debug|info|warning|error", "info", "log level", flag=False)
     log_format: str = _opt(
         "choice:text|json", "text", "text for people, json (one object per line) for log shippers", flag=False
     )
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.cluster_lease_ttl <= 300:
+            raise ValueError(f"cluster_lease_ttl must be 2..300 seconds, got {self.cluster_lease_ttl}")
+        if (self.cluster_cert is None) != (self.cluster_key is None):
+            raise ValueError("cluster_cert and cluster_key go together")
+
+    @property
+    def node_name(self) -> str:
+        """This node's name: ``node``, else the host name."""
+        return self.node or socket.gethostname().split(".")[0] or "gslb"
+
+    @property
+    def nsid_text(self) -> str:
+        """What NSID answers: ``nsid``, else the node name in a cluster, else nothing."""
+        if self.nsid is not None:
+            return self.nsid
+        return self.node_name if self.cluster else ""
 
     @property
     def state_path(self) -> Path | None:
@@ -140,6 +193,37 @@ def _network(text: object) -> str:
         raise ValueError(f"bad network {text!r}: {e}") from None
 
 
+def parse_etcd(text: str) -> str:
+    """``etcd://HOST:PORT[,HOST:PORT...]``, checked; ValueError when malformed."""
+    endpoints(text)
+    return text
+
+
+def endpoints(text: str) -> list[str]:
+    """``etcd://HOST:PORT[,HOST:PORT...]`` -> ``["HOST:PORT", ...]``."""
+    if not text.startswith("etcd://"):
+        raise ValueError(f"expected etcd://HOST:PORT[,HOST:PORT...], got {text!r}")
+    out = []
+    for part in text[len("etcd://") :].split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad etcd endpoint {part!r} (expected HOST:PORT)")
+        out.append(part.strip())
+    return out
+
+
+def _name(v: Any) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", v):
+        raise ValueError(f"expected a name of letters, digits, '.', '_' or '-' (at most 63), got {v!r}")
+    return v
+
+
+def _prefix(v: Any) -> str:
+    if not isinstance(v, str) or not v.startswith("/") or " " in v:
+        raise ValueError(f"expected a key prefix starting with '/', e.g. /gslb/, got {v!r}")
+    return v if v.endswith("/") else v + "/"
+
+
 def _str(v: Any) -> str:
     if not isinstance(v, str):
         raise ValueError(f"expected ADDR:PORT as a string, got {v!r}")
@@ -172,6 +256,16 @@ def _value(kind: str, v: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"expected a whole number >= 0, got {v!r}")
         return v
+    if kind == "etcd":
+        if v is None:
+            return None
+        if not isinstance(v, str):
+            raise ValueError(f"expected etcd://HOST:PORT[,HOST:PORT...], got {v!r}")
+        return parse_etcd(v)
+    if kind == "name":
+        return None if v is None else _name(v)
+    if kind == "prefix":
+        return _prefix(v)
     if kind.startswith("choice:"):
         choices = kind[7:].split("|")
         if v not in choices:
@@ -187,6 +281,8 @@ def _flag_value(kind: str) -> Callable[[str], Any]:
         try:
             if kind in ("listens", "listen_or_off"):
                 return parse_listen(text)
+            if kind in ("etcd", "name", "prefix"):
+                return _value(kind, text)
             if kind == "networks":
                 return _network(text)
             if kind in ("num", "int"):

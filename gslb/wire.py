@@ -32,6 +32,7 @@ OPCODE_MASK = 0x7800
 
 OPT = 41
 OPT_ECS = 8
+OPT_NSID = 3
 
 _HDR = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
@@ -65,6 +66,7 @@ class Edns(NamedTuple):
     version: int
     do: bool
     ecs: Ecs | None
+    nsid: bool = False  # the query asks for the server's name (RFC 5001)
 
 
 class Query(NamedTuple):
@@ -171,6 +173,7 @@ def _opt_fields(data: bytes, rdpos: int, rdlen: int, payload: int, ttl: int) -> 
     if not rdlen:
         return Edns(payload if payload > 512 else 512, version, do, None)
     ecs = None
+    nsid = False
     pos, end = rdpos, rdpos + rdlen
     while pos < end:
         if pos + 4 > end:
@@ -183,8 +186,15 @@ def _opt_fields(data: bytes, rdpos: int, rdlen: int, payload: int, ttl: int) -> 
             if ecs is not None:
                 raise Malformed("two ECS options")
             ecs = _parse_ecs(data[pos : pos + olen])
+        elif code == OPT_NSID:
+            nsid = True
         pos += olen
-    return Edns(max(512, payload), version, do, ecs)
+    return Edns(max(512, payload), version, do, ecs, nsid)
+
+
+def nsid_option(name: bytes) -> bytes:
+    """The NSID option a reply carries (RFC 5001), or b"" for no name."""
+    return _H.pack(OPT_NSID) + _H.pack(len(name)) + name if name else b""
 
 
 def parse_query(data: bytes) -> Query:

@@ -13,7 +13,7 @@ from gslb.yamlsrc import Located
 
 _CHECK_KEYS = (
     "type", "port", "path", "host", "method", "headers", "expect",
-    "tls_verify", "ca_file", "interval", "timeout", "fall", "rise", "send", "load",
+    "tls_verify", "ca_file", "interval", "timeout", "fall", "rise", "send", "load", "quorum",
 )  # fmt: skip
 
 CHECK_TYPES = ("tcp", "http", "https")
@@ -106,6 +106,7 @@ def _check(ctx: _Ctx, name: str, loc: Located) -> Check | None:
     fall = _opt(m, "fall", lambda v: ctx.int_(v, f"{key}.fall", 1, 100), 3)
     rise = _opt(m, "rise", lambda v: ctx.int_(v, f"{key}.rise", 1, 100), 2)
     send = _opt(m, "send", lambda v: ctx.str_(v, f"{key}.send"), None)
+    quorum = _opt(m, "quorum", lambda v: ctx.quorum(v, f"{key}.quorum"), None)
     load_header = load_json = None
     if "load" in m:
         lk = f"{key}.load"
@@ -142,6 +143,7 @@ def _check(ctx: _Ctx, name: str, loc: Located) -> Check | None:
         send=send.encode() if send is not None else None,
         load_header=load_header,
         load_json=load_json,
+        quorum=quorum,
     )
 
 

@@ -15,6 +15,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from gslb import names
+from gslb.cluster.votes import parse_quorum
 from gslb.errors import Problem
 from gslb.model import (
     IPAddress,
@@ -121,6 +122,13 @@ class _Ctx:
             self.err(loc, key, f"must be {_fmt_secs(low)}..{_fmt_secs(high)}, got {_fmt_secs(secs)}")
             return None
         return secs
+
+    def quorum(self, loc: Located, key: str) -> str | None:
+        try:
+            return parse_quorum(loc.value)
+        except ValueError as e:
+            self.err(loc, key, str(e))
+            return None
 
     def ip(self, loc: Located, key: str) -> IPAddress | None:
         text = self.str_(loc, key)

@@ -52,7 +52,10 @@ def load_zone(
 
 def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
     top = ctx.mapping(
-        doc, "", ("zone", "nameservers"), ("ttl", "ns_ttl", "ecs", "soa", "checks", "pools", "records")
+        doc,
+        "",
+        ("zone", "nameservers"),
+        ("ttl", "ns_ttl", "ecs", "quorum", "soa", "checks", "pools", "records"),
     )
     if top is None:
         return None
@@ -70,6 +73,7 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
     ttl_ = ttl if ttl is not None else DEFAULT_TTL
 
     ctx.ecs_default = _opt(top, "ecs", lambda v: ctx.bool_(v, "ecs"), True) is not False
+    quorum = _opt(top, "quorum", lambda v: ctx.quorum(v, "quorum"), "majority")
     ns_ttl = _opt(top, "ns_ttl", lambda v: ctx.int_(v, "ns_ttl", 0, TTL_MAX), ttl_)
     ns_ttl_ = ns_ttl if ns_ttl is not None else ttl_
     ns_hosts, glue = _nameservers(ctx, top.get("nameservers"), origin, ttl_)
@@ -102,6 +106,7 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
         path=ctx.path,
         ttl=ttl_,
         ns_ttl=ns_ttl_,
+        quorum=quorum or "majority",
         soa=soa,
         nameservers=tuple(ns_hosts),
         rrsets=tuple(rrsets),

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gslb import names
+from gslb.cluster.votes import Obs
 from gslb.health.checks import CheckFn, Target, TargetKey, registry
 from gslb.health.checks.http import HttpClient
 from gslb.health.state import Result, TargetState, Transition, observe
@@ -74,6 +75,7 @@ class _Slot:
     stale_reported: bool = False
     load: float | None = None  # last reported load and when (monotonic)
     load_at: float = 0.0
+    known: bool = False  # the state comes from a persisted or earlier state, not fail-open
 
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
@@ -166,7 +168,9 @@ class Prober:
         if seed:
             self.persisted.update(seed)
         self._reported: TargetStates = {}  # what state_delta() has handed out
+        self._obs_reported: dict[MemberKey, tuple[bool, float]] = {}  # what obs_delta() has
         self._save_pending = False
+        self._publish_pending = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchdog: threading.Thread | None = None
         self._watch_stop = threading.Event()
@@ -211,7 +215,7 @@ class Prober:
                     log.info("%s starts DOWN (persisted state since %s)", t.ident, _when(st.since))
             else:
                 st = TargetState.initial(True, now)
-            slot = _Slot(t, w.members, w.labels, st)
+            slot = _Slot(t, w.members, w.labels, st, known=bool(was_down) or saved is not None)
             self.slots[key] = slot
             if self._running:
                 self._start(slot, first=True)
@@ -334,9 +338,14 @@ class Prober:
         c = slot.target.check
         if result.load is not None:
             slot.load, slot.load_at = result.load, time.monotonic()
+        first = slot.state.last is None and not slot.known
         slot.state, tr = observe(slot.state, result, c.rise, c.fall)
         if tr is not None:
             self._transition(slot, tr)
+        elif first:
+            # a first result is news to the cluster (this node's vote on its members)
+            # even without a transition; the first round's results go out together
+            self._publish_soon()
 
     def _transition(self, slot: _Slot, tr: Transition) -> None:
         what = "UP" if tr.up else "DOWN"
@@ -372,6 +381,17 @@ class Prober:
         self.version += 1
         self.publish(self.view())
 
+    def _publish_soon(self) -> None:
+        if self._publish_pending:
+            return
+        self._publish_pending = True
+
+        def go() -> None:
+            self._publish_pending = False
+            self._publish()
+
+        asyncio.get_running_loop().call_later(0.05, go)
+
     def state_delta(self) -> TargetStates:
         """Target states that changed since the last call (for the server, which keeps
         them to seed a restarted prober)."""
@@ -380,6 +400,34 @@ class Prober:
             ident, st = slot.target.ident, {"up": slot.state.up, "since": slot.state.since}
             if self._reported.get(ident) != st:
                 out[ident] = self._reported[ident] = st
+        return out
+
+    def obs_delta(self) -> dict[MemberKey, Obs | None]:
+        """This node's observation of each member whose target changed state, or got its
+        first result, since the last call (None: no longer observed). A target that was
+        never probed and has no earlier state has no observation: it does not vote."""
+        out: dict[MemberKey, Obs | None] = {}
+        seen: set[MemberKey] = set()
+        for slot in self.slots.values():
+            st = slot.state
+            if st.last is None and not slot.known:
+                continue
+            mark = (st.up, st.since)
+            obs: Obs | None = None
+            for k in slot.members:
+                seen.add(k)
+                if self._obs_reported.get(k) == mark:
+                    continue
+                if obs is None:
+                    shown = st.last if st.up else (st.last_error or st.last)
+                    reason = shown.reason if shown is not None else "earlier state"
+                    rtt = st.last.duration if st.last is not None else None
+                    obs = Obs(st.up, reason, st.since, rtt, slot.load)
+                out[k] = obs
+                self._obs_reported[k] = mark
+        for k in set(self._obs_reported) - seen:
+            del self._obs_reported[k]
+            out[k] = None
         return out
 
     # -- persistence -------------------------------------------------------------

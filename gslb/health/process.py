@@ -39,6 +39,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from gslb.cluster.votes import Obs
 from gslb.health.prober import Prober, load_state, targets_of
 from gslb.health.view import HealthView, MemberKey, TargetStates, down_from_states
 from gslb.logs import current as current_logging
@@ -72,6 +73,7 @@ ToProber = Zones | Ask | StopProber
 class Health(NamedTuple):
     view: HealthView
     states: TargetStates  # target states that changed since the last Health
+    obs: dict[MemberKey, Obs | None]  # this node's observations that changed (cluster votes)
 
 
 class Beat(NamedTuple):
@@ -113,6 +115,9 @@ class ProberProcess:
         self.nice = nice
         # the last state of every target that the child reported (at first: the state file)
         self.states: TargetStates = load_state(state_dir)
+        # this node's observation of each member (what it votes in a cluster): from the
+        # persisted states until the child reports, then the child's
+        self.obs: dict[MemberKey, Obs] = {}
         self.zones: list[Zone] = []
         self.targets = 0
         self.view = HealthView()
@@ -139,6 +144,12 @@ class ProberProcess:
         if not self.child_view_seen:
             # until the child reports, serve what was persisted (down stays down)
             down = down_from_states(((w.target.ident, w.members) for w in targets.values()), self.states)
+            self.obs = {
+                k: Obs(bool(saved["up"]), "persisted state", float(saved["since"]))
+                for w in targets.values()
+                if (saved := self.states.get(w.target.ident)) is not None
+                for k in w.members
+            }
             persisted = HealthView(down, 0)
             if persisted != self.view:
                 self._set(persisted)
@@ -271,8 +282,15 @@ class ProberProcess:
     def _handle(self, msg: FromProber) -> None:
         self.last_beat = time.monotonic()
         if isinstance(msg, Health):
+            if not self.child_view_seen:
+                self.obs = {}  # the child reports every member it knows in its first message
             self.child_view_seen = True
             self.states.update(msg.states)
+            for k, o in msg.obs.items():
+                if o is None:
+                    self.obs.pop(k, None)
+                else:
+                    self.obs[k] = o
             self._set(msg.view)
         elif isinstance(msg, Loads):
             if self.publish_loads is not None:
@@ -369,7 +387,7 @@ async def _child(
             stop.set()  # the parent is gone
 
     prober = Prober(
-        lambda view: send(Health(view, prober.state_delta())),
+        lambda view: send(Health(view, prober.state_delta(), prober.obs_delta())),
         state_dir,
         concurrency,
         publish_loads=lambda loads: send(Loads(loads)),

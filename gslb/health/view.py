@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gslb import names
+from gslb.cluster.votes import Tally
 from gslb.model import Member, Zone
 
 MemberKey = tuple[str, str, str]  # (zone origin text, pool name, member address)
@@ -72,6 +73,10 @@ class HealthView:
     version: int = 0
     # runtime overrides (admin API): member -> "up" | "down" | "drain"
     forced: Mapping[MemberKey, str] = field(default_factory=dict)
+    # cluster mode: the nodes' votes behind ``down`` (gslb.cluster), and a note when this
+    # node decides from its own observations only (the store is out of reach too long)
+    votes: Mapping[MemberKey, Tally] = field(default_factory=dict)
+    alone: str = ""
 
     def state_of(self, key: MemberKey, member: Member) -> MemberState:
         """The member's state and why: the one place the precedence is written."""
@@ -82,13 +87,23 @@ class HealthView:
         f = self.forced.get(key)
         if f is not None:
             return _FORCED[f]
+        t = self.votes.get(key)
+        if t is not None:
+            return MemberState("down" if key in self.down else "up", f"cluster vote, {t}")
+        if self.alone and key in self.down:
+            return MemberState("down", f"health check ({self.alone})")
         return _CHECK_DOWN if key in self.down else _CHECK_UP
 
     def is_up(self, key: MemberKey, member: Member) -> bool:
-        return self.state_of(key, member).in_rotation
+        if member.status != "obey":
+            return member.status == "up"
+        f = self.forced.get(key)
+        if f is not None:
+            return f == "up"
+        return key not in self.down
 
     def with_forced(self, forced: Mapping[MemberKey, str]) -> HealthView:
-        return HealthView(self.down, self.version, forced)
+        return HealthView(self.down, self.version, forced, self.votes, self.alone)
 
 
 ALL_UP = HealthView()

@@ -1,0 +1,353 @@
+"""Cluster mode, measured: drain propagation, answers while the store flaps, etcd traffic.
+
+    python bench/cluster.py [--drains 40] [--flap-seconds 30] [--members 1000,5000]
+
+Starts a 3-member etcd cluster (Debian's etcd) and gslb nodes on loopback, all on
+free ports, and measures three things:
+
+1. **Drain propagation**: a drain sent to node a's API, then the time until nodes b and
+   c answer without the member (each queried over UDP every 2 ms), then a clear and the
+   time until it is back; p50/p99 over ``--drains`` rounds.
+2. **Answers while the store flaps**: node a answers a steady 2,000 queries/s (UDP, a
+   Python client that matches replies by ID) for ``--flap-seconds`` with the store
+   stable, then as long again while every etcd member is SIGSTOPped for 3 s and resumed
+   for 3 s, over and over. Latency p50/p99/max and lost queries, side by side.
+3. **etcd traffic per node**: zones with ``--members`` members (TCP checks to
+   127.0.x.y, every 2 s, one listener on 0.0.0.0 answering them all), three nodes:
+   bytes and requests each node sends and receives (its own counters, /v1/status) in
+   the steady state, and for one mass failure (the listener is closed, every member
+   goes down on every node) and recovery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import GslbProcess  # noqa: E402
+from tests.etcd import EtcdCluster  # noqa: E402
+from tests.targets import Target, free_port  # noqa: E402
+
+TOKEN = "bench-token"
+HOSTS = ["127.0.0.71", "127.0.0.73"]
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
+def api(srv: GslbProcess, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{srv.api_port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+    )
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def query_bytes(qid: int, name: str = "www.c.test.") -> bytes:
+    q = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + q + struct.pack("!HH", 1, 1)
+
+
+def a_records(reply: bytes) -> set[str]:
+    """The A addresses of a reply to query_bytes (answers are name-compressed, 16 octets each)."""
+    an = struct.unpack_from("!H", reply, 6)[0]
+    pos = 12
+    while reply[pos]:
+        pos += 1 + reply[pos]
+    pos += 5
+    out = set()
+    for _ in range(an):
+        rdlen = struct.unpack_from("!H", reply, pos + 10)[0]
+        if rdlen == 4:
+            out.add(socket.inet_ntoa(reply[pos + 12 : pos + 16]))
+        pos += 12 + rdlen
+    return out
+
+
+class Prober:
+    """A UDP socket asking one node again and again."""
+
+    def __init__(self, srv: GslbProcess) -> None:
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.s.connect(("127.0.0.1", srv.port))
+        self.s.settimeout(1)
+        self.n = 0
+
+    def answers(self) -> set[str]:
+        self.n = (self.n + 1) & 0xFFFF
+        self.s.send(query_bytes(self.n))
+        while True:
+            r = self.s.recv(4096)
+            if struct.unpack_from("!H", r)[0] == self.n:
+                return a_records(r)
+
+
+def zone(port: int, blind: bool = False) -> str:
+    return f"""zone: c.test.
+nameservers: {{ns1.c.test.: [192.0.2.53]}}
+checks:
+  web: {{type: http, port: {port}, path: /healthz, interval: 1s, timeout: 0.5s}}
+pools:
+  p: {{check: web, members: [{{address: {HOSTS[0]}, name: m1}}, {{address: {HOSTS[1]}, name: m2}}]}}
+records:
+  www: [{{types: [A], ttl: 5, answer: {{select: all}}, rules: [{{pools: [p]}}]}}]
+"""
+
+
+def start_nodes(
+    work: Path, etcd: EtcdCluster, zones: dict[str, str], extra: tuple[str, ...] = ()
+) -> list[GslbProcess]:
+    (work / "token").write_text(TOKEN)
+    out = []
+    for name, text in zones.items():
+        zdir = work / f"zones-{name}"
+        zdir.mkdir(exist_ok=True)
+        (zdir / "c.test.yaml").write_text(text)
+        out.append(
+            GslbProcess(
+                zdir,
+                work / f"{name}.log",
+                ["--cluster", etcd.url, "--node", name, "--api-token-file", str(work / "token"), *extra],
+                state_dir=work / f"state-{name}",
+            )
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if all(len(api(s, "GET", "/v1/status")["cluster"]["nodes"]) == len(out) for s in out):
+            return out
+        time.sleep(0.1)
+    raise RuntimeError("the nodes did not see each other")
+
+
+def propagation(work: Path, etcd: EtcdCluster, rounds: int) -> None:
+    port = free_port(HOSTS)
+    targets = [Target(h, port) for h in HOSTS]
+    nodes = start_nodes(work, etcd, {n: zone(port) for n in "abc"})
+    a, b, c = nodes
+    pb, pc = Prober(b), Prober(c)
+    both = set(HOSTS)
+    while pb.answers() != both or pc.answers() != both:
+        time.sleep(0.05)
+    drain, back = [], []
+    for _ in range(rounds):
+        for action, want, out in (("drain", {HOSTS[1]}, drain), ("clear", both, back)):
+            t0 = time.monotonic()
+            api(a, "POST", f"/v1/members/c.test/p/m1/{action}", {})
+            done = {"b": False, "c": False}
+            while not all(done.values()):
+                for k, p in (("b", pb), ("c", pc)):
+                    if not done[k] and p.answers() == want:
+                        done[k] = True
+                        out.append(time.monotonic() - t0)
+                time.sleep(0.002)
+                if time.monotonic() - t0 > 10:
+                    raise RuntimeError(f"{action} did not propagate")
+            time.sleep(random.uniform(0.05, 0.3))
+    for s in nodes:
+        s.stop()
+    for t in targets:
+        t.close()
+    print(f"\n## Drain propagation (node a's API -> nodes b and c answer it), {rounds} rounds x 2 nodes")
+    print("| change | p50 ms | p99 ms | max ms |\n|---|---|---|---|")
+    for label, xs in (("drain: member leaves the answers", drain), ("clear: member is back", back)):
+        print(f"| {label} | {pct(xs, 50) * 1000:.1f} | {pct(xs, 99) * 1000:.1f} | {max(xs) * 1000:.1f} |")
+
+
+async def load(port: int, seconds: float, qps: int) -> tuple[list[float], int, int]:
+    """Send ``qps`` queries/s for ``seconds``; (latencies, sent, lost)."""
+    loop = asyncio.get_running_loop()
+    sent: dict[int, float] = {}
+    lat: list[float] = []
+
+    class P(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            t = sent.pop(struct.unpack_from("!H", data)[0], None)
+            if t is not None:
+                lat.append(time.monotonic() - t)
+
+    tr, _ = await loop.create_datagram_endpoint(P, remote_addr=("127.0.0.1", port))
+    n = total = 0
+    t0 = time.monotonic()
+    while (now := time.monotonic()) - t0 < seconds:
+        due = int((now - t0) * qps)
+        while total < due:
+            n = (n + 1) & 0xFFFF
+            sent[n] = time.monotonic()
+            tr.sendto(query_bytes(n))
+            total += 1
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(1.0)
+    tr.close()
+    return lat, total, len(sent)
+
+
+def flapping(work: Path, etcd: EtcdCluster, seconds: float) -> None:
+    port = free_port(HOSTS)
+    targets = [Target(h, port) for h in HOSTS]
+    nodes = start_nodes(work, etcd, {"a": zone(port), "b": zone(port)})
+    a = nodes[0]
+    rows = []
+    for label, flap in (("store stable", False), ("store stopped 3 s / resumed 3 s, repeatedly", True)):
+        stop = threading.Event()
+
+        def flapper(stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                for i in range(3):
+                    etcd.signal(i, signal.SIGSTOP)
+                stop.wait(3)
+                for i in range(3):
+                    etcd.signal(i, signal.SIGCONT)
+                stop.wait(3)
+
+        th = threading.Thread(target=flapper) if flap else None
+        if th:
+            th.start()
+        lat, total, lost = asyncio.run(load(a.port, seconds, 2000))
+        stop.set()
+        if th:
+            th.join()
+        rows.append((label, lat, total, lost))
+    st = api(a, "GET", "/v1/status")["cluster"]
+    for s in nodes:
+        s.stop()
+    for t in targets:
+        t.close()
+    print(f"\n## Node a answering 2,000 queries/s for {seconds:g} s (Python UDP client, loopback)")
+    print("| store | queries | lost | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|")
+    for label, lat, total, lost in rows:
+        print(
+            f"| {label} | {total} | {lost} | {pct(lat, 50) * 1000:.2f} | {pct(lat, 99) * 1000:.2f} "
+            f"| {max(lat) * 1000:.1f} |"
+        )
+    print(f"(node a lost and regained the store {st.get('reconnects', '?')} times)")
+
+
+def big_zone(members: int, port: int) -> str:
+    mem = ", ".join(f"{{address: 127.1.{i // 250}.{i % 250 + 1}}}" for i in range(members))
+    return f"""zone: c.test.
+nameservers: {{ns1.c.test.: [192.0.2.53]}}
+checks:
+  t: {{type: tcp, port: {port}, interval: 2s, timeout: 1s, fall: 2, rise: 2}}
+pools:
+  p: {{check: t, members: [{mem}]}}
+records:
+  www: [{{types: [A], ttl: 5, answer: {{select: all}}, rules: [{{pools: [p]}}]}}]
+"""
+
+
+def traffic(work: Path, etcd: EtcdCluster, members: int) -> list[str]:
+    port = free_port(["0.0.0.0"])
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", port))
+    listener.listen(4096)
+    stop_accept = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop_accept.is_set():
+            try:
+                c, _ = listener.accept()
+                c.close()
+            except OSError:
+                continue
+
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    sub = work / f"traffic{members}"
+    sub.mkdir()
+    nodes = start_nodes(
+        sub, etcd, {n: big_zone(members, port) for n in "abc"}, ("--probe-concurrency", "1024")
+    )
+
+    def counters() -> tuple[float, float, float]:
+        st = api(nodes[0], "GET", "/v1/status")["cluster"]["traffic"]
+        return time.monotonic(), st["bytes_out"] + st["bytes_in"], st["requests"]
+
+    def wait_all(up: bool) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ok = True
+            for s in nodes:
+                ms = api(s, "GET", "/v1/status")["members"]
+                if sum(m["in_rotation"] == up for m in ms) != members:
+                    ok = False
+            if ok:
+                return
+            time.sleep(0.5)
+        raise RuntimeError("members did not all change state")
+
+    wait_all(True)
+    time.sleep(3)
+    t0, b0, r0 = counters()
+    time.sleep(20)
+    t1, b1, r1 = counters()
+    steady = ((b1 - b0) / (t1 - t0), (r1 - r0) / (t1 - t0))
+    stop_accept.set()
+    th.join()
+    listener.close()
+    wait_all(False)
+    time.sleep(2)
+    _, b2, r2 = counters()
+    for s in nodes:
+        s.stop()
+    return [
+        f"| {members} | steady (beats) | {steady[0] / 1024:.1f} KiB/s | {steady[1]:.1f} req/s |",
+        f"| {members} | every member down on every node, once | {(b2 - b1) / 1024:.0f} KiB in all | "
+        f"{r2 - r1:.0f} requests in all |",
+    ]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--drains", type=int, default=40)
+    ap.add_argument("--flap-seconds", type=float, default=30)
+    ap.add_argument("--members", default="1000,5000")
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="gslb-cluster-bench-"))
+    etcd = EtcdCluster(work / "etcd")
+    try:
+        for sub in ("p", "f"):
+            (work / sub).mkdir()
+        propagation(work / "p", etcd, a.drains)
+        flapping(work / "f", etcd, a.flap_seconds)
+        etcd.close()
+        rows = []
+        for n in (int(x) for x in a.members.split(",") if x):
+            e2 = EtcdCluster(work / f"etcd{n}")
+            try:
+                rows += traffic(work, e2, n)
+            finally:
+                e2.close()
+        print("\n## etcd traffic of one node (sent + received, its own counters), 3 nodes")
+        print("| members | when | bytes | requests |\n|---|---|---|---|")
+        print("\n".join(rows))
+    finally:
+        etcd.close()
+    print(f"\n(cpu count {os.cpu_count()}; work dir {work})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

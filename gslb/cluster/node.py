@@ -1,0 +1,632 @@
+"""Cluster mode: this node's membership in a gslb cluster that shares etcd.
+
+What lives in the store, under the key prefix (default ``/gslb/``):
+
+  nodes/NODE                  registration: region, start time, zone serials, last
+                              beat; under the node's lease, rewritten every BEAT s
+  obs/NODE/ZONE/POOL/ADDR     the node's observation of one member (up/down,
+                              reason, since, RTT, load); under the node's lease
+  overrides/ZONE/POOL/ADDR    a drain/down/up set through any node's API (no lease:
+                              it outlives the node that set it; expiry is its own)
+
+A dead node's lease runs out, etcd deletes its registration and its votes, and
+the other nodes decide without it. Every node keeps the whole prefix in memory
+(one list, then one watch), counts the votes of the live nodes itself
+(``gslb.cluster.votes``) and hands the runtime a plain :class:`HealthView`.
+
+The store is never in the answer path: answers use the last merged view, the
+runtime swaps in a new one when something changed. Without the store (etcd
+down, this node in a minority partition: writes fail) the node keeps the last
+merged view, expires overrides on its own clock, and after ``stale_after``
+seconds without a sync decides from its own observations only, and says so.
+On reconnect it re-lists, replaces the view in one step and watches from the
+next revision. A watch that goes quiet (this node's own beat does not come
+back through it) is treated as broken. The merged view is persisted, so a
+restarted node serves it from its first query. docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import ssl
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+from gslb.cluster.etcd import KV, Etcd, EtcdError, Event
+from gslb.cluster.votes import Obs, Tally, tally
+from gslb.health.view import HealthView, MemberKey
+from gslb.overrides import ACTIONS, Override
+
+log = logging.getLogger("gslb.cluster")
+
+BEAT = 2.0  # seconds between registration rewrites (also the watch's liveness signal)
+FILE = "cluster.json"
+
+
+def _k(key: MemberKey) -> str:
+    return "/".join(quote(p, safe="") for p in key)
+
+
+def _member(path: str) -> MemberKey | None:
+    parts = path.split("/")
+    if len(parts) != 3:
+        return None
+    return (unquote(parts[0]), unquote(parts[1]), unquote(parts[2]))
+
+
+@dataclass(slots=True)
+class Peer:
+    node: str
+    region: str = ""
+    started: float = 0.0
+    beat: float = 0.0  # the peer's clock at its last registration write
+    seen: float = 0.0  # our clock when we last heard of it
+    serials: dict[str, int] = field(default_factory=dict)
+    api: str = ""
+    digests: dict[str, str] = field(default_factory=dict)  # zone -> content hash (short)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    endpoints: tuple[str, ...]
+    node: str
+    region: str = ""
+    prefix: str = "/gslb/"
+    lease_ttl: int = 10
+    stale_after: float = 30.0
+    tls: ssl.SSLContext | None = None
+    timeout: float = 2.0
+
+
+class Conflict(Exception):
+    """A compare-and-swap lost: the member's override is not what the caller saw."""
+
+    def __init__(self, current: Override | None, revision: int) -> None:
+        self.current, self.revision = current, revision
+        super().__init__("conflict")
+
+
+class Unreachable(Exception):
+    """The store cannot be written now (one line)."""
+
+
+class Cluster:
+    def __init__(
+        self,
+        opts: Options,
+        changed: Callable[[], None],
+        state_dir: Path | None = None,
+        etcd: Etcd | None = None,
+    ) -> None:
+        self.opts = opts
+        self.node = opts.node
+        self.p = opts.prefix if opts.prefix.endswith("/") else opts.prefix + "/"
+        self.etcd = etcd or Etcd(opts.endpoints, opts.tls, opts.timeout)
+        self.changed = changed  # the runtime recomputes the effective view
+        self.state_dir = state_dir
+        self.started = time.time()
+        # what the store says (the last list plus the watch since)
+        self.peers: dict[str, Peer] = {}
+        self.peer_obs: dict[str, dict[MemberKey, Obs]] = {}
+        self.overrides: dict[MemberKey, tuple[Override, int]] = {}  # -> (override, mod revision)
+        self.revision = 0
+        # this node
+        self.own: dict[MemberKey, Obs] = {}
+        self.serials: dict[str, int] = {}
+        self.digests: dict[str, str] = {}
+        self.quorum: Mapping[MemberKey, str] = {}
+        self._published: dict[MemberKey, Obs] = {}
+        self._dirty = asyncio.Event()
+        # connection
+        self.connected = False
+        self.last_sync = 0.0  # Unix time the view was last known to match the store
+        self.last_event = time.monotonic()
+        self.lease = 0
+        self.errors = 0  # store requests that failed
+        self.reconnects = 0
+        self.last_error = ""
+        self._alone = False
+        self._mismatch: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._save_pending = False
+        self._load()
+
+    # -- what the runtime asks ------------------------------------------------------
+    def set_own(self, obs: Mapping[MemberKey, Obs]) -> None:
+        """This node's observations (from its prober): published, and counted at once."""
+        if obs != self.own:
+            self.own = dict(obs)
+            self._dirty.set()
+
+    def set_zones(
+        self, quorum: Mapping[MemberKey, str], serials: Mapping[str, int], digests: Mapping[str, str]
+    ) -> None:
+        self.quorum = quorum
+        if dict(serials) != self.serials or dict(digests) != self.digests:
+            self.serials, self.digests = dict(serials), dict(digests)
+            self._dirty.set()  # the registration carries them
+
+    @property
+    def stale_for(self) -> float:
+        """Seconds since the view last matched the store (0 while connected)."""
+        return 0.0 if self.connected else max(0.0, time.time() - self.last_sync)
+
+    @property
+    def alone(self) -> bool:
+        """Deciding from own observations only: the store has been out of reach too long."""
+        return not self.connected and self.stale_for > self.opts.stale_after
+
+    def live_peers(self) -> dict[str, Peer]:
+        return {} if self.alone else {n: p for n, p in self.peers.items() if n != self.node}
+
+    def view(self, local: HealthView, version: int) -> HealthView:
+        """The merged view: each member's down votes of the live nodes against its quorum.
+        ``local`` is this node's prober view (its ``down`` covers members without an
+        observation yet)."""
+        peers = self.live_peers()
+        votes: dict[str, dict[MemberKey, Obs]] = {n: self.peer_obs.get(n, {}) for n in peers}
+        down: set[MemberKey] = set()
+        tallies: dict[MemberKey, Tally] = {}
+        keys = set(self.own) | set(local.down)
+        for obs in votes.values():
+            keys.update(k for k in obs if k in self.quorum)
+        for k in keys:
+            ballot: list[tuple[str, Obs]] = []
+            mine = self.own.get(k)
+            if mine is None and k in local.down:
+                mine = Obs(False, "health check", 0.0)
+            if mine is not None:
+                ballot.append((self.node, mine))
+            for n, obs in votes.items():
+                o = obs.get(k)
+                if o is not None:
+                    ballot.append((n, o))
+            t = tally(ballot, self.quorum.get(k, "majority"))
+            if t.down:
+                down.add(k)
+            if peers:
+                tallies[k] = t
+        alone = ""
+        if self.alone:
+            alone = f"cluster store unreachable for {self.stale_for:.0f}s: this node's observations only"
+        return HealthView(frozenset(down), version, {}, tallies, alone)
+
+    def active_overrides(self, now: float) -> dict[MemberKey, Override]:
+        return {k: o for k, (o, _) in self.overrides.items() if o.expires is None or o.expires > now}
+
+    async def set_override(self, o: Override, revision: int | None) -> int:
+        """Write an override cluster-wide. ``revision``: the override's mod revision the
+        operator saw (None: there must be none). Raises Conflict or Unreachable."""
+        return await self._swap(o.key, json.dumps(asdict(o)).encode(), revision)
+
+    async def clear_override(self, key: MemberKey, revision: int | None) -> bool:
+        """Remove an override cluster-wide (``revision`` None: the one this node knows)."""
+        if revision is None:
+            cur = self.overrides.get(key)
+            if cur is None:
+                return False
+            revision = cur[1]
+        await self._swap(key, None, revision)
+        return True
+
+    async def _swap(self, key: MemberKey, value: bytes | None, revision: int | None) -> int:
+        if not self.connected:
+            raise Unreachable(f"the cluster store is unreachable ({self.last_error or 'not connected yet'})")
+        path = f"{self.p}overrides/{_k(key)}"
+        try:
+            done, now = await self.etcd.swap(path, value, revision or 0)
+            if not done:
+                cur = _override(now.value) if now is not None else None
+                raise Conflict(cur, now.mod_revision if now is not None else 0)
+            kv = await self.etcd.get(path)
+        except EtcdError as e:
+            self.errors += 1
+            raise Unreachable(str(e)) from None
+        # apply at once (the watch brings the same change a moment later)
+        if kv is None:
+            self.overrides.pop(key, None)
+        else:
+            o = _override(kv.value)
+            if o is not None:
+                self.overrides[key] = (o, kv.mod_revision)
+        self._changed()
+        return kv.mod_revision if kv is not None else 0
+
+    def expire(self, now: float) -> bool:
+        """Drop expired overrides from the view (every node does, on its own clock) and
+        ask the store to delete them (whichever node gets there first)."""
+        gone = [(k, r) for k, (o, r) in self.overrides.items() if o.expires is not None and o.expires <= now]
+        for k, rev in gone:
+            o, _ = self.overrides.pop(k)
+            log.warning("cluster: %s of %s/%s/%s expired", o.action, *k)
+            if self.connected:
+                self._spawn(self._delete_expired(k, rev))
+        return bool(gone)
+
+    async def _delete_expired(self, key: MemberKey, rev: int) -> None:
+        with contextlib.suppress(EtcdError):
+            await self.etcd.swap(f"{self.p}overrides/{_k(key)}", None, rev)
+
+    def serial_mismatch(self) -> dict[str, dict[str, Any]]:
+        """Zones whose serial differs between live nodes:
+        {zone: {"serials": {node: serial}, "same_content": bool}}."""
+        out: dict[str, dict[str, Any]] = {}
+        peers = self.live_peers()
+        for zone, serial in self.serials.items():
+            seen = {self.node: serial}
+            digests = {self.digests.get(zone, "")}
+            for n, p in peers.items():
+                if zone in p.serials:
+                    seen[n] = p.serials[zone]
+                    digests.add(p.digests.get(zone, ""))
+            if len(set(seen.values())) > 1:
+                out[zone] = {"serials": seen, "same_content": len(digests) == 1}
+        return out
+
+    def status(self) -> dict[str, Any]:
+        now, mono = time.time(), time.monotonic()
+        nodes = [
+            {"node": self.node, "region": self.opts.region, "self": True, "last_contact": 0.0,
+             "serials": self.serials}
+        ]  # fmt: skip
+        for n, p in sorted(self.peers.items()):
+            if n == self.node:
+                continue
+            nodes.append(
+                {"node": n, "region": p.region, "self": False, "last_contact": round(mono - p.seen, 1),
+                 "beat_age": round(now - p.beat, 1), "serials": p.serials, "api": p.api}
+            )  # fmt: skip
+        return {
+            "node": self.node,
+            "region": self.opts.region,
+            "connected": self.connected,
+            "endpoint": self.etcd.endpoint,
+            "last_sync_seconds": round(self.stale_for, 1),
+            "stale_after": self.opts.stale_after,
+            "alone": self.alone,
+            "revision": self.revision,
+            "last_error": self.last_error,
+            "nodes": nodes,
+            "serial_mismatch": self.serial_mismatch(),
+            "overrides": len(self.overrides),
+        }
+
+    # -- life ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="gslb-cluster")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.lease and self.connected:
+            # leave at once: the others stop counting this node's votes now, not after the TTL
+            with contextlib.suppress(EtcdError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.etcd.revoke(self.lease)
+        self.save()
+        await self.etcd.close()
+
+    async def _run(self) -> None:
+        backoff = 0.25
+        while not self._stopping:
+            try:
+                await self._session()
+            except EtcdError as e:
+                self.errors += 1
+                self.last_error = str(e)
+            except _Broken as e:
+                self.last_error = str(e)
+            if self._stopping:
+                return
+            if self.connected:
+                self.connected = False
+                self.reconnects += 1
+                log.error(
+                    "cluster: lost the store (%s); answering from the last merged view; after %gs "
+                    "without it this node decides from its own observations", self.last_error,
+                    self.opts.stale_after,
+                )  # fmt: skip
+            self.tick()
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, 4.0)
+            if self.connected:
+                backoff = 0.25
+
+    def tick(self) -> None:
+        """Notice the moment the view goes stale, and zones that nodes serve at different
+        serials (called every second by the runtime)."""
+        mismatch = self.serial_mismatch()
+        if set(mismatch) != self._mismatch:
+            for zone in set(mismatch) - self._mismatch:
+                m = mismatch[zone]
+                log.warning(
+                    "cluster: nodes serve %s at different serials (%s)%s", zone,
+                    ", ".join(f"{n} {s}" for n, s in sorted(m["serials"].items())),
+                    "; the content is the same: copy zone files with their modification time "
+                    "(rsync -t) or set soa.serial" if m["same_content"] else "; the content differs",
+                )  # fmt: skip
+            for zone in self._mismatch - set(mismatch):
+                log.info("cluster: every node serves %s at the same serial again", zone)
+            self._mismatch = set(mismatch)
+        if self.alone != self._alone:
+            self._alone = self.alone
+            if self._alone:
+                log.error("cluster: no sync for %.0fs: deciding from this node's observations only",
+                          self.stale_for)  # fmt: skip
+            self._changed()
+
+    async def _session(self) -> None:
+        """One connection's life: register, publish, list, then watch and beat until
+        something breaks (raises)."""
+        e = self.etcd
+        self.lease = await e.grant(self.opts.lease_ttl)
+        await e.put(self._reg_key(), self._registration(), self.lease)
+        mine = dict(self.own)
+        await e.put_many([(self._obs_key(k), _obs_bytes(o)) for k, o in mine.items()], self.lease)
+        self._published = mine
+        rev, kvs = await e.get_prefix(self.p)
+        self._replace(rev, kvs)
+        was_alone = self._alone
+        self.connected = True
+        self._alone = False
+        self.last_sync = time.time()
+        self.last_error = ""
+        log.info(
+            "cluster: connected to %s as %s (%d node(s) live, revision %d)",
+            e.endpoint, self.node, len(self.peers), rev,
+        )  # fmt: skip
+        if was_alone:
+            log.warning("cluster: counting the other nodes' votes again")
+        self._changed()
+        self.last_event = time.monotonic()
+        tasks = [
+            asyncio.create_task(self._watch(rev + 1)),
+            asyncio.create_task(self._beat()),
+            asyncio.create_task(self._publish()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()  # raises what ended the session
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(BaseException):
+                    await t
+
+    async def _watch(self, start: int) -> None:
+        async for rev, events in self.etcd.watch(self.p, start):
+            self.last_event = time.monotonic()
+            self.revision = max(self.revision, rev)
+            if self._apply(events):
+                self._changed()
+
+    async def _beat(self) -> None:
+        """Keep the lease, rewrite the registration; a write that fails, or a watch that
+        does not bring our own beat back, ends the session."""
+        e = self.etcd
+        while True:
+            await asyncio.sleep(BEAT)
+            ttl = await e.keepalive(self.lease)
+            if ttl <= 0:
+                raise _Broken("this node's lease expired")
+            await e.put(self._reg_key(), self._registration(), self.lease)
+            self.last_sync = time.time()
+            quiet = time.monotonic() - self.last_event
+            if quiet > 3 * BEAT + self.opts.timeout:
+                raise _Broken(f"the watch has been silent for {quiet:.1f}s")
+            self.tick()
+
+    async def _publish(self) -> None:
+        """Write this node's changed observations (and registration, for serials)."""
+        e = self.etcd
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            mine = dict(self.own)
+            put = [(self._obs_key(k), _obs_bytes(o)) for k, o in mine.items() if self._published.get(k) != o]
+            gone = [k for k in self._published if k not in mine]
+            if put:
+                await e.put_many(put, self.lease)
+            for k in gone:
+                await e.delete(self._obs_key(k))
+            await e.put(self._reg_key(), self._registration(), self.lease)
+            self._published = mine
+            self.last_sync = time.time()
+
+    # -- the store's contents ----------------------------------------------------------
+    def _reg_key(self) -> str:
+        return f"{self.p}nodes/{quote(self.node, safe='')}"
+
+    def _obs_key(self, k: MemberKey) -> str:
+        return f"{self.p}obs/{quote(self.node, safe='')}/{_k(k)}"
+
+    def _registration(self) -> bytes:
+        return json.dumps(
+            {"node": self.node, "region": self.opts.region, "started": self.started, "beat": time.time(),
+             "serials": self.serials, "digests": self.digests, "pid": os.getpid()}
+        ).encode()  # fmt: skip
+
+    def _replace(self, rev: int, kvs: Iterable[KV]) -> None:
+        """The whole prefix as listed: replaces what was known, in one step."""
+        self.peers, self.peer_obs, self.overrides = {}, {}, {}
+        self.revision = rev
+        self._apply(Event(False, kv) for kv in kvs)
+
+    def _apply(self, events: Iterable[Event]) -> bool:
+        """Apply changes; True when the votes or the overrides changed (a beat alone
+        changes neither)."""
+        changed = False
+        mono = time.monotonic()
+        for ev in events:
+            rest = ev.kv.key[len(self.p) :]
+            kind, _, path = rest.partition("/")
+            if kind == "nodes":
+                node = unquote(path)
+                if ev.deleted:
+                    if self.peers.pop(node, None) is not None and node != self.node:
+                        log.warning("cluster: node %s left (lease ended or stopped)", node)
+                        changed = True
+                    self.peer_obs.pop(node, None)
+                    continue
+                d = _json(ev.kv.value)
+                if d is None:
+                    continue
+                new = node not in self.peers
+                serials = {str(z): int(s) for z, s in dict(d.get("serials", {})).items()}
+                self.peers[node] = Peer(
+                    node, str(d.get("region", "")), float(d.get("started", 0)), float(d.get("beat", 0)),
+                    mono, serials, str(d.get("api", "")),
+                    {str(z): str(h) for z, h in dict(d.get("digests", {})).items()},
+                )  # fmt: skip
+                if new and node != self.node:
+                    log.info("cluster: node %s joined (region %s)", node, d.get("region") or "-")
+                    changed = True
+            elif kind == "obs":
+                node_q, _, mpath = path.partition("/")
+                node, key = unquote(node_q), _member(mpath)
+                if key is None or node == self.node:
+                    continue
+                if ev.deleted:
+                    changed |= self.peer_obs.get(node, {}).pop(key, None) is not None
+                    continue
+                d = _json(ev.kv.value)
+                if d is None:
+                    continue
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    self.peer_obs.setdefault(node, {})[key] = Obs.from_json(d)
+                    changed = True
+                if node in self.peers:
+                    self.peers[node].seen = mono
+            elif kind == "overrides":
+                key = _member(path)
+                if key is None:
+                    continue
+                if ev.deleted:
+                    changed |= self.overrides.pop(key, None) is not None
+                    continue
+                o = _override(ev.kv.value)
+                if o is not None and self.overrides.get(key) != (o, ev.kv.mod_revision):
+                    self.overrides[key] = (o, ev.kv.mod_revision)
+                    changed = True
+        return changed
+
+    def _changed(self) -> None:
+        self.changed()
+        self._schedule_save()
+
+    # -- persistence: the merged view survives a restart --------------------------------
+    def _schedule_save(self) -> None:
+        if self.state_dir is None or self._save_pending:
+            return
+        self._save_pending = True
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_later(0.5, self.save)
+
+    def save(self) -> None:
+        self._save_pending = False
+        if self.state_dir is None:
+            return
+        doc = {
+            "version": 1,
+            "node": self.node,
+            "last_sync": self.last_sync if not self.connected else time.time(),
+            "revision": self.revision,
+            "peers": {n: asdict(p) for n, p in self.peers.items() if n != self.node},
+            "obs": {n: {_k(k): o.to_json() for k, o in obs.items()} for n, obs in self.peer_obs.items()},
+            "overrides": [{**asdict(o), "revision": rev} for o, rev in self.overrides.values()],
+        }
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_dir / (FILE + ".tmp")
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, self.state_dir / FILE)
+        except OSError as e:
+            log.error("cannot persist the cluster view to %s: %s", self.state_dir, e)
+
+    def _load(self) -> None:
+        if self.state_dir is None:
+            return
+        path = self.state_dir / FILE
+        try:
+            doc = json.loads(path.read_text())
+            mono = time.monotonic()
+            for n, p in doc["peers"].items():
+                self.peers[n] = Peer(**{**p, "seen": mono})
+            for n, obs in doc["obs"].items():
+                if n in self.peers:
+                    self.peer_obs[n] = {
+                        key: Obs.from_json(o) for kp, o in obs.items() if (key := _member(kp)) is not None
+                    }
+            for d in doc["overrides"]:
+                rev = int(d.pop("revision"))
+                o = _override(json.dumps(d).encode())
+                if o is not None:
+                    self.overrides[o.key] = (o, rev)
+            self.last_sync = float(doc["last_sync"])
+            self.revision = int(doc["revision"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.error("ignoring unreadable cluster state %s: %s", path, e)
+            self.peers, self.peer_obs, self.overrides = {}, {}, {}
+            return
+        log.info(
+            "cluster: serving the persisted view (%d peer(s), %d override(s), synced %.0fs ago) until "
+            "the store answers", len(self.peers), len(self.overrides), time.time() - self.last_sync,
+        )  # fmt: skip
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+class _Broken(Exception):
+    """The session is unusable (lease gone, silent watch)."""
+
+
+def _json(b: bytes) -> dict[str, Any] | None:
+    try:
+        d = json.loads(b)
+    except ValueError:
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _obs_bytes(o: Obs) -> bytes:
+    return json.dumps(o.to_json()).encode()
+
+
+def _override(b: bytes) -> Override | None:
+    d = _json(b)
+    if d is None:
+        return None
+    try:
+        expires = d.get("expires")
+        action = d["action"]
+        if action not in ACTIONS:
+            return None
+        return Override(
+            str(d["zone"]), str(d["pool"]), str(d["member"]), action, float(d["set_at"]),
+            None if expires is None else float(expires), str(d.get("by", "")),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return None
