@@ -127,6 +127,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     for z in doc["zones"]:
         print(f"zone {z['zone']} serial {z['serial']} ({z['file']})")
+    c = doc.get("cluster")
+    if c:
+        store = (
+            "connected"
+            if c["connected"]
+            else f"UNREACHABLE for {c['last_sync_seconds']:.0f}s ({c['last_error']})"
+        )
+        print(f"cluster node {c['node']}: store {store}" + ("; own observations only" if c["alone"] else ""))
+        for n in c["nodes"]:
+            seen = "this node" if n["self"] else f"last contact {n['last_contact']:.1f}s ago"
+            print(f"  node {n['node']:20} {n['region'] or '-':12} {seen}")
+        for zone, m in c["serial_mismatch"].items():
+            print(f"  zone {zone} served at different serials: {m['serials']}")
     print(f"{'ZONE/POOL/MEMBER':44} {'ADDRESS':20} {'ROTATION':9} {'CHECK':6} {'SINCE':20} LAST / OVERRIDE")
     for m in doc["members"]:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["since"])) if m["since"] else "-"
@@ -138,6 +151,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         if m["status"] != "obey":
             last += f"  [status: {m['status']} in zone]"
+        if m.get("votes"):
+            last += f"  [{m['why']}]"
         name = f"{m['zone']}/{m['pool']}/{m['name']}"
         print(
             f"{name:44} {m['address']:20} {'IN' if m['in_rotation'] else 'OUT':9} "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -191,6 +193,11 @@ def test_one_node_that_cannot_reach_a_backend_is_outvoted_under_majority_not_und
     assert votes["c"]["up"] is False and "connection refused" in votes["c"]["reason"], m1
     assert votes["a"]["up"] and votes["b"]["up"]
     assert m1["why"].startswith("cluster vote, 1 of 3 down (majority): c connection refused"), m1["why"]
+    out = subprocess.run(
+        [sys.executable, "-m", "gslb", "status", "--api-url", f"http://127.0.0.1:{a.api_port}"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert "cluster node a: store connected" in out and "1 of 3 down (majority)" in out, out
     # the same votes under `any`: one down vote takes m1 out, on every node
     for n in ("a", "b"):
         nodes.rewrite(n, "any")
@@ -300,9 +307,6 @@ def test_a_node_without_its_store_starts_and_answers(tmp_path: Path, targets: li
 
 
 def test_bad_cluster_flags_are_one_line_errors(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     for args, msg in (
         (["--cluster", "http://x:1"], "expected etcd://HOST:PORT"),
         (["--cluster", "etcd://x"], "bad etcd endpoint"),

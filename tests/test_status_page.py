@@ -110,3 +110,32 @@ records:
         srv.stop()
         for t in ts:
             t.close()
+
+
+def test_cluster_banner_when_the_store_is_unreachable(browser: object, tmp_path: Path) -> None:
+    """A node whose etcd does not answer says so on its page, and who it is."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert isinstance(browser, WebDriver)
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    (zdir / "page.test.yaml").write_text("""zone: page.test.
+nameservers: {ns1.page.test.: [192.0.2.53]}
+records: {www: [{type: A, value: 192.0.2.1}]}
+""")
+    dead = free_port(["127.0.0.1"])  # no etcd there
+    srv = GslbProcess(
+        zdir, tmp_path / "gslb.log", ["--cluster", f"etcd://127.0.0.1:{dead}", "--node", "ams1",
+                                      "--cluster-stale-after", "1"]
+    )  # fmt: skip
+    try:
+        browser.get(f"http://127.0.0.1:{srv.api_port}/")
+        wait = WebDriverWait(browser, 15, poll_frequency=0.2)
+        wait.until(lambda d: "own observations only" in d.find_element(By.ID, "cluster-banner").text)
+        banner = browser.find_element(By.ID, "cluster-banner").text
+        assert banner.startswith("cluster store unreachable"), banner
+        assert "node ams1" in browser.find_element(By.ID, "cluster-line").text
+    finally:
+        srv.stop()

@@ -72,6 +72,10 @@ class Etcd:
         self.tls = tls
         self.timeout = timeout
         self.current = 0  # index of the endpoint that answered last
+        # what this client sent and received (request and response bodies, watch messages)
+        self.requests = 0
+        self.bytes_out = 0
+        self.bytes_in = 0
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -96,10 +100,16 @@ class Etcd:
         for i in range(n):
             idx = (self.current + i) % n
             url = self.urls[idx] + path
+            payload = json.dumps(body)
+            self.requests += 1
+            self.bytes_out += len(payload)
             try:
                 async with asyncio.timeout(timeout or self.timeout):
-                    async with self._s().post(url, json=body) as r:
+                    async with self._s().post(
+                        url, data=payload, headers={"Content-Type": "application/json"}
+                    ) as r:
                         text = await r.text()
+                self.bytes_in += len(text)
                 data = json.loads(text) if text else {}
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
                 errors.append(f"{self.urls[idx]}: {_why(e)}")
@@ -184,6 +194,7 @@ class Etcd:
             }
         }
         url = self.endpoint + "/v3/watch"
+        self.requests += 1
         try:
             async with self._s().post(
                 url, json=body, timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
@@ -191,6 +202,7 @@ class Etcd:
                 if r.status != 200:
                     raise EtcdError(f"{url}: HTTP {r.status}")
                 async for line in r.content:
+                    self.bytes_in += len(line)
                     if not line.strip():
                         continue
                     msg = json.loads(line)

@@ -299,6 +299,12 @@ class Cluster:
             "nodes": nodes,
             "serial_mismatch": self.serial_mismatch(),
             "overrides": len(self.overrides),
+            "reconnects": self.reconnects,
+            "traffic": {
+                "requests": self.etcd.requests,
+                "bytes_out": self.etcd.bytes_out,
+                "bytes_in": self.etcd.bytes_in,
+            },
         }
 
     # -- life ------------------------------------------------------------------------
