@@ -301,7 +301,7 @@ class Server(Answerer):
         cluster: this node's votes, counted with the other nodes')."""
         self.local = health
         if self.cluster is not None:
-            self.cluster.set_own(self.prober.obs)
+            self.cluster.set_own(self.prober.obs, self.prober.take_obs_changed())
             self._version += 1
             health = self.cluster.view(health, self._version)
         self.health = health

@@ -125,6 +125,12 @@ class Cluster:
         self.digests: dict[str, str] = {}
         self.quorum: Mapping[MemberKey, str] = {}
         self._published: dict[MemberKey, Obs] = {}
+        # the incremental count: members to count again (None: all), last result, basis
+        self._stale: set[MemberKey] | None = None
+        self._tallies: dict[MemberKey, Tally] = {}
+        self._down: set[MemberKey] = set()
+        self._basis: tuple[frozenset[str], bool] | None = None
+        self._extra: frozenset[MemberKey] = frozenset()
         self._dirty = asyncio.Event()
         # connection
         self.connected = False
@@ -142,15 +148,30 @@ class Cluster:
         self._load()
 
     # -- what the runtime asks ------------------------------------------------------
-    def set_own(self, obs: Mapping[MemberKey, Obs]) -> None:
-        """This node's observations (from its prober): published, and counted at once."""
-        if obs != self.own:
-            self.own = dict(obs)
+    def set_own(self, obs: Mapping[MemberKey, Obs], changed: Iterable[MemberKey] | None = None) -> None:
+        """This node's observations (from its prober): published, and counted at once.
+        ``changed``: the members whose observation changed (None: compare them all)."""
+        if changed is None:
+            changed = {k for k in obs.keys() | self.own.keys() if obs.get(k) != self.own.get(k)}
+        touched = False
+        for k in changed:
+            o = obs.get(k)
+            if o == self.own.get(k):
+                continue
+            touched = True
+            if o is None:
+                self.own.pop(k, None)
+            else:
+                self.own[k] = o
+            self._recount(k)
+        if touched:
             self._dirty.set()
 
     def set_zones(
         self, quorum: Mapping[MemberKey, str], serials: Mapping[str, int], digests: Mapping[str, str]
     ) -> None:
+        if quorum != self.quorum:
+            self._recount(None)
         self.quorum = quorum
         if dict(serials) != self.serials or dict(digests) != self.digests:
             self.serials, self.digests = dict(serials), dict(digests)
@@ -169,37 +190,60 @@ class Cluster:
     def live_peers(self) -> dict[str, Peer]:
         return {} if self.alone else {n: p for n, p in self.peers.items() if n != self.node}
 
+    def _recount(self, key: MemberKey | None) -> None:
+        """Count ``key``'s votes again at the next view (None: every member's)."""
+        if key is None:
+            self._stale = None
+        elif self._stale is not None:
+            self._stale.add(key)
+
     def view(self, local: HealthView, version: int) -> HealthView:
         """The merged view: each member's down votes of the live nodes against its quorum.
         ``local`` is this node's prober view (its ``down`` covers members without an
-        observation yet)."""
+        observation yet). Incremental: only members whose votes changed are counted
+        again, unless the live nodes, the quorums or the staleness changed (measured:
+        a full count of 5,000 members x 3 nodes is ~25 ms of the answering loop)."""
         peers = self.live_peers()
-        votes: dict[str, dict[MemberKey, Obs]] = {n: self.peer_obs.get(n, {}) for n in peers}
-        down: set[MemberKey] = set()
-        tallies: dict[MemberKey, Tally] = {}
-        keys = set(self.own) | set(local.down)
-        for obs in votes.values():
-            keys.update(k for k in obs if k in self.quorum)
+        basis = (frozenset(peers), self.alone)
+        extra = frozenset(local.down) - self.own.keys()  # down locally, no observation yet
+        if basis != self._basis or self._stale is None:
+            self._basis = basis
+            self._tallies, self._down = {}, set()
+            keys: set[MemberKey] = set(self.own) | extra
+            for n in peers:
+                keys.update(k for k in self.peer_obs.get(n, {}) if k in self.quorum)
+        else:
+            keys = self._stale | extra | self._extra
+        self._extra = extra
+        self._stale = set()
         for k in keys:
-            ballot: list[tuple[str, Obs]] = []
-            mine = self.own.get(k)
-            if mine is None and k in local.down:
-                mine = Obs(False, "health check", 0.0)
-            if mine is not None:
-                ballot.append((self.node, mine))
-            for n, obs in votes.items():
-                o = obs.get(k)
-                if o is not None:
-                    ballot.append((n, o))
-            t = tally(ballot, self.quorum.get(k, "majority"))
-            if t.down:
-                down.add(k)
-            if peers:
-                tallies[k] = t
+            self._count(k, peers, extra)
         alone = ""
         if self.alone:
             alone = f"cluster store unreachable for {self.stale_for:.0f}s: this node's observations only"
-        return HealthView(frozenset(down), version, {}, tallies, alone)
+        return HealthView(frozenset(self._down), version, {}, dict(self._tallies) if peers else {}, alone)
+
+    def _count(self, k: MemberKey, peers: Mapping[str, Peer], extra: frozenset[MemberKey]) -> None:
+        ballot: list[tuple[str, Obs]] = []
+        mine = self.own.get(k)
+        if mine is None and k in extra:
+            mine = Obs(False, "health check", 0.0)
+        if mine is not None:
+            ballot.append((self.node, mine))
+        for n in peers:
+            o = self.peer_obs.get(n, {}).get(k)
+            if o is not None and (mine is not None or k in self.quorum):
+                ballot.append((n, o))
+        if not ballot:
+            self._tallies.pop(k, None)
+            self._down.discard(k)
+            return
+        t = tally(ballot, self.quorum.get(k, "majority"))
+        self._tallies[k] = t
+        if t.down:
+            self._down.add(k)
+        else:
+            self._down.discard(k)
 
     def active_overrides(self, now: float) -> dict[MemberKey, Override]:
         return {k: o for k, (o, _) in self.overrides.items() if o.expires is None or o.expires > now}
@@ -471,6 +515,7 @@ class Cluster:
         """The whole prefix as listed: replaces what was known, in one step."""
         self.peers, self.peer_obs, self.overrides = {}, {}, {}
         self.revision = rev
+        self._recount(None)
         self._apply(Event(False, kv) for kv in kvs)
 
     def _apply(self, events: Iterable[Event]) -> bool:
@@ -507,6 +552,7 @@ class Cluster:
                 node, key = unquote(node_q), _member(mpath)
                 if key is None or node == self.node:
                     continue
+                self._recount(key)
                 if ev.deleted:
                     changed |= self.peer_obs.get(node, {}).pop(key, None) is not None
                     continue

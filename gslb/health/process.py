@@ -118,6 +118,7 @@ class ProberProcess:
         # this node's observation of each member (what it votes in a cluster): from the
         # persisted states until the child reports, then the child's
         self.obs: dict[MemberKey, Obs] = {}
+        self._obs_changed: set[MemberKey] | None = None  # since the last take (None: all)
         self.zones: list[Zone] = []
         self.targets = 0
         self.view = HealthView()
@@ -150,6 +151,7 @@ class ProberProcess:
                 if (saved := self.states.get(w.target.ident)) is not None
                 for k in w.members
             }
+            self._obs_changed = None
             persisted = HealthView(down, 0)
             if persisted != self.view:
                 self._set(persisted)
@@ -212,6 +214,11 @@ class ProberProcess:
             self._pending.pop(n, None)
         self._last[kind] = (time.monotonic(), got)
         return got
+
+    def take_obs_changed(self) -> set[MemberKey] | None:
+        """Members whose observation changed since the last call (None: any may have)."""
+        changed, self._obs_changed = self._obs_changed, set()
+        return changed
 
     @property
     def pid(self) -> int | None:
@@ -284,6 +291,7 @@ class ProberProcess:
         if isinstance(msg, Health):
             if not self.child_view_seen:
                 self.obs = {}  # the child reports every member it knows in its first message
+                self._obs_changed = None
             self.child_view_seen = True
             self.states.update(msg.states)
             for k, o in msg.obs.items():
@@ -291,6 +299,8 @@ class ProberProcess:
                     self.obs.pop(k, None)
                 else:
                     self.obs[k] = o
+            if self._obs_changed is not None:
+                self._obs_changed.update(msg.obs)
             self._set(msg.view)
         elif isinstance(msg, Loads):
             if self.publish_loads is not None:

@@ -5,8 +5,10 @@ namespace of its own, so nothing reaches the root namespace or any real
 network), all on 10.0.0.0/8:
 
     parent    10.53.0.1    Knot DNS: zone e2e.test., delegates gslb.e2e.test.
-                           to ns1/ns2.gslb.e2e.test. with glue
-    g1, g2    10.53.0.11/12 two gslb nodes, the same zone file, their own probes
+                           to ns1/ns2/ns3.gslb.e2e.test. with glue
+    g1-g3     10.53.0.11-13 three gslb nodes in cluster mode, the same zone file, their
+                           own probes; each host also runs one member of a 3-member
+                           etcd cluster (client port 2379, peer port 2380)
     resolver  10.53.0.53   Unbound, stub zone e2e.test. at the parent, ECS on
                            (send-client-subnet) towards the gslb nodes
     b1, b2    10.53.1.1/2  HTTP backends of www.gslb.e2e.test.
@@ -18,6 +20,7 @@ directly. Everything is torn down at the end, also on failure.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -38,6 +41,9 @@ from tests.test_health import wait_until
 INTERVAL, TIMEOUT, FALL = 0.5, 0.3, 2
 BOUND = INTERVAL * FALL + TIMEOUT  # the failover bound (docs/health.md)
 TTL = 2  # of the balanced records
+GSLB = ("g1", "g2", "g3")
+LEASE = 3  # seconds a cut-off node's votes still count
+TOKEN = "e2e-token"
 
 
 def usable() -> str | None:
@@ -45,7 +51,7 @@ def usable() -> str | None:
         return "needs root to create network namespaces (CI runs as root)"
     missing = [
         t
-        for t in ("ip", "dig", "knotd", "unbound")
+        for t in ("ip", "dig", "knotd", "unbound", "etcd")
         if not (shutil.which(t) or Path(f"/usr/sbin/{t}").exists())
     ]
     if missing:
@@ -60,6 +66,7 @@ HOSTS = {
     "parent": "10.53.0.1",
     "g1": "10.53.0.11",
     "g2": "10.53.0.12",
+    "g3": "10.53.0.13",
     "resolver": "10.53.0.53",
     "b1": "10.53.1.1",
     "b2": "10.53.1.2",
@@ -74,8 +81,10 @@ $TTL 60
 ns       A   10.53.0.1
 gslb     NS  ns1.gslb.e2e.test.
 gslb     NS  ns2.gslb.e2e.test.
+gslb     NS  ns3.gslb.e2e.test.
 ns1.gslb A   10.53.0.11
 ns2.gslb A   10.53.0.12
+ns3.gslb A   10.53.0.13
 """
 
 GSLB_ZONE = f"""zone: gslb.e2e.test.
@@ -84,6 +93,7 @@ soa: {{minimum: 5}}
 nameservers:
   ns1.gslb.e2e.test.: [10.53.0.11]
   ns2.gslb.e2e.test.: [10.53.0.12]
+  ns3.gslb.e2e.test.: [10.53.0.13]
 checks:
   web: {{type: http, port: 8080, path: /healthz, interval: {INTERVAL}s, timeout: {TIMEOUT}s,
         fall: {FALL}, rise: 1}}
@@ -144,6 +154,22 @@ class Net:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+
+    def api(self, node: str, method: str, path: str, body: str | None = None) -> Any:
+        """A request to a gslb node's API (on its namespace's loopback), with the token."""
+        code = (
+            "import sys, urllib.request as u; "
+            "r = u.Request(sys.argv[1], data=sys.argv[3].encode() if len(sys.argv) > 3 else None, "
+            "method=sys.argv[2], headers={'Authorization': 'Bearer " + TOKEN + "'}); "
+            "print(u.urlopen(r, timeout=10).read().decode())"
+        )
+        url = f"http://127.0.0.1:8053{path}"
+        cmd = [sys.executable, "-c", code, url, method, *([body] if body is not None else [])]
+        return json.loads(sh(*self.exec(node, *cmd)))
+
+    def cluster(self, node: str) -> dict[str, Any]:
+        doc: dict[str, Any] = self.api(node, "GET", "/v1/status")["cluster"]
+        return doc
 
     def dig(self, client: str, name: str, *extra: str) -> tuple[str, set[str]]:
         """(status, answer addresses) of a question to the resolver from a client host."""
@@ -242,14 +268,35 @@ def start_gslb(n: Net) -> None:
         "10.60.1.0/24": ("EU", "DE", None, 52.52, 13.40),
         "10.60.2.0/24": ("NA", "US", "NY", 40.71, -74.01),
     })  # fmt: skip
-    for node in ("g1", "g2"):
+    etcd = shutil.which("etcd") or "/usr/bin/etcd"
+    initial = ",".join(f"e{g}=http://{HOSTS[g]}:2380" for g in GSLB)
+    for g in GSLB:
+        ip = HOSTS[g]
+        n.start(f"etcd-{g}", g, etcd, "--name", f"e{g}", "--data-dir", str(n.work / f"etcd-{g}"),
+                "--listen-client-urls", f"http://{ip}:2379", "--advertise-client-urls", f"http://{ip}:2379",
+                "--listen-peer-urls", f"http://{ip}:2380", "--initial-advertise-peer-urls", f"http://{ip}:2380",
+                "--initial-cluster", initial, "--initial-cluster-token", f"e2e{n.tag}",
+                "--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "warn")  # fmt: skip
+    (n.work / "token").write_text(TOKEN)
+    for node in GSLB:
         zdir = n.work / f"zones-{node}"
         zdir.mkdir()
         (zdir / "gslb.e2e.test.yaml").write_text(GSLB_ZONE)
+        # its own etcd member first: the client moves to the next when one does not answer
+        members = [HOSTS[node]] + [HOSTS[g] for g in GSLB if g != node]
         n.start(node, node, sys.executable, "-m", "gslb", "serve", "--zones", str(zdir),
                 "--listen", f"{HOSTS[node]}:53", "--state-dir", str(n.work / f"state-{node}"),
                 "--api", "127.0.0.1:8053", "--geoip-db", str(city),
+                "--cluster", "etcd://" + ",".join(f"{ip}:2379" for ip in members), "--node", node,
+                "--cluster-lease-ttl", str(LEASE), "--api-token-file", str(n.work / "token"),
                 ready="first probe round complete")  # fmt: skip
+    for node in GSLB:
+        deadline = time.monotonic() + 30
+        while "node(s) live" not in n.log(node):  # connected to the store
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{node} did not join the cluster:\n{n.log(node)[-3000:]}")
+            time.sleep(0.1)
+    wait_until(lambda: all(len(n.cluster(g)["nodes"]) == 3 for g in GSLB), 20)
 
 
 def start_resolver(n: Net) -> None:
@@ -315,6 +362,48 @@ def test_a_cut_backend_leaves_the_resolvers_answers(net: Net) -> None:
     finally:
         sh("ip", "-n", net.hub, "link", "set", net.links["b1"], "up")
     wait_until(lambda: net.dig("c1", "www.gslb.e2e.test.")[1] == {HOSTS["b1"], HOSTS["b2"]}, BOUND + TTL + 10)
+
+
+def test_nsid_tells_which_node_answered(net: Net) -> None:
+    for g in GSLB:
+        out = sh(*net.exec("c1", "dig", f"@{HOSTS[g]}", "www.gslb.e2e.test.", "A", "+nsid", "+norec"))
+        assert f'("{g}")' in out, out
+
+
+def test_a_partitioned_node_the_resolver_s_answers_stay_right(net: Net) -> None:
+    """Cut g3 off (its link down: it loses its etcd peers, the resolver and the
+    backends). The resolver keeps getting both backends from g1 and g2; g3's votes
+    leave after its lease; a drain sent to g1 during the partition reaches the resolver
+    through g1 and g2; when the link comes back, g3 re-syncs and answers the drain too."""
+    sh("ip", "-n", net.hub, "link", "set", net.links["g3"], "down")
+    drained = False
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < LEASE + 3:  # past g3's lease: the others decide without it
+            status, answers = net.dig("c1", "www.gslb.e2e.test.")
+            assert status == "NOERROR" and answers == {HOSTS["b1"], HOSTS["b2"]}, answers
+            time.sleep(0.3)
+        wait_until(lambda: len(net.cluster("g1")["nodes"]) == 2, 10)
+        r = net.api("g1", "POST", "/v1/members/gslb.e2e.test/web/b1/drain", "{}")
+        assert r["scope"] == "cluster", r
+        drained = True
+        wait_until(lambda: net.dig("c2", "www.gslb.e2e.test.")[1] == {HOSTS["b2"]}, TTL + 5)
+        assert net.dig("c1", "www.gslb.e2e.test.")[1] == {HOSTS["b2"]}
+        assert net.cluster("g3")["connected"] is False  # g3 knows it is cut off
+    finally:
+        sh("ip", "-n", net.hub, "link", "set", net.links["g3"], "up")
+    try:
+        wait_until(lambda: net.cluster("g3")["connected"] and len(net.cluster("g3")["nodes"]) == 3, 30)
+
+        def g3_answers() -> set[str]:
+            out = sh(*net.exec("c1", "dig", f"@{HOSTS['g3']}", "www.gslb.e2e.test.", "A", "+norec", "+short"))
+            return set(out.split())
+
+        wait_until(lambda: g3_answers() == {HOSTS["b2"]}, 5)  # the drain it missed
+    finally:
+        if drained:
+            net.api("g1", "POST", "/v1/members/gslb.e2e.test/web/b1/clear", "{}")
+    wait_until(lambda: net.dig("c1", "www.gslb.e2e.test.")[1] == {HOSTS["b1"], HOSTS["b2"]}, TTL + 5)
 
 
 def test_resolver_answers_with_one_gslb_node_stopped(net: Net) -> None:
