@@ -207,7 +207,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from gslb.explain import explain_offline, render
 
     try:
-        result = explain_offline(args)
+        if args.api_url:  # ask the running server: its live health, overrides and cluster votes
+            import urllib.parse
+
+            q = {"name": args.name, "type": args.type, "client": args.client}
+            if args.ecs:
+                q = {"name": args.name, "type": args.type, "ecs": args.ecs}
+            result = _api_call(args, "GET", "/v1/explain?" + urllib.parse.urlencode(q))
+        else:
+            result = explain_offline(args)
     except (ValueError, OSError) as e:
         print(f"gslb explain: {e}", file=sys.stderr)
         return 1
@@ -279,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     who = e.add_mutually_exclusive_group()
     who.add_argument("--client", default="192.0.2.1", help="the client's address (default 192.0.2.1)")
     who.add_argument("--ecs", metavar="CIDR", help="an EDNS Client Subnet, e.g. 198.51.100.0/24")
+    e.add_argument(
+        "--api-url",
+        metavar="URL",
+        help="ask a running server instead (its live health, overrides and cluster votes), "
+        "e.g. http://127.0.0.1:8053",
+    )
     e.add_argument("--zones", default="zones", help="directory of zone files (default: zones)")
     e.add_argument("--state-dir", default="state", help="persisted health state to apply ('' = all up)")
     e.add_argument(

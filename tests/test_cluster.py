@@ -208,6 +208,11 @@ def test_one_node_that_cannot_reach_a_backend_is_outvoted_under_majority_not_und
     # gslb explain on the API says the same
     code, ex = http(a, "GET", "/v1/explain?name=www.c.test.&type=A")
     assert code == 200 and "1 of 3 down (any)" in json.dumps(ex), ex
+    out = subprocess.run(
+        [sys.executable, "-m", "gslb", "explain", "www.c.test.", "--api-url", f"http://127.0.0.1:{b.api_port}"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert "cluster vote, 1 of 3 down (any): c connection refused; a, b up" in out, out
 
 
 def test_a_killed_node_s_votes_vanish_after_its_lease(nodes: Nodes) -> None:
@@ -318,3 +323,48 @@ def test_bad_cluster_flags_are_one_line_errors(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert p.returncode != 0 and msg in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
+
+
+def test_two_processes_with_one_node_name_are_reported(nodes: Nodes) -> None:
+    a = nodes.start("a")
+    nodes.nodes["a-twin"] = twin = GslbProcess(
+        a.zones_dir, nodes.tmp / "twin.log",
+        ["--cluster", nodes.etcd_url, "--node", "a", "--cluster-prefix", nodes.prefix,
+         "--api-token-file", str(nodes.tmp / "token")],
+        state_dir=nodes.tmp / "state-twin",
+    )  # fmt: skip
+    for s in (a, twin):
+        s.wait_log(r"another gslb process \(pid \d+, started [\d.]+\) uses the node name 'a'", 10)
+
+
+def test_the_watch_takes_a_message_larger_than_aiohttp_s_line_limit(etcd: EtcdCluster) -> None:
+    """One transaction of 100 writes of 6 KB is one watch message of ~800 KB (found by
+    bench/cluster.py at 5,000 members: aiohttp refuses lines over 512 KiB)."""
+    import asyncio
+
+    from gslb.cluster.etcd import Etcd
+    from gslb.serverconfig import endpoints
+
+    async def go() -> int:
+        e = Etcd(endpoints(etcd.url))
+        prefix = f"/big-{uuid.uuid4().hex[:8]}/"
+        try:
+            rev, _ = await e.get_prefix(prefix)
+            got = 0
+
+            async def watch() -> None:
+                nonlocal got
+                async for _, events in e.watch(prefix, rev + 1):
+                    got += len(events)
+                    if got >= 100:
+                        return
+
+            w = asyncio.create_task(watch())
+            await asyncio.sleep(0.2)
+            await e.put_many([(f"{prefix}{i}", b"x" * 6000) for i in range(100)], batch=100)
+            await asyncio.wait_for(w, 10)
+            return got
+        finally:
+            await e.close()
+
+    assert asyncio.run(go()) == 100

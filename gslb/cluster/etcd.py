@@ -22,6 +22,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, NamedTuple
 
 import aiohttp
+import aiohttp.http_exceptions
+
+MAX_MESSAGE = 64 << 20  # bytes of one watch message, at most
 
 
 class EtcdError(Exception):
@@ -201,23 +204,32 @@ class Etcd:
             ) as r:
                 if r.status != 200:
                     raise EtcdError(f"{url}: HTTP {r.status}")
-                async for line in r.content:
-                    self.bytes_in += len(line)
-                    if not line.strip():
-                        continue
-                    msg = json.loads(line)
-                    if "error" in msg:
-                        raise EtcdError(f"{url}: watch: {msg['error'].get('message', msg['error'])}")
-                    res = msg.get("result", {})
-                    if res.get("canceled") or res.get("compact_revision"):
-                        raise EtcdError(f"{url}: watch cancelled ({res.get('cancel_reason') or 'compacted'})")
-                    events = [
-                        Event(ev.get("type") == "DELETE", _kv(ev["kv"])) for ev in res.get("events", [])
-                    ]
-                    yield int(res.get("header", {}).get("revision", 0)), events
-        except (aiohttp.ClientError, OSError, ValueError) as e:
+                # one message per line; a message can be large (a batch of writes: measured
+                # over 512 KiB, aiohttp's line limit, for 5,000 observations), so the lines
+                # are cut here, up to MAX_MESSAGE
+                buf = b""
+                async for chunk in r.content.iter_any():
+                    self.bytes_in += len(chunk)
+                    buf += chunk
+                    if len(buf) > MAX_MESSAGE:
+                        raise EtcdError(f"{url}: watch message over {MAX_MESSAGE} bytes")
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield self._watch_message(url, line)
+        except (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError, OSError, ValueError) as e:
             raise EtcdError(f"{url}: watch: {_why(e)}") from None
         raise EtcdError(f"{url}: watch stream ended")
+
+    def _watch_message(self, url: str, line: bytes) -> tuple[int, list[Event]]:
+        msg = json.loads(line)
+        if "error" in msg:
+            raise EtcdError(f"{url}: watch: {msg['error'].get('message', msg['error'])}")
+        res = msg.get("result", {})
+        if res.get("canceled") or res.get("compact_revision"):
+            raise EtcdError(f"{url}: watch cancelled ({res.get('cancel_reason') or 'compacted'})")
+        events = [Event(ev.get("type") == "DELETE", _kv(ev["kv"])) for ev in res.get("events", [])]
+        return int(res.get("header", {}).get("revision", 0)), events
 
 
 def _why(e: BaseException) -> str:

@@ -142,6 +142,7 @@ class Cluster:
         self.last_error = ""
         self._alone = False
         self._mismatch: set[str] = set()
+        self._dup_seen = False  # another process registered under this node's name (logged once)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._save_pending = False
@@ -379,6 +380,10 @@ class Cluster:
                 self.last_error = str(e)
             except _Broken as e:
                 self.last_error = str(e)
+            except Exception as e:  # an unexpected reply or a bug: reconnect, never stop syncing
+                self.errors += 1
+                self.last_error = f"{type(e).__name__}: {e}"[:300]
+                log.exception("cluster: unexpected error; reconnecting")
             if self._stopping:
                 return
             if self.connected:
@@ -516,11 +521,11 @@ class Cluster:
         self.peers, self.peer_obs, self.overrides = {}, {}, {}
         self.revision = rev
         self._recount(None)
-        self._apply(Event(False, kv) for kv in kvs)
+        self._apply((Event(False, kv) for kv in kvs), listing=True)
 
-    def _apply(self, events: Iterable[Event]) -> bool:
+    def _apply(self, events: Iterable[Event], listing: bool = False) -> bool:
         """Apply changes; True when the votes or the overrides changed (a beat alone
-        changes neither)."""
+        changes neither). ``listing``: the events are a fresh list of the prefix."""
         changed = False
         mono = time.monotonic()
         for ev in events:
@@ -537,6 +542,16 @@ class Cluster:
                 d = _json(ev.kv.value)
                 if d is None:
                     continue
+                # a write after ours, under our name, by a live process (a listing may still
+                # show the registration of this node's previous, killed process)
+                dup = node == self.node and float(d.get("started", 0)) != self.started
+                if dup and not listing and not self._dup_seen:
+                    self._dup_seen = True
+                    # another process registered under this node's name: votes would mix
+                    log.error(
+                        "cluster: another gslb process (pid %s, started %s) uses the node name %r; "
+                        "give every node its own --node", d.get("pid"), d.get("started"), node,
+                    )  # fmt: skip
                 new = node not in self.peers
                 serials = {str(z): int(s) for z, s in dict(d.get("serials", {})).items()}
                 self.peers[node] = Peer(
