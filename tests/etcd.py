@@ -33,8 +33,11 @@ def _free_ports(n: int) -> list[int]:
 
 
 class EtcdCluster:
-    def __init__(self, root: Path, members: int = 3) -> None:
+    def __init__(self, root: Path, members: int = 3, tls: tuple[Path, Path, Path] | None = None) -> None:
+        """``tls``: (CA, server certificate, server key): clients must present a
+        certificate signed by the CA (``--client-cert-auth``)."""
         self.root = root
+        self.tls = tls
         root.mkdir(parents=True, exist_ok=True)
         self.names = [f"e{i}" for i in range(members)]
         ports = _free_ports(2 * members)
@@ -52,14 +55,18 @@ class EtcdCluster:
         """The --cluster value naming every member."""
         return "etcd://" + ",".join(f"127.0.0.1:{p}" for p in self.client_ports)
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
     def start(self, i: int, new: bool = False) -> None:
         name = self.names[i]
         cmd = [
             ETCD,
             "--name", name,
             "--data-dir", str(self.root / name),
-            "--listen-client-urls", f"http://127.0.0.1:{self.client_ports[i]}",
-            "--advertise-client-urls", f"http://127.0.0.1:{self.client_ports[i]}",
+            "--listen-client-urls", f"{self.scheme}://127.0.0.1:{self.client_ports[i]}",
+            "--advertise-client-urls", f"{self.scheme}://127.0.0.1:{self.client_ports[i]}",
             "--listen-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
             "--initial-cluster", self.initial,
@@ -69,17 +76,34 @@ class EtcdCluster:
             "--election-timeout", "500",
             "--log-level", "warn",
         ]  # fmt: skip
+        if self.tls:
+            ca, cert, key = self.tls
+            cmd += ["--trusted-ca-file", str(ca), "--cert-file", str(cert), "--key-file", str(key),
+                    "--client-cert-auth"]  # fmt: skip
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
         self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
     def health(self, i: int, timeout: float = 1.0) -> bool:
+        if self.tls:  # etcd wants a client certificate: a TLS handshake that completes will do
+            return self._tls_up(i, timeout)
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.client_ports[i]}/health", timeout=timeout
             ) as r:
                 return bool(json.loads(r.read()).get("health") == "true")
         except (OSError, ValueError):
+            return False
+
+    def _tls_up(self, i: int, timeout: float) -> bool:
+        import ssl
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.client_ports[i]), timeout) as s:
+                ctx = ssl.create_default_context(cafile=str(self.tls[0]) if self.tls else None)
+                with ctx.wrap_socket(s, server_hostname="127.0.0.1"):
+                    return True
+        except OSError:
             return False
 
     def wait_healthy(self, timeout: float = 30.0, members: list[int] | None = None) -> None:

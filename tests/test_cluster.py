@@ -368,3 +368,34 @@ def test_the_watch_takes_a_message_larger_than_aiohttp_s_line_limit(etcd: EtcdCl
             await e.close()
 
     assert asyncio.run(go()) == 100
+
+
+def test_tls_to_etcd_with_a_client_certificate(tmp_path: Path, targets: list[Target]) -> None:
+    """etcd with TLS and --client-cert-auth: a node with the CA and a client certificate
+    joins; a node without a client certificate is refused, says why, and still answers."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("gslb-a.client.test", common_name="gslb-a")  # Go refuses an empty SAN
+    for name, blob in (("ca.pem", ca.cert_pem), ("server.pem", server.cert_chain_pems[0]),
+                       ("server.key", server.private_key_pem), ("client.pem", client.cert_chain_pems[0]),
+                       ("client.key", client.private_key_pem)):  # fmt: skip
+        blob.write_to_path(str(tmp_path / name))
+    etcd = EtcdCluster(
+        tmp_path / "etcd", 1, (tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key")
+    )
+    nodes = Nodes(tmp_path, etcd.url, targets[0].port)
+    try:
+        tls = ("--cluster-ca", str(tmp_path / "ca.pem"), "--cluster-cert", str(tmp_path / "client.pem"),
+               "--cluster-key", str(tmp_path / "client.key"))  # fmt: skip
+        a = nodes.start("a", extra=tls)
+        wait_until(lambda: status(a)["cluster"]["connected"], 10, "a connected over TLS")
+        assert status(a)["cluster"]["endpoint"].startswith("https://")
+        b = nodes.start("b", extra=("--cluster-ca", str(tmp_path / "ca.pem")))  # no client certificate
+        wait_until(lambda: status(b)["cluster"]["last_error"] != "", 10, "b says why it is not connected")
+        assert status(b)["cluster"]["connected"] is False
+        assert answers(b) == set(HOSTS)
+    finally:
+        nodes.close()
+        etcd.close()

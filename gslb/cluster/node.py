@@ -180,8 +180,9 @@ class Cluster:
 
     @property
     def stale_for(self) -> float:
-        """Seconds since the view last matched the store (0 while connected)."""
-        return 0.0 if self.connected else max(0.0, time.time() - self.last_sync)
+        """Seconds since the view last matched the store (0 while connected; since start
+        when it never did)."""
+        return 0.0 if self.connected else max(0.0, time.time() - (self.last_sync or self.started))
 
     @property
     def alone(self) -> bool:
@@ -221,7 +222,8 @@ class Cluster:
             self._count(k, peers, extra)
         alone = ""
         if self.alone:
-            alone = f"cluster store unreachable for {self.stale_for:.0f}s: this node's observations only"
+            since = f"for {self.stale_for:.0f}s" + ("" if self.last_sync else " (since start)")
+            alone = f"cluster store unreachable {since}: this node's observations only"
         return HealthView(frozenset(self._down), version, {}, dict(self._tallies) if peers else {}, alone)
 
     def _count(self, k: MemberKey, peers: Mapping[str, Peer], extra: frozenset[MemberKey]) -> None:
@@ -419,8 +421,8 @@ class Cluster:
         if self.alone != self._alone:
             self._alone = self.alone
             if self._alone:
-                log.error("cluster: no sync for %.0fs: deciding from this node's observations only",
-                          self.stale_for)  # fmt: skip
+                since = f"no sync for {self.stale_for:.0f}s" + ("" if self.last_sync else " (never synced)")
+                log.error("cluster: %s: deciding from this node's observations only", since)
             self._changed()
 
     async def _session(self) -> None:
