@@ -193,6 +193,10 @@ def test_one_node_that_cannot_reach_a_backend_is_outvoted_under_majority_not_und
     assert votes["c"]["up"] is False and "connection refused" in votes["c"]["reason"], m1
     assert votes["a"]["up"] and votes["b"]["up"]
     assert m1["why"].startswith("cluster vote, 1 of 3 down (majority): c connection refused"), m1["why"]
+    # c's zone file differs from a's and b's: every node says so
+    mism = status(a)["cluster"]["serial_mismatch"]["c.test."]
+    assert mism["same_content"] is False and set(mism["serials"]) == {"a", "b", "c"}, mism
+    c.wait_log(r"cluster: nodes serve different versions of c\.test\.", 5)
     out = subprocess.run(
         [sys.executable, "-m", "gslb", "status", "--api-url", f"http://127.0.0.1:{a.api_port}"],
         capture_output=True, text=True, timeout=30,
@@ -397,5 +401,34 @@ def test_tls_to_etcd_with_a_client_certificate(tmp_path: Path, targets: list[Tar
         assert status(b)["cluster"]["connected"] is False
         assert answers(b) == set(HOSTS)
     finally:
+        nodes.close()
+        etcd.close()
+
+
+def test_a_silent_watch_is_noticed_and_the_node_moves_to_another_member(
+    tmp_path: Path, targets: list[Target]
+) -> None:
+    """SIGSTOP the etcd member node a watches: its requests time out and move to the next
+    member, but the watch stream just goes quiet. Node a must notice (its own beat does
+    not come back through the watch), re-list and watch elsewhere, so a drain sent
+    through node b, which uses other members, still reaches it."""
+    etcd = EtcdCluster(tmp_path / "etcd")
+    nodes = Nodes(tmp_path, etcd.url, targets[0].port)  # a lists member 0 first
+    ttl = ("--cluster-lease-ttl", "10")  # leases outlive the stop: the watch is what breaks
+    try:
+        a = nodes.start("a", extra=ttl)
+        nodes.etcd_url = "etcd://" + ",".join(f"127.0.0.1:{p}" for p in etcd.client_ports[1:])
+        b = nodes.start("b", extra=ttl)
+        nodes.wait_joined(2)
+        assert status(a)["cluster"]["endpoint"].endswith(f":{etcd.client_ports[0]}")
+        mark = len(a.log())
+        etcd.signal(0, signal.SIGSTOP)
+        a.wait_log(r"the watch has been silent for", 20, mark)
+        wait_until(lambda: status(a)["cluster"]["connected"], 15, "a back, through another member")
+        code, r = http(b, "POST", "/v1/members/c.test/p/m1/drain", {})
+        assert code == 200, r
+        wait_until(lambda: answers(a) == {HOSTS[1]}, 2, "b's drain reached a")
+    finally:
+        etcd.signal(0, signal.SIGCONT)
         nodes.close()
         etcd.close()

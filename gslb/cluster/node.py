@@ -114,6 +114,9 @@ class Cluster:
         self.changed = changed  # the runtime recomputes the effective view
         self.state_dir = state_dir
         self.started = time.time()
+        # lease keep-alive and registration period: BEAT, or a third of a shorter TTL, so
+        # that one slow request does not lose the lease
+        self.beat = min(BEAT, opts.lease_ttl / 3)
         # what the store says (the last list plus the watch since)
         self.peers: dict[str, Peer] = {}
         self.peer_obs: dict[str, dict[MemberKey, Obs]] = {}
@@ -305,7 +308,8 @@ class Cluster:
             await self.etcd.swap(f"{self.p}overrides/{_k(key)}", None, rev)
 
     def serial_mismatch(self) -> dict[str, dict[str, Any]]:
-        """Zones whose serial differs between live nodes:
+        """Zones that live nodes serve at different serials, or with different content
+        under one serial (which a SOA-serial check cannot see):
         {zone: {"serials": {node: serial}, "same_content": bool}}."""
         out: dict[str, dict[str, Any]] = {}
         peers = self.live_peers()
@@ -316,7 +320,7 @@ class Cluster:
                 if zone in p.serials:
                     seen[n] = p.serials[zone]
                     digests.add(p.digests.get(zone, ""))
-            if len(set(seen.values())) > 1:
+            if len(set(seen.values())) > 1 or len(digests) > 1:
                 out[zone] = {"serials": seen, "same_content": len(digests) == 1}
         return out
 
@@ -409,14 +413,16 @@ class Cluster:
         if set(mismatch) != self._mismatch:
             for zone in set(mismatch) - self._mismatch:
                 m = mismatch[zone]
-                log.warning(
-                    "cluster: nodes serve %s at different serials (%s)%s", zone,
-                    ", ".join(f"{n} {s}" for n, s in sorted(m["serials"].items())),
-                    "; the content is the same: copy zone files with their modification time "
-                    "(rsync -t) or set soa.serial" if m["same_content"] else "; the content differs",
-                )  # fmt: skip
+                serials = ", ".join(f"{n} {s}" for n, s in sorted(m["serials"].items()))
+                if m["same_content"]:
+                    log.warning(
+                        "cluster: nodes serve %s at different serials (%s) with the same content: copy "
+                        "zone files with their modification time (rsync -t) or set soa.serial", zone, serials,
+                    )  # fmt: skip
+                else:
+                    log.warning("cluster: nodes serve different versions of %s (serials %s)", zone, serials)
             for zone in self._mismatch - set(mismatch):
-                log.info("cluster: every node serves %s at the same serial again", zone)
+                log.info("cluster: every node serves the same version of %s again", zone)
             self._mismatch = set(mismatch)
         if self.alone != self._alone:
             self._alone = self.alone
@@ -477,14 +483,14 @@ class Cluster:
         does not bring our own beat back, ends the session."""
         e = self.etcd
         while True:
-            await asyncio.sleep(BEAT)
+            await asyncio.sleep(self.beat)
             ttl = await e.keepalive(self.lease)
             if ttl <= 0:
                 raise _Broken("this node's lease expired")
             await e.put(self._reg_key(), self._registration(), self.lease)
             self.last_sync = time.time()
             quiet = time.monotonic() - self.last_event
-            if quiet > 3 * BEAT + self.opts.timeout:
+            if quiet > 3 * self.beat + self.opts.timeout:
                 raise _Broken(f"the watch has been silent for {quiet:.1f}s")
             self.tick()
 

@@ -353,6 +353,10 @@ class Prober:
             self.stats.transitions_up += 1
         else:
             self.stats.transitions_down += 1
+            # a DOWN must survive a crash right after it: written at once, before it is
+            # logged or published (an UP that is lost only keeps a member out until it
+            # passes `rise` checks again)
+            self.save()
         kind = "successes" if tr.up else "failures"
         log.warning(
             "%s %s: %s (%d consecutive %s); members: %s",
@@ -364,10 +368,6 @@ class Prober:
         self._publish()
         if tr.up:
             self._schedule_save()
-        else:
-            # a DOWN must survive a crash right after it: written at once (an UP that is
-            # lost only keeps a member out until it passes `rise` checks again)
-            self.save()
 
     # -- snapshots ---------------------------------------------------------------
     def view(self) -> HealthView:

@@ -317,6 +317,7 @@ def start_resolver(n: Net) -> None:
     module-config: "subnetcache iterator"
     send-client-subnet: {HOSTS["g1"]}
     send-client-subnet: {HOSTS["g2"]}
+    send-client-subnet: {HOSTS["g3"]}
     max-client-subnet-ipv4: 24
     qname-minimisation: no
     domain-insecure: "e2e.test."
