@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import pytest
 from tests.conftest import GslbProcess
 from tests.etcd import EtcdCluster
 from tests.targets import Target, free_port
+from tests.test_health import wait_until
 
 TOKEN = "cluster-t0ken"
 HOSTS = ["127.0.0.71", "127.0.0.73"]
@@ -51,6 +52,10 @@ def answers(srv: GslbProcess) -> set[str]:
     return {rd.to_text() for rr in srv.query("www.c.test.", "A").answer for rd in rr}
 
 
+def answers_are(srv: GslbProcess, want: set[str]) -> Callable[[], bool]:
+    return lambda: answers(srv) == want
+
+
 def http(srv: GslbProcess, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"http://127.0.0.1:{srv.api_port}{path}", data=data, method=method)
@@ -73,15 +78,6 @@ def metric(srv: GslbProcess, name: str) -> float:
             if line.startswith(name + " "):
                 return float(line.split()[1])
     raise AssertionError(f"{name} not in /metrics")
-
-
-def wait_until(cond: Any, timeout: float, what: str = "condition") -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return time.monotonic() - t0
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +152,12 @@ def test_a_drain_on_one_node_reaches_every_node_and_expires_everywhere(nodes: No
     a, b, c = (nodes.start(n) for n in ("a", "b", "c"))
     nodes.wait_joined(3)
     for s in (a, b, c):
-        wait_until(lambda s=s: answers(s) == set(HOSTS), 5, "both members answered")
+        wait_until(answers_are(s, set(HOSTS)), 5, "both members answered")
     code, r = http(a, "POST", "/v1/members/c.test/p/m1/drain", {"for": 4})
     assert code == 200 and r["scope"] == "cluster", r
     t0 = time.monotonic()
     for s in (b, c):
-        wait_until(lambda s=s: answers(s) == {HOSTS[1]}, 1.0, "the drain reached another node within 1 s")
+        wait_until(answers_are(s, {HOSTS[1]}), 1.0, "the drain reached another node within 1 s")
     assert answers(a) == {HOSTS[1]}
     # a second operator, through another node, cannot silently overwrite it
     code, r = http(b, "POST", "/v1/members/c.test/p/m1/down", {})
@@ -173,7 +169,7 @@ def test_a_drain_on_one_node_reaches_every_node_and_expires_everywhere(nodes: No
     assert code == 200, r
     # the expiry returns the member on every node
     for s in (a, b, c):
-        wait_until(lambda s=s: answers(s) == set(HOSTS), 7, "the expired drain released the member")
+        wait_until(answers_are(s, set(HOSTS)), 7, "the expired drain released the member")
     assert time.monotonic() - t0 > 3.5  # not before the (replaced) drain's end
     assert all(status(s)["members"][0]["override"] is None for s in (a, b, c))
 
@@ -207,7 +203,7 @@ def test_one_node_that_cannot_reach_a_backend_is_outvoted_under_majority_not_und
         nodes.rewrite(n, "any")
     nodes.rewrite("c", "any", blind=True)
     for s in (a, b, c):
-        wait_until(lambda s=s: answers(s) == {HOSTS[1]}, 5, "quorum any: m1 out everywhere")
+        wait_until(answers_are(s, {HOSTS[1]}), 5, "quorum any: m1 out everywhere")
     assert "1 of 3 down (any)" in status(a)["members"][0]["why"]
     # gslb explain on the API says the same
     code, ex = http(a, "GET", "/v1/explain?name=www.c.test.&type=A")
@@ -225,12 +221,12 @@ def test_a_killed_node_s_votes_vanish_after_its_lease(nodes: Nodes) -> None:
     c = nodes.start("c", quorum="any", blind=True)
     nodes.wait_joined(3)
     for s in (a, b):
-        wait_until(lambda s=s: answers(s) == {HOSTS[1]}, 5, "c's down vote takes m1 out")
+        wait_until(answers_are(s, {HOSTS[1]}), 5, "c's down vote takes m1 out")
     c.proc.send_signal(signal.SIGKILL)
     c.proc.wait(5)
     t0 = time.monotonic()
     for s in (a, b):
-        wait_until(lambda s=s: answers(s) == set(HOSTS), TTL + 4, "without c, m1 is back")
+        wait_until(answers_are(s, set(HOSTS)), TTL + 4, "without c, m1 is back")
     took = time.monotonic() - t0
     assert took >= TTL - 1.5, f"c's votes vanished after {took:.1f}s, before its lease ({TTL}s) could end"
     nodes.wait_joined(2)

@@ -44,13 +44,14 @@ def answers(srv: GslbProcess, name: str = "www.h.test.") -> set[str]:
     return {rd.to_text() for rr in srv.query(name, "A").answer for rd in rr}
 
 
-def wait_until(cond: Callable[[], bool], timeout: float) -> float:
+def wait_until(cond: Callable[[], bool], timeout: float, what: str = "condition") -> float:
+    """Seconds until ``cond()`` holds (polled every 20 ms); fails after ``timeout``."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if cond():
             return time.monotonic() - t0
         time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout}s")
+    raise AssertionError(f"{what}: not met within {timeout}s")
 
 
 @pytest.fixture(scope="module")
