@@ -203,6 +203,43 @@ def _geo_args(p: argparse.ArgumentParser, default: Any = None) -> None:
     )
 
 
+def cmd_dnssec_keygen(args: argparse.Namespace) -> int:
+    from gslb.dnssec import keys
+
+    try:
+        keys.write_new(Path(args.out), args.algorithm)
+        k = keys.load(args.out)
+    except FileExistsError:
+        print(f"gslb dnssec keygen: {args.out} exists; a key is never overwritten", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"gslb dnssec keygen: {e}", file=sys.stderr)
+        return 1
+    zone = args.zone.rstrip(".") + "."
+    print(f"wrote the {args.algorithm} signing key of {zone} to {args.out} (key tag {k.tag}, mode 0600)")
+    return 0
+
+
+def cmd_dnssec_ds(args: argparse.Namespace) -> int:
+    import dns.name
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+
+    from gslb.dnssec import keys
+
+    try:
+        k = keys.load(args.key)
+        owner = dns.name.from_text(args.zone.rstrip(".") + ".")
+    except (ValueError, dns.name.BadEscape) as e:
+        print(f"gslb dnssec ds: {e}", file=sys.stderr)
+        return 1
+    rd = keys.ds(owner.canonicalize().to_wire() or b"", k.dnskey)
+    ds = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.DS, rd, 0, len(rd))
+    print(f"{owner.to_text()} IN DS {ds.to_text()}")
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from gslb.explain import explain_offline, render
 
@@ -337,6 +374,18 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--api-url", default="http://127.0.0.1:8053")
         a.add_argument("--api-token-file", metavar="PATH", help="the admin token (else $GSLB_API_TOKEN)")
         a.set_defaults(func=cmd_member, action=action)
+
+    d = sub.add_parser("dnssec", help="DNSSEC keys: make a zone's signing key, print its DS")
+    dsub = d.add_subparsers(dest="dnssec_command", required=True, parser_class=_Parser)
+    kg = dsub.add_parser("keygen", help="write a new Combined Signing Key (PEM, mode 0600) for ZONE")
+    kg.add_argument("zone")
+    kg.add_argument("--out", required=True, metavar="PATH", help="the key file (never overwritten)")
+    kg.add_argument("--algorithm", choices=["ecdsa-p256", "ed25519"], default="ecdsa-p256")
+    kg.set_defaults(func=cmd_dnssec_keygen)
+    dsc = dsub.add_parser("ds", help="print the DS record (SHA-256) of ZONE's key, for the registrar")
+    dsc.add_argument("zone")
+    dsc.add_argument("--key", required=True, metavar="PATH", help="the zone's key file")
+    dsc.set_defaults(func=cmd_dnssec_ds)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the zone format")
     sc.set_defaults(func=cmd_schema)

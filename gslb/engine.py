@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
@@ -40,6 +41,8 @@ from gslb.dnsconst import (
     T_NS,
     T_SOA,
 )
+from gslb.dnssec import keys as dnssec_keys
+from gslb.dnssec.signer import T_NSEC, T_RRSIG, Signer, compact_nsec
 from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
 from gslb.health.view import ALL_UP, HealthView, MemberKey
 from gslb.model import Zone
@@ -241,6 +244,11 @@ def _answer(
         return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0), True
     qtype = q.qtype
     key = q.key
+    if edns is not None and edns.do and state.signers and qtype not in (T_AXFR, T_IXFR):
+        zone = state.find_zone(key)
+        signer = state.signers.get(zone.origin) if zone is not None else None
+        if zone is not None and signer is not None:
+            return _signed(q, state, zone, signer, client, rng), False
     hit = state.fast.get((key, qtype))
     if hit is not None:
         if isinstance(hit, Static):
@@ -288,6 +296,82 @@ def _balanced(q: Query, name: bytes, state: ServingState, client: Client, rng: r
         return _finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope)
     frags = pk.frags
     return _finish(q, True, NOERROR, b"".join(frags), (len(frags), 0, 0), None, client, pk.scope)
+
+
+def _sign_all(rrs: list[RRw], signer: Signer, now: float) -> list[RRw]:
+    """The RRs with an RRSIG after each RRset (consecutive RRs of one owner and type)."""
+    out: list[RRw] = []
+    i = 0
+    while i < len(rrs):
+        owner, rtype, ttl, _ = rrs[i]
+        j = i
+        while j < len(rrs) and rrs[j][0] == owner and rrs[j][1] == rtype:
+            j += 1
+        group = rrs[i:j]
+        out += group
+        out.append((owner, T_RRSIG, ttl, signer.rrsig(owner, rtype, ttl, [r[3] for r in group], now)))
+        i = j
+    return out
+
+
+def _signed(
+    q: Query, state: ServingState, zone: CompiledZone, signer: Signer, client: Client, rng: random.Random
+) -> bytes:
+    """The answer to a DO=1 query for a signed zone: RRSIGs on every authoritative
+    RRset, compact denial (RFC 9824) for names and types that do not exist, DS or a
+    signed proof of no DS at delegations. Signatures come from the signer's cache."""
+    now = time.time()
+    key = q.key
+    p = resolve(state, zone, key, q.qtype, q, client, rng)
+    if p.rcode in (SERVFAIL, REFUSED):
+        return _finish(q, False, p.rcode, b"", (0, 0, 0), None, client, p.scope)
+    answer = _sign_all(p.answer, signer, now)
+    additional = p.additional
+    rcode = p.rcode
+    if p.additional_required and p.authority and p.authority[0][1] == T_NS:  # a referral
+        cut = p.authority[0][0]
+        authority = list(p.authority)  # the child's NS: not signed (RFC 4035 2.2)
+        ds = zone.nodes[cut].rrsets.get(T_DS)
+        if ds is not None:
+            authority += _sign_all(_rrs(cut, T_DS, ds.ttl, ds.rdatas), signer, now)
+        else:  # no DS: the NSEC at the cut says so
+            authority += _denial(zone, signer, cut, {T_NS}, now)
+    elif p.authority and p.authority[-1] is zone.neg_soa_rr:  # NXDOMAIN or NODATA
+        name = key
+        if p.answer and p.answer[-1][1] == T_CNAME:  # the chain ended at a name without data
+            name = p.answer[-1][3].lower()
+        present: set[int] | None = None
+        if rcode != NXDOMAIN:
+            node = zone.nodes.get(name)
+            present = set(node.rrsets) if node is not None else set()
+            if node is not None and node.balanced is not None:
+                present |= set(node.balanced.types)
+        soa = zone.soa_rr
+        neg = zone.neg_soa_rr
+        authority = [
+            neg,
+            (soa[0], T_RRSIG, neg[2], signer.rrsig(soa[0], T_SOA, soa[2], [soa[3]], now)),
+            *_denial(zone, signer, name, present, now),
+        ]
+        rcode = NOERROR  # compact denial: the name "exists", with nothing but NSEC
+    else:
+        authority = _sign_all(p.authority, signer, now)
+        additional = _sign_all(p.additional, signer, now)
+    body, an, ns, ar = encode_sections(key, (answer, authority, additional))
+    small = None
+    if additional:
+        sb, san, sns, _ = encode_sections(key, (answer, authority, []))
+        small = (sb, (san, sns, 0), p.additional_required)
+    return _finish(q, p.aa, rcode, body, (an, ns, ar), small, client, p.scope)
+
+
+def _denial(
+    zone: CompiledZone, signer: Signer, name: bytes, present: set[int] | None, now: float
+) -> list[RRw]:
+    """The compact-denial NSEC for ``name`` and its RRSIG (TTL: the negative TTL)."""
+    ttl = zone.neg_soa_rr[2]
+    nsec = compact_nsec(name, present)
+    return [(name, T_NSEC, ttl, nsec), (name, T_RRSIG, ttl, signer.rrsig(name, T_NSEC, ttl, [nsec], now))]
 
 
 def _bare(data: bytes, rcode: int) -> bytes:
@@ -652,6 +736,8 @@ def zone_transfer(data: bytes, state: ServingState) -> list[bytes] | None:
     zone = state.zones.get(q.key)  # transfers are for a zone apex only
     if zone is None:
         return None
+    if zone.zone.dnssec_key:  # a secondary could not sign the balanced answers (docs/dnssec.md)
+        return [header(q.id, q.flags, False, REFUSED, 1, 0, 0, 0) + q.question]
     rrs = transfer_rrs(state, zone)
     messages: list[bytes] = []
     chunk: list[RRw] = []
@@ -687,6 +773,9 @@ def build_state(
     fast: dict[tuple[bytes, int], Static | BalancedRef] = {}
     plans: dict[bytes, BalancedPlan] = {}
     state = ServingState(compiled, fast, plans, health, generation, geo)
+    for cz in compiled.values():
+        if cz.zone.dnssec_key:
+            state.signers[cz.origin] = Signer(dnssec_keys.load(cz.zone.dnssec_key), cz.origin)
     rng = random.Random(0)
     for cz in compiled.values():
         for b in cz.zone.balanced:

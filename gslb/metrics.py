@@ -92,7 +92,22 @@ class _Collector(Collector):
         self.stats, self.state, self.facts = stats, state, facts
 
     def _cluster(self) -> Iterable[Metric]:
-        return _cluster_metrics(self.facts)
+        yield from _cluster_metrics(self.facts)
+        signers = self.state.signers
+        if signers:
+            made = CounterMetricFamily("gslb_dnssec_signatures", "RRSIGs computed, by zone", labels=["zone"])
+            hits = CounterMetricFamily(
+                "gslb_dnssec_signature_cache",
+                "Signature cache lookups, by zone and result",
+                labels=["zone", "result"],
+            )
+            for origin, s in signers.items():
+                z = names.to_text(origin)
+                made.add_metric([z], s.stats.made)
+                hits.add_metric([z, "hit"], s.stats.hits)
+                hits.add_metric([z, "miss"], s.stats.misses)
+            yield made
+            yield hits
 
     def collect(self) -> Iterable[Metric]:
         yield from self._queries()

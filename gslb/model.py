@@ -238,6 +238,7 @@ class Zone:
     checks: tuple[Check, ...] = ()
     pools: tuple[Pool, ...] = ()
     quorum: str = "majority"  # cluster mode: the default of its checks' ``quorum``
+    dnssec_key: str | None = None  # the signing key's path: answers to DO=1 queries are signed
     digest: str = field(default="", compare=False)  # content hash, for serials
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
 

@@ -171,6 +171,11 @@ SCHEMA: dict[str, Any] = {
             "ns_ttl": _TTL,
             "ecs": {"type": "boolean"},
             "quorum": _QUORUM,
+            "dnssec": _obj(
+                {"key": {"type": "string", "description": "PEM file of the zone's signing key"}},
+                ("key",),
+                "sign answers to DO=1 queries with this key (docs/dnssec.md)",
+            ),
             "soa": _obj(
                 {
                     "mname": {"type": "string"},

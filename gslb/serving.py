@@ -370,6 +370,9 @@ class ServingState:
     # is picked again against the current plans), new with every compiled state
     udp_cache: dict[bytes, CacheEntry] = field(default_factory=dict, compare=False)
     tcp_cache: dict[bytes, CacheEntry] = field(default_factory=dict, compare=False)
+    # zone origin -> its gslb.dnssec.signer.Signer (signed zones only; typed loosely: the
+    # signer sits above this module), kept across health and load changes with its cache
+    signers: dict[bytes, Any] = field(default_factory=dict, compare=False)
 
     def find_zone(self, key: bytes) -> CompiledZone | None:
         zones = self.zones

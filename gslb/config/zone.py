@@ -6,14 +6,20 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+
 from gslb import names
 from gslb.config.checks import _checks
 from gslb.config.ctx import DEFAULT_TTL, _Ctx, _join, _opt
 from gslb.config.pools import _defined, _pools, _used_checks
 from gslb.config.records import _merge_glue, _records
+from gslb.dnssec import keys as dnssec_keys
 from gslb.errors import ConfigError, Problem
 from gslb.model import (
     TTL_MAX,
+    RRset,
     Soa,
     Zone,
 )
@@ -55,7 +61,7 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
         doc,
         "",
         ("zone", "nameservers"),
-        ("ttl", "ns_ttl", "ecs", "quorum", "soa", "checks", "pools", "records"),
+        ("ttl", "ns_ttl", "ecs", "quorum", "dnssec", "soa", "checks", "pools", "records"),
     )
     if top is None:
         return None
@@ -86,6 +92,7 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
 
     # glue for the apex name servers joins the static data (same RRset rules)
     rrsets = _merge_glue(ctx, rrsets, glue, ns_ttl_)
+    dnssec_key = _dnssec(ctx, top.get("dnssec"), origin, ns_ttl_, rrsets)
 
     pools_loc = top.get("pools")
     if pools_loc is not None and isinstance(pools_loc.value, dict):
@@ -107,6 +114,7 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
         ttl=ttl_,
         ns_ttl=ns_ttl_,
         quorum=quorum or "majority",
+        dnssec_key=dnssec_key,
         soa=soa,
         nameservers=tuple(ns_hosts),
         rrsets=tuple(rrsets),
@@ -116,6 +124,37 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
         digest=hashlib.sha256(text.encode()).hexdigest(),
         warnings=tuple(ctx.warnings),
     )
+
+
+T_DNSKEY = 48
+
+
+def _dnssec(ctx: _Ctx, loc: Located | None, origin: bytes, ttl: int, rrsets: list[RRset]) -> str | None:
+    """``dnssec: {key: PATH}``: the key is read now (a missing or unusable key is a
+    positioned error; a relative path is relative to the zone file's directory), and
+    its DNSKEY joins the apex. Returns the key's path."""
+    if loc is None:
+        return None
+    m = ctx.mapping(loc, "dnssec", ("key",), ())
+    if m is None or "key" not in m:
+        return None
+    text = ctx.str_(m["key"], "dnssec.key")
+    if text is None:
+        return None
+    path = Path(text) if Path(text).is_absolute() else Path(ctx.path).parent / text
+    try:
+        key = dnssec_keys.load(path)
+    except dnssec_keys.KeyError_ as e:
+        ctx.err(m["key"], "dnssec.key", str(e))
+        return None
+    if any(r.name == origin and r.rtype == T_DNSKEY for r in rrsets):
+        ctx.err(
+            loc, "dnssec", "the zone has DNSKEY records of its own; gslb publishes its key's DNSKEY itself"
+        )
+        return None
+    text_rd = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.DNSKEY, key.dnskey, 0, len(key.dnskey))
+    rrsets.append(RRset(origin, T_DNSKEY, ttl, (key.dnskey,), (text_rd.to_text(),)))
+    return str(path)
 
 
 def _nameservers(

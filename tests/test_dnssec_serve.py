@@ -1,0 +1,226 @@
+"""Signed answers from the real server, checked by real validators: BIND's ``delv``
+with the zone's own DNSKEY as trust anchor (``+root=ZONE``), and dnspython's
+``dns.dnssec.validate`` on the wire answers as a second opinion."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.dnssec
+import dns.flags
+import dns.message
+import dns.name
+import dns.node
+import dns.query
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from gslb.dnssec import keys
+from tests.conftest import GslbProcess
+
+DELV = shutil.which("delv")
+
+ZONE = """zone: s.test.
+dnssec: {{key: {key}}}
+nameservers: {{ns1.s.test.: [192.0.2.53]}}
+pools:
+  p: {{members: [{{address: 192.0.2.1}}, {{address: 192.0.2.2}}, {{address: 192.0.2.3}}]}}
+  eu: {{members: [{{address: 192.0.2.41}}]}}
+records:
+  www: [{{types: [A], ttl: 30, answer: {{select: weighted, count: 2}}, rules: [{{pools: [p]}}]}}]
+  geo: [{{types: [A], ttl: 30, rules: [{{subnets: [198.51.100.0/24], pools: [eu]}}, {{pools: [p]}}]}}]
+  static: [{{type: A, value: 192.0.2.10}}, {{type: TXT, value: '"hello"'}}]
+  alias: [{{type: CNAME, value: Static.s.test.}}]
+  dangling: [{{type: CNAME, value: nothing.s.test.}}]
+  "*.wild": [{{type: A, value: 192.0.2.20}}]
+  sub: [{{type: NS, value: ns.sub.s.test.}}]
+  ns.sub: [{{type: A, value: 192.0.2.30}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GslbProcess, Path, keys.SigningKey]]:
+    tmp = tmp_path_factory.mktemp("dnssec")
+    keys.write_new(tmp / "s.test.key")
+    k = keys.load(tmp / "s.test.key")
+    zdir = tmp / "zones"
+    zdir.mkdir()
+    (zdir / "s.test.yaml").write_text(ZONE.format(key=tmp / "s.test.key"))
+    srv = GslbProcess(zdir, tmp / "gslb.log", ["--axfr-allow", "127.0.0.0/8"])
+    dnskey = srv.query("s.test.", "DNSKEY").answer[0][0]
+    anchor = tmp / "anchor.conf"
+    anchor.write_text(
+        f"trust-anchors {{ s.test. static-key {dnskey.flags} {dnskey.protocol} {dnskey.algorithm} "
+        f'"{base64.b64encode(dnskey.key).decode()}"; }};\n'
+    )
+    yield srv, anchor, k
+    srv.stop()
+    assert "Traceback" not in srv.log()
+
+
+def delv(srv: GslbProcess, anchor: Path, name: str, rtype: str, *extra: str) -> str:
+    cmd = [DELV or "delv", f"@{srv.host}", "-p", str(srv.port), "-a", str(anchor), "+root=s.test",
+           name, rtype, *extra]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    return r.stdout + r.stderr
+
+
+needs_delv = pytest.mark.skipif(DELV is None, reason="needs delv (bind9-dnsutils, .ci/system-deps)")
+
+
+@needs_delv
+@pytest.mark.parametrize(
+    ("name", "rtype"),
+    [
+        ("static.s.test.", "A"),
+        ("static.s.test.", "TXT"),
+        ("www.s.test.", "A"),  # balanced
+        ("alias.s.test.", "A"),  # CNAME chain
+        ("anything.wild.s.test.", "A"),  # wildcard
+        ("s.test.", "SOA"),
+        ("s.test.", "NS"),
+        ("s.test.", "DNSKEY"),
+    ],
+)
+def test_positive_answers_fully_validate(signed: tuple[GslbProcess, Path, keys.SigningKey], name: str,
+                                         rtype: str) -> None:  # fmt: skip
+    srv, anchor, _ = signed
+    out = delv(srv, anchor, name, rtype)
+    assert "; fully validated" in out and "negative" not in out, out
+
+
+@needs_delv
+@pytest.mark.parametrize(
+    ("name", "rtype"),
+    [
+        ("nope.s.test.", "A"),  # no such name
+        ("static.s.test.", "AAAA"),  # no such type
+        ("www.s.test.", "AAAA"),  # a balanced name without that type
+        ("wild.s.test.", "A"),  # an empty non-terminal
+        ("dangling.s.test.", "A"),  # a CNAME to a name that does not exist
+        ("sub.s.test.", "DS"),  # a delegation without DS: insecure, and proven so
+    ],
+)
+def test_denials_fully_validate(
+    signed: tuple[GslbProcess, Path, keys.SigningKey], name: str, rtype: str
+) -> None:
+    srv, anchor, _ = signed
+    out = delv(srv, anchor, name, rtype)
+    if name.startswith("dangling"):  # the CNAME validates, then its target's denial
+        assert "; fully validated" in out and "NSEC \\000.nothing.s.test." in out, out
+        assert not any(w in out for w in ("broken", "no valid", "insecure")), out
+    else:
+        assert "; negative response, fully validated" in out, out
+
+
+@needs_delv
+def test_a_wrong_trust_anchor_fails(
+    signed: tuple[GslbProcess, Path, keys.SigningKey], tmp_path: Path
+) -> None:
+    srv, _, _ = signed
+    other = tmp_path / "other.key"
+    keys.write_new(other)
+    k = keys.load(other)
+    bad = tmp_path / "bad.conf"
+    bad.write_text(
+        f'trust-anchors {{ s.test. static-key 257 3 13 "{base64.b64encode(k.dnskey[4:]).decode()}"; }};\n'
+    )
+    out = delv(srv, bad, "static.s.test.", "A")
+    assert "fully validated" not in out and ("no valid" in out or "broken trust chain" in out), out
+
+
+def _validate(msg: dns.message.Message, section: list[dns.rrset.RRset], k: keys.SigningKey) -> int:
+    """Validate every RRset of a section with its RRSIG (dnspython); returns how many."""
+    rd = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.DNSKEY, k.dnskey, 0, len(k.dnskey))
+    dnskey = dns.rrset.from_rdata(dns.name.from_text("s.test."), 300, rd)
+    keyring: dict[dns.name.Name, dns.node.Node | dns.rdataset.Rdataset] = {
+        dns.name.from_text("s.test."): dnskey
+    }
+    n = 0
+    for rrset in section:
+        if rrset.rdtype == dns.rdatatype.RRSIG:
+            continue
+        sigs = [s for s in section if s.rdtype == dns.rdatatype.RRSIG and s.name == rrset.name
+                and s.covers == rrset.rdtype]  # fmt: skip
+        assert sigs, f"no RRSIG for {rrset.name} {dns.rdatatype.to_text(rrset.rdtype)}"
+        dns.dnssec.validate(rrset, sigs[0], keyring)
+        n += 1
+    return n
+
+
+def test_balanced_answers_for_many_clients_validate_and_reuse_signatures(
+    signed: tuple[GslbProcess, Path, keys.SigningKey],
+) -> None:
+    srv, _, k = signed
+    seen = set()
+    for i in range(40):
+        ecs = dns.edns.ECSOption(f"198.51.{100 + i % 2}.{i}", 24)
+        q = dns.message.make_query("geo.s.test.", "A", want_dnssec=True, use_edns=0, options=[ecs])
+        r = dns.query.udp(q, srv.host, port=srv.port, timeout=2)
+        assert _validate(r, r.answer, k) == 1
+        seen.add(frozenset(rd.to_text() for rd in r.answer[0]))
+        q = dns.message.make_query("www.s.test.", "A", want_dnssec=True)
+        r = dns.query.udp(q, srv.host, port=srv.port, timeout=2)
+        assert _validate(r, r.answer, k) == 1
+        seen.add(frozenset(rd.to_text() for rd in r.answer[0]))
+    assert {"192.0.2.41"} in [set(s) for s in seen]  # the geo rule answered too
+    assert len(seen) >= 3  # several different RRsets were signed
+
+
+def test_compact_denial_is_noerror_with_one_nsec(signed: tuple[GslbProcess, Path, keys.SigningKey]) -> None:
+    srv, _, k = signed
+    q = dns.message.make_query("nope.s.test.", "A", want_dnssec=True)
+    r = dns.query.udp(q, srv.host, port=srv.port, timeout=2)
+    assert r.rcode() == 0 and not r.answer
+    nsec = [s for s in r.authority if s.rdtype == dns.rdatatype.NSEC]
+    assert len(nsec) == 1 and nsec[0].name == dns.name.from_text("nope.s.test.")
+    assert "NXNAME" in nsec[0].to_text() or "TYPE128" in nsec[0].to_text()
+    assert _validate(r, r.authority, k) == 2  # SOA and NSEC
+
+
+def test_unsigned_answers_without_do(signed: tuple[GslbProcess, Path, keys.SigningKey]) -> None:
+    srv, _, _ = signed
+    r = srv.query("static.s.test.", "A")
+    assert not any(s.rdtype == dns.rdatatype.RRSIG for s in r.answer)
+    q = dns.message.make_query("nope.s.test.", "A", use_edns=0)  # EDNS, DO=0: a plain NXDOMAIN
+    assert dns.query.udp(q, srv.host, port=srv.port, timeout=2).rcode() == 3
+
+
+def test_a_signed_answer_too_big_for_udp_is_truncated(
+    signed: tuple[GslbProcess, Path, keys.SigningKey],
+) -> None:
+    srv, _, _ = signed
+    q = dns.message.make_query("s.test.", "NS", want_dnssec=True, payload=512)
+    q.flags &= ~dns.flags.RD
+    r = dns.query.udp(q, srv.host, port=srv.port, timeout=2)
+    wire_len = len(r.to_wire())
+    assert wire_len <= 512
+    if r.flags & dns.flags.TC:
+        assert not r.answer
+    else:  # it fitted: then it is complete and signed
+        assert any(s.rdtype == dns.rdatatype.RRSIG for s in r.answer)
+
+
+def test_transfers_of_a_signed_zone_are_refused(signed: tuple[GslbProcess, Path, keys.SigningKey]) -> None:
+    srv, _, _ = signed
+    out = srv.dig("s.test.", "AXFR")
+    assert "Transfer failed" in out or "REFUSED" in out, out
+
+
+def test_an_unusable_key_is_a_positioned_error(tmp_path: Path) -> None:
+    import sys
+
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    (zdir / "s.test.yaml").write_text(ZONE.format(key=tmp_path / "missing.key"))
+    r = subprocess.run([sys.executable, "-m", "gslb", "check", str(zdir)], capture_output=True, text=True,
+                       timeout=30)  # fmt: skip
+    assert r.returncode == 1
+    assert "s.test.yaml:2:" in r.stdout + r.stderr and "cannot read DNSSEC key" in r.stdout + r.stderr
