@@ -102,6 +102,11 @@ SNIPPETS: list[tuple[str, str]] = [
         "4:36: records.sub[1]: TXT at a delegation point",
     ),
     (
+        "records:\n  sec: [{type: DS, value: 1 13 2 00aa}]\n",
+        "4:9: records.sec[0]: DS belongs at a delegation point",
+    ),
+    ("dnssec: {key: /nonexistent/k.pem}\n", "3:15: dnssec.key: cannot read DNSSEC key /nonexistent/k.pem"),
+    (
         "records:\n  sub: [{type: NS, value: ns.sub}]\n  x.sub: [{type: TXT, value: x}]\n",
         "5:11: records.x.sub[0]: below the delegation sub.t.test.",
     ),

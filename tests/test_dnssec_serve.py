@@ -42,6 +42,8 @@ records:
   "*.wild": [{{type: A, value: 192.0.2.20}}]
   sub: [{{type: NS, value: ns.sub.s.test.}}]
   ns.sub: [{{type: A, value: 192.0.2.30}}]
+  secure: [{{type: NS, value: ns.sub.s.test.}},
+           {{type: DS, value: "12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}}]
 """
 
 
@@ -87,6 +89,7 @@ needs_delv = pytest.mark.skipif(DELV is None, reason="needs delv (bind9-dnsutils
         ("s.test.", "SOA"),
         ("s.test.", "NS"),
         ("s.test.", "DNSKEY"),
+        ("secure.s.test.", "DS"),  # a signed delegation's DS, answered by the parent side
     ],
 )
 def test_positive_answers_fully_validate(signed: tuple[GslbProcess, Path, keys.SigningKey], name: str,
@@ -183,6 +186,24 @@ def test_compact_denial_is_noerror_with_one_nsec(signed: tuple[GslbProcess, Path
     assert len(nsec) == 1 and nsec[0].name == dns.name.from_text("nope.s.test.")
     assert "NXNAME" in nsec[0].to_text() or "TYPE128" in nsec[0].to_text()
     assert _validate(r, r.authority, k) == 2  # SOA and NSEC
+
+
+def test_referrals_carry_a_signed_ds_or_a_signed_proof_of_none(
+    signed: tuple[GslbProcess, Path, keys.SigningKey],
+) -> None:
+    srv, _, k = signed
+    for name, want in (("www.secure.s.test.", dns.rdatatype.DS), ("www.sub.s.test.", dns.rdatatype.NSEC)):
+        q = dns.message.make_query(name, "A", want_dnssec=True)
+        q.flags &= ~dns.flags.RD
+        r = dns.query.udp(q, srv.host, port=srv.port, timeout=2)
+        assert not r.answer and not r.flags & dns.flags.AA
+        types = {s.rdtype for s in r.authority}
+        assert dns.rdatatype.NS in types and want in types, r
+        signed_sets = [s for s in r.authority if s.rdtype not in (dns.rdatatype.NS, dns.rdatatype.RRSIG)]
+        assert (
+            _validate(r, [*signed_sets, *[s for s in r.authority if s.rdtype == dns.rdatatype.RRSIG]], k) == 1
+        )
+        assert not any(s.rdtype == dns.rdatatype.RRSIG and s.covers == dns.rdatatype.NS for s in r.authority)
 
 
 def test_unsigned_answers_without_do(signed: tuple[GslbProcess, Path, keys.SigningKey]) -> None:

@@ -24,7 +24,8 @@ from gslb.model import (
 from gslb.yamlsrc import Located
 
 # Types a zone may carry in `records`. SOA and apex NS come from `soa` and
-# `nameservers`; DNSSEC types need signing, which gslb does not do.
+# `nameservers`; DNSKEY, RRSIG and NSEC come from signing (`dnssec:`); DS only at a
+# delegation point, beside its NS (the child's key, for a signed delegation).
 STATIC_TYPES = frozenset(
     dns.rdatatype.from_text(t)
     for t in (
@@ -47,6 +48,7 @@ STATIC_TYPES = frozenset(
         "URI",
         "RP",
         "SPF",
+        "DS",
     )
 )
 # rdata names that deserve additional-section processing (address records)
@@ -292,8 +294,11 @@ def _check_tree(
                 ctx.err(a.loc, a.key, "CNAME at the zone apex (the apex has SOA and NS)")
         if name in cuts:
             for t, loc, key in entries:
-                if t != dns.rdatatype.NS:
-                    ctx.err(loc, key, f"{_tname(t)} at a delegation point (only NS belongs there)")
+                if t not in (dns.rdatatype.NS, dns.rdatatype.DS):
+                    ctx.err(loc, key, f"{_tname(t)} at a delegation point (only NS and DS belong there)")
+        elif dns.rdatatype.DS in types:
+            a = acc[(name, dns.rdatatype.DS)]
+            ctx.err(a.loc, a.key, "DS belongs at a delegation point, beside the delegation's NS records")
         for anc in names.ancestors(names.parent(name), origin) if name != origin else []:
             if anc in cuts:
                 for t, loc, key in entries:
