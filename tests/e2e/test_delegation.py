@@ -4,13 +4,16 @@ The test builds a small network of namespaces joined by one bridge (in a hub
 namespace of its own, so nothing reaches the root namespace or any real
 network), all on 10.0.0.0/8:
 
-    parent    10.53.0.1    Knot DNS: zone e2e.test., delegates gslb.e2e.test.
-                           to ns1/ns2/ns3.gslb.e2e.test. with glue
+    parent    10.53.0.1    Knot DNS: zone e2e.test., signed by Knot, delegates
+                           gslb.e2e.test. to ns1/ns2/ns3.gslb.e2e.test. with glue and
+                           the DS of gslb's key (and bad.e2e.test. with a DS that
+                           names a key gslb does not sign with)
     g1-g3     10.53.0.11-13 three gslb nodes in cluster mode, the same zone file, their
                            own probes; each host also runs one member of a 3-member
                            etcd cluster (client port 2379, peer port 2380)
     resolver  10.53.0.53   Unbound, stub zone e2e.test. at the parent, ECS on
-                           (send-client-subnet) towards the gslb nodes
+                           (send-client-subnet) towards the gslb nodes, validating
+                           from the parent's key
     b1, b2    10.53.1.1/2  HTTP backends of www.gslb.e2e.test.
     c1, c2    10.60.1.10, 10.60.2.10  clients in two subnets (GeoIP: EU, NA)
 
@@ -32,8 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
 import pytest
 
+from gslb.dnssec import keys
 from tests.conftest import ROOT
 from tests.geodb import write_city
 from tests.test_health import wait_until
@@ -85,6 +93,17 @@ gslb     NS  ns3.gslb.e2e.test.
 ns1.gslb A   10.53.0.11
 ns2.gslb A   10.53.0.12
 ns3.gslb A   10.53.0.13
+bad      NS  ns1.gslb.e2e.test.
+"""
+
+# gslb.e2e.test. is signed by gslb (its DS is added to the parent at start); so is
+# bad.e2e.test., but with another key than the one its DS in the parent names
+BAD_ZONE = """zone: bad.e2e.test.
+dnssec: {key: KEY}
+nameservers:
+  ns1.gslb.e2e.test.: []
+records:
+  www: [{type: A, value: 10.53.9.9}]
 """
 
 GSLB_ZONE = f"""zone: gslb.e2e.test.
@@ -238,10 +257,21 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         teardown(n)
 
 
+def ds_text(zone: str, key: Path) -> str:
+    """The DS (SHA-256) of a key file's DNSKEY, in presentation form."""
+    raw = keys.ds(dns.name.from_text(zone).to_wire() or b"", keys.load(key).dnskey)
+    return dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.DS, raw, 0, len(raw)).to_text()
+
+
 def start_parent(n: Net) -> None:
     d = n.work / "knot"
     (d / "db").mkdir(parents=True)
-    (d / "e2e.test.zone").write_text(PARENT_ZONE)
+    # the children's DS: gslb's real key, and for bad.e2e.test. a key gslb does not have
+    for name in ("gslb", "bad-listed", "bad-used"):
+        keys.write_new(n.work / f"{name}.key")
+    ds = {child: ds_text(f"{child}.e2e.test.", n.work / f"{src}.key")
+          for child, src in (("gslb", "gslb"), ("bad", "bad-listed"))}  # fmt: skip
+    (d / "e2e.test.zone").write_text(PARENT_ZONE + f"gslb     DS  {ds['gslb']}\nbad      DS  {ds['bad']}\n")
     (d / "knot.conf").write_text(f"""server:
     rundir: "{d}"
     listen: {HOSTS["parent"]}@53
@@ -253,11 +283,19 @@ database:
 log:
   - target: stderr
     any: info
+policy:
+  - id: e2e
+    algorithm: ecdsap256sha256
+    single-type-signing: on
+    ksk-lifetime: 0
+    zsk-lifetime: 0
 zone:
   - domain: e2e.test.
     file: "{d}/e2e.test.zone"
     zonefile-sync: -1
     journal-content: none
+    dnssec-signing: on
+    dnssec-policy: e2e
 """)
     knotd = shutil.which("knotd") or "/usr/sbin/knotd"
     n.start("knot", "parent", knotd, "-c", str(d / "knot.conf"), ready="loaded")
@@ -281,7 +319,12 @@ def start_gslb(n: Net) -> None:
     for node in GSLB:
         zdir = n.work / f"zones-{node}"
         zdir.mkdir()
-        (zdir / "gslb.e2e.test.yaml").write_text(GSLB_ZONE)
+        (zdir / "gslb.e2e.test.yaml").write_text(
+            GSLB_ZONE.replace(
+                "zone: gslb.e2e.test.\n", f"zone: gslb.e2e.test.\ndnssec: {{key: {n.work / 'gslb.key'}}}\n"
+            )
+        )
+        (zdir / "bad.e2e.test.yaml").write_text(BAD_ZONE.replace("KEY", str(n.work / "bad-used.key")))
         # its own etcd member first: the client moves to the next when one does not answer
         members = [HOSTS[node]] + [HOSTS[g] for g in GSLB if g != node]
         n.start(node, node, sys.executable, "-m", "gslb", "serve", "--zones", str(zdir),
@@ -302,6 +345,16 @@ def start_gslb(n: Net) -> None:
 def start_resolver(n: Net) -> None:
     d = n.work / "unbound"
     d.mkdir()
+    # the parent's DNSKEY once Knot has signed the zone: the resolver's trust anchor
+    deadline = time.monotonic() + 20
+    while True:
+        out = sh(*n.exec("resolver", "dig", f"@{HOSTS['parent']}", "e2e.test.", "DNSKEY", "+norec", "+short"))
+        if out.strip():
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Knot did not sign e2e.test.:\n{n.log('knot')[-2000:]}")
+        time.sleep(0.2)
+    (d / "e2e.test.anchor").write_text("".join(f"e2e.test. 3600 IN DNSKEY {ln}\n" for ln in out.splitlines()))
     (d / "unbound.conf").write_text(f"""server:
     interface: {HOSTS["resolver"]}
     port: 53
@@ -314,13 +367,13 @@ def start_resolver(n: Net) -> None:
     logfile: ""
     verbosity: 1
     do-ip6: no
-    module-config: "subnetcache iterator"
+    module-config: "subnetcache validator iterator"
     send-client-subnet: {HOSTS["g1"]}
     send-client-subnet: {HOSTS["g2"]}
     send-client-subnet: {HOSTS["g3"]}
     max-client-subnet-ipv4: 24
     qname-minimisation: no
-    domain-insecure: "e2e.test."
+    trust-anchor-file: "{d}/e2e.test.anchor"   # the parent's key, as Knot made it
     local-zone: "test." nodefault   # Unbound answers test. itself (RFC 6761) unless told not to
     cache-max-negative-ttl: 1
 stub-zone:
@@ -363,6 +416,30 @@ def test_a_cut_backend_leaves_the_resolvers_answers(net: Net) -> None:
     finally:
         sh("ip", "-n", net.hub, "link", "set", net.links["b1"], "up")
     wait_until(lambda: net.dig("c1", "www.gslb.e2e.test.")[1] == {HOSTS["b1"], HOSTS["b2"]}, BOUND + TTL + 10)
+
+
+def test_the_resolver_validates_balanced_answers_through_the_signed_delegation(net: Net) -> None:
+    """Knot signs the parent and serves the DS of gslb's key; Unbound validates from the
+    parent's key: balanced, geo and negative answers come back with AD=1."""
+    for client, name in (
+        ("c1", "www.gslb.e2e.test."),
+        ("c1", "geo.gslb.e2e.test."),
+        ("c2", "geo.gslb.e2e.test."),
+    ):
+        out = sh(*net.exec(client, "dig", f"@{HOSTS['resolver']}", name, "A", "+dnssec", "+time=5"))
+        assert "status: NOERROR" in out and " ad" in out.split("flags:")[1].split(";")[0], out
+    assert net.dig("c1", "geo.gslb.e2e.test.")[1] == {"10.53.2.1"}  # validation kept the geo answer
+    out = sh(*net.exec("c1", "dig", f"@{HOSTS['resolver']}", f"nx{time.monotonic_ns()}.gslb.e2e.test.", "A",
+                       "+dnssec", "+time=5"))  # fmt: skip
+    assert " ad" in out.split("flags:")[1].split(";")[0], out  # a validated denial
+
+
+def test_a_zone_signed_with_the_wrong_key_is_servfail(net: Net) -> None:
+    status, answers = net.dig("c1", "www.bad.e2e.test.")
+    assert status == "SERVFAIL" and not answers
+    # the same name without validation (+cd) shows it is there: only the signature is wrong
+    out = sh(*net.exec("c1", "dig", f"@{HOSTS['resolver']}", "www.bad.e2e.test.", "A", "+cd", "+short"))
+    assert "10.53.9.9" in out
 
 
 def test_nsid_tells_which_node_answered(net: Net) -> None:
@@ -413,6 +490,8 @@ def test_resolver_answers_with_one_gslb_node_stopped(net: Net) -> None:
     for i in range(4):
         status, answers = net.dig("c1", "www.gslb.e2e.test.")
         assert status == "NOERROR" and answers == {HOSTS["b1"], HOSTS["b2"]}
-        status, _ = net.dig("c2", f"nx{i}-{time.monotonic_ns()}.gslb.e2e.test.")
-        assert status == "NXDOMAIN"  # a fresh name each time: answered by the node still up
+        status, nx = net.dig("c2", f"nx{i}-{time.monotonic_ns()}.gslb.e2e.test.")
+        # a fresh name each time: answered by the nodes still up. The validating resolver
+        # asks with DO=1, so the zone's compact denial says NOERROR (docs/dnssec.md)
+        assert status == "NOERROR" and not nx
         time.sleep(0.5)
