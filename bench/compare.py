@@ -7,6 +7,7 @@
     python bench/compare.py --rate 20000          # latency at a fixed rate (needs dnsblast)
     python bench/compare.py --tcp                 # DNS over TCP, many queries per connection
     python bench/compare.py --servers gslb,knot --workloads static --gslb-args '--workers 2'
+    python bench/compare.py --signed --servers gslb,knot   # DNSSEC: gslb's signer vs Knot's mod-onlinesign
 
 Servers (each found on PATH or in /usr/sbin; missing ones are skipped, `--install`
 runs apt-get for them): gslb, Knot DNS (knot), NSD (nsd), gdnsd (gdnsd), PowerDNS
@@ -26,7 +27,15 @@ Workloads (query files written here):
             figure. dnsblast sends no EDNS options, so with --generator dnsblast this
             workload is sent by dnsperf; bench/rawload.c (--generator rawload) sends
             prebuilt packets, ECS included
-  mix       half static names, half random names under bench.test. (NXDOMAIN)
+  mix       half static names, half random names under bench.test. (NXDOMAIN); the
+            file repeats, so after its first pass the random names are known too
+  flood     600,000 random names under bench.test., none asked twice in a run
+
+--signed: bench.test. is signed (gslb: `dnssec: {key:}` with a new ECDSA P-256 key;
+Knot: `mod-onlinesign`, ECDSA P-256, its own key) and every query has DO=1 (dnsperf
+-D; dnsperf only). `mix` then makes every second answer a new denial to sign (a
+random-subdomain flood with DO=1). Run once with and once without --signed to get
+signed against unsigned CPU per query.
 
 Columns: queries/s (median of --runs), p50/p99 latency in ms where the generator
 reports percentiles (dnsblast does, dnsperf does not), server CPU us per answered
@@ -60,6 +69,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 SHARED = Path(os.environ.get("GSLB_SHARED", ROOT.parent / "shared"))
 ECS_OPTION = "8:00011800c63364"  # EDNS Client Subnet 198.51.100.0/24, scope 0
 SERVER_CPU, LOAD_CPU = "0", "1"
+SIGNED = False  # --signed: the servers sign bench.test., the queries ask with DO=1
 
 ZONE_FILE = """$ORIGIN bench.test.
 $TTL 300
@@ -190,7 +200,7 @@ class Server:
     binary: str
     packages: list[str]
     start: Callable[[Path, int, str], list[str]]  # work dir, port, extra args -> command
-    serves: set[str] = field(default_factory=lambda: {"static", "weighted", "mix"})
+    serves: set[str] = field(default_factory=lambda: {"static", "weighted", "mix", "flood"})
     note: str = ""
 
 
@@ -200,7 +210,15 @@ def _gslb(work: Path, port: int, extra: str) -> list[str]:
 
     zdir = work / "zones"
     zdir.mkdir()
-    (zdir / "bench.test.yaml").write_text(GSLB_ZONE)
+    zone = GSLB_ZONE
+    if SIGNED:
+        from gslb.dnssec import keys
+
+        keys.write_new(work / "bench.key")
+        zone = zone.replace(
+            "zone: bench.test.\n", f"zone: bench.test.\ndnssec: {{key: {work / 'bench.key'}}}\n"
+        )
+    (zdir / "bench.test.yaml").write_text(zone)
     shutil.copy(ROOT / "tests/data/geo/geo.test.yaml", zdir)
     city, asn = write_city(work / "city.mmdb"), write_asn(work / "asn.mmdb")
     return [sys.executable, "-m", "gslb", "--log-level", "warning", "serve", "--zones", str(zdir),
@@ -217,7 +235,8 @@ def _static_zone(work: Path) -> Path:
 def _knot(work: Path, port: int, extra: str) -> list[str]:
     z = _static_zone(work)
     (work / "db").mkdir()
-    (work / "knot.conf").write_text(f"""server:
+    (work / "knot.conf").write_text(
+        f"""server:
     rundir: "{work}"
     listen: 127.0.0.1@{port}
     udp-workers: 1
@@ -233,7 +252,9 @@ zone:
     file: "{z}"
     zonefile-sync: -1
     journal-content: none
-""")
+"""
+        + ("    module: mod-onlinesign\n" if SIGNED else "")
+    )
     return [shutil.which("knotd") or "/usr/sbin/knotd", "-c", str(work / "knot.conf")]
 
 
@@ -317,7 +338,7 @@ webserver=no
 SERVERS = {
     s.name: s
     for s in [
-        Server("gslb", sys.executable, [], _gslb, {"static", "weighted", "geo_ecs", "mix"}),
+        Server("gslb", sys.executable, [], _gslb, {"static", "weighted", "geo_ecs", "mix", "flood"}),
         Server("knot", "knotd", ["knot"], _knot, note="weighted: static RRset"),
         Server("nsd", "nsd", ["nsd"], _nsd, note="weighted: static RRset"),
         Server("gdnsd", "gdnsd", ["gdnsd"], _gdnsd),
@@ -345,6 +366,10 @@ def query_files(work: Path) -> dict[str, Path]:
         "weighted": ["w.bench.test. A"],
         "geo_ecs": ["geo.geo.test. A", "near.geo.test. A", "sticky.geo.test. A"],
         "mix": mix,
+        # a random-subdomain flood: every query a name never asked before (dnsperf reads
+        # the file once in a 10 s run at these rates), so with --signed every answer is a
+        # new denial to sign
+        "flood": [f"r{rnd.randrange(10**12)}.bench.test. A" for _ in range(600_000)],
     }
     out = {}
     for name, lines in files.items():
@@ -397,6 +422,8 @@ def generator_cmd(
     if gen in ("dnsperf", "dnsblast", "rawload"):
         cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-l", str(seconds),
                "-c", "4", "-q", "500", "-t", "2"]  # fmt: skip
+        if SIGNED:
+            cmd += ["-D"]
         if tcp:
             cmd += ["-m", "tcp"]
         if ecs:
@@ -451,7 +478,13 @@ def main() -> int:
     ap.add_argument("--tcp", action="store_true", help="DNS over TCP (dnsperf -m tcp)")
     ap.add_argument("--gslb-args", default="", help="extra arguments for gslb serve, e.g. '--workers 2'")
     ap.add_argument("--install", action="store_true", help="apt-get install missing peers and dnsperf")
+    ap.add_argument("--signed", action="store_true", help="DNSSEC: signed zone, DO=1 queries (dnsperf)")
     args = ap.parse_args()
+    global SIGNED
+    SIGNED = args.signed
+    if SIGNED and args.generator != "dnsperf":
+        print("--signed needs --generator dnsperf (the others send no DO bit)", file=sys.stderr)
+        return 2
     wanted = [s for s in args.servers.split(",") if s]
     workloads = [w for w in args.workloads.split(",") if w]
     if args.install:

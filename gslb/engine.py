@@ -248,7 +248,7 @@ def _answer(
         zone = state.find_zone(key)
         signer = state.signers.get(zone.origin) if zone is not None else None
         if zone is not None and signer is not None:
-            return _signed(q, state, zone, signer, client, rng), False
+            return _signed(q, data, state, zone, signer, client, rng), False
     hit = state.fast.get((key, qtype))
     if hit is not None:
         if isinstance(hit, Static):
@@ -315,12 +315,25 @@ def _sign_all(rrs: list[RRw], signer: Signer, now: float) -> list[RRw]:
 
 
 def _signed(
-    q: Query, state: ServingState, zone: CompiledZone, signer: Signer, client: Client, rng: random.Random
+    q: Query,
+    data: bytes,
+    state: ServingState,
+    zone: CompiledZone,
+    signer: Signer,
+    client: Client,
+    rng: random.Random,
 ) -> bytes:
     """The answer to a DO=1 query for a signed zone: RRSIGs on every authoritative
     RRset, compact denial (RFC 9824) for names and types that do not exist, DS or a
-    signed proof of no DS at delegations. Signatures come from the signer's cache."""
+    signed proof of no DS at delegations. Signatures come from the signer's cache;
+    whole replies that depend on the query alone (not on health or the client) are
+    kept per signature window (``Signer.replies``), so a repeated static question is
+    a lookup and an ID splice."""
     now = time.time()
+    ck = (data[2:], client.udp)
+    cached = signer.cached_reply(ck, now)
+    if cached is not None:
+        return data[:2] + cached
     key = q.key
     p = resolve(state, zone, key, q.qtype, q, client, rng)
     if p.rcode in (SERVFAIL, REFUSED):
@@ -362,7 +375,10 @@ def _signed(
     if additional:
         sb, san, sns, _ = encode_sections(key, (answer, authority, []))
         small = (sb, (san, sns, 0), p.additional_required)
-    return _finish(q, p.aa, rcode, body, (an, ns, ar), small, client, p.scope)
+    reply = _finish(q, p.aa, rcode, body, (an, ns, ar), small, client, p.scope)
+    if not p.dynamic:
+        signer.keep_reply(ck, reply[2:])
+    return reply
 
 
 def _denial(

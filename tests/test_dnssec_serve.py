@@ -245,3 +245,32 @@ def test_an_unusable_key_is_a_positioned_error(tmp_path: Path) -> None:
                        timeout=30)  # fmt: skip
     assert r.returncode == 1
     assert "s.test.yaml:2:" in r.stdout + r.stderr and "cannot read DNSSEC key" in r.stdout + r.stderr
+
+
+def test_metrics_count_signatures_and_cache_hits(signed: tuple[GslbProcess, Path, keys.SigningKey]) -> None:
+    import urllib.request
+
+    srv, _, _ = signed
+
+    def counts() -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.api_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith(("gslb_dnssec_signatures_total", "gslb_dnssec_signature_cache_total")):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    # a balanced name (2 of 3 members): at most 3 different RRsets, each signed once
+    q = dns.message.make_query("www.s.test.", "A", want_dnssec=True)
+    for _ in range(30):
+        dns.query.udp(q, srv.host, port=srv.port, timeout=2)
+    before = counts()
+    for _ in range(10):
+        dns.query.udp(q, srv.host, port=srv.port, timeout=2)
+    after = counts()
+    made = 'gslb_dnssec_signatures_total{zone="s.test."}'
+    hits = 'gslb_dnssec_signature_cache_total{result="hit",zone="s.test."}'
+    assert after[made] - before[made] <= 1  # (a combination not seen in the first 30)
+    assert after[hits] >= before[hits] + 9

@@ -146,3 +146,12 @@ def test_keygen_and_ds_commands(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "gslb", "dnssec", "keygen", "example.test", "--out", str(out)]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert again.returncode == 1 and "exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_kept_replies_end_with_their_validity_step(key: keys.SigningKey) -> None:
+    s = Signer(key, wire("example.test."))
+    k = (b"query", True)
+    assert s.cached_reply(k, NOW) is None
+    s.keep_reply(k, b"reply")
+    assert s.cached_reply(k, NOW + 60) == b"reply"
+    assert s.cached_reply(k, NOW + WEEK) is None  # the next step: signatures are made again

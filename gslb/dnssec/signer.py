@@ -10,7 +10,8 @@ Validity windows are quantised (:func:`window`): every signature made in the
 same step has the same inception and expiration, so a signature of the same
 RRset can be reused for the whole step. Balanced names answer from a small set
 of possible RRsets, so nearly every signed balanced answer is a cache hit. The
-cache is bounded (least recently used out).
+cache is bounded (least recently used out) and keyed by the rdata as the engine
+holds it; the canonical form is computed on a miss only.
 
 Denial of existence is compact (RFC 9824): an NSEC owned by the query name,
 whose next name is the query name's immediate successor (``\\000.qname``), with
@@ -88,19 +89,37 @@ class Signer:
     _cache: collections.OrderedDict[tuple[object, ...], bytes] = field(
         default_factory=collections.OrderedDict
     )
+    # whole signed replies (after the ID) that depend on the query alone, for the current
+    # validity step; emptied when the step moves on, so no reply outlives its window
+    replies_max: int = 50_000
+    _replies: dict[tuple[bytes, bool], bytes] = field(default_factory=dict)
+    _replies_step: int = -1
+
+    def cached_reply(self, key: tuple[bytes, bool], now: float) -> bytes | None:
+        step = int(now) // self.validity.step
+        if step != self._replies_step:
+            self._replies.clear()
+            self._replies_step = step
+        return self._replies.get(key)
+
+    def keep_reply(self, key: tuple[bytes, bool], reply: bytes) -> None:
+        if len(self._replies) >= self.replies_max:
+            self._replies.clear()  # a flood of distinct questions: start over
+        self._replies[key] = reply
 
     def rrsig(self, owner: bytes, rtype: int, ttl: int, rdatas: Iterable[bytes], now: float) -> bytes:
         """The RRSIG rdata covering the RRset (``owner`` lowercase wire, ``ttl`` the
         RRset's original TTL)."""
-        canon = tuple(sorted({canonical_rdata(rtype, r) for r in rdatas}))
+        raw = tuple(sorted(rdatas))
         inception, expiration = window(now, self.validity)
-        ck = (owner, rtype, ttl, canon, inception)
+        ck = (owner, rtype, ttl, raw, inception)  # the canonical form is made on a miss only
         hit = self._cache.get(ck)
         if hit is not None:
             self._cache.move_to_end(ck)
             self.stats.hits += 1
             return hit
         self.stats.misses += 1
+        canon = tuple(sorted({canonical_rdata(rtype, r) for r in raw}))
         head = (
             struct.pack(
                 "!HBBIIIH", rtype, self.key.algorithm, labels(owner), ttl, expiration, inception, self.key.tag
