@@ -75,6 +75,7 @@ class EtcdCluster:
             "--heartbeat-interval", "50",
             "--election-timeout", "500",
             "--log-level", "warn",
+            "--pre-vote",  # a member that comes back does not force an election (3.5+ default)
         ]  # fmt: skip
         if self.tls:
             ca, cert, key = self.tls
