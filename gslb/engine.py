@@ -309,7 +309,8 @@ def _sign_all(rrs: list[RRw], signer: Signer, now: float) -> list[RRw]:
             j += 1
         group = rrs[i:j]
         out += group
-        out.append((owner, T_RRSIG, ttl, signer.rrsig(owner, rtype, ttl, [r[3] for r in group], now)))
+        for sig in signer.rrsigs(owner, rtype, ttl, [r[3] for r in group], now):
+            out.append((owner, T_RRSIG, ttl, sig))
         i = j
     return out
 
@@ -363,7 +364,7 @@ def _signed(
         neg = zone.neg_soa_rr
         authority = [
             neg,
-            (soa[0], T_RRSIG, neg[2], signer.rrsig(soa[0], T_SOA, soa[2], [soa[3]], now)),
+            *[(soa[0], T_RRSIG, neg[2], s) for s in signer.rrsigs(soa[0], T_SOA, soa[2], [soa[3]], now)],
             *_denial(zone, signer, name, present, now),
         ]
         rcode = NOERROR  # compact denial: the name "exists", with nothing but NSEC
@@ -387,7 +388,8 @@ def _denial(
     """The compact-denial NSEC for ``name`` and its RRSIG (TTL: the negative TTL)."""
     ttl = zone.neg_soa_rr[2]
     nsec = compact_nsec(name, present)
-    return [(name, T_NSEC, ttl, nsec), (name, T_RRSIG, ttl, signer.rrsig(name, T_NSEC, ttl, [nsec], now))]
+    sigs = signer.rrsigs(name, T_NSEC, ttl, [nsec], now)
+    return [(name, T_NSEC, ttl, nsec), *[(name, T_RRSIG, ttl, s) for s in sigs]]
 
 
 def _bare(data: bytes, rcode: int) -> bytes:
@@ -752,7 +754,7 @@ def zone_transfer(data: bytes, state: ServingState) -> list[bytes] | None:
     zone = state.zones.get(q.key)  # transfers are for a zone apex only
     if zone is None:
         return None
-    if zone.zone.dnssec_key:  # a secondary could not sign the balanced answers (docs/dnssec.md)
+    if zone.zone.dnssec_keys:  # a secondary could not sign the balanced answers (docs/dnssec.md)
         return [header(q.id, q.flags, False, REFUSED, 1, 0, 0, 0) + q.question]
     rrs = transfer_rrs(state, zone)
     messages: list[bytes] = []
@@ -790,8 +792,9 @@ def build_state(
     plans: dict[bytes, BalancedPlan] = {}
     state = ServingState(compiled, fast, plans, health, generation, geo)
     for cz in compiled.values():
-        if cz.zone.dnssec_key:
-            state.signers[cz.origin] = Signer(dnssec_keys.load(cz.zone.dnssec_key), cz.origin)
+        if cz.zone.dnssec_keys:
+            loaded = [dnssec_keys.load(k) for k in cz.zone.dnssec_keys]
+            state.signers[cz.origin] = Signer(loaded[0], cz.origin, extra=tuple(loaded[1:]))
     rng = random.Random(0)
     for cz in compiled.values():
         for b in cz.zone.balanced:

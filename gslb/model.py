@@ -238,7 +238,8 @@ class Zone:
     checks: tuple[Check, ...] = ()
     pools: tuple[Pool, ...] = ()
     quorum: str = "majority"  # cluster mode: the default of its checks' ``quorum``
-    dnssec_key: str | None = None  # the signing key's path: answers to DO=1 queries are signed
+    # the signing keys' paths (a second one during a rollover): answers to DO=1 queries are signed
+    dnssec_keys: tuple[str, ...] = ()
     digest: str = field(default="", compare=False)  # content hash, for serials
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
 

@@ -172,9 +172,18 @@ SCHEMA: dict[str, Any] = {
             "ecs": {"type": "boolean"},
             "quorum": _QUORUM,
             "dnssec": _obj(
-                {"key": {"type": "string", "description": "PEM file of the zone's signing key"}},
-                ("key",),
-                "sign answers to DO=1 queries with this key (docs/dnssec.md)",
+                {
+                    "key": {"type": "string", "description": "PEM file of the zone's signing key"},
+                    "keys": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "minItems": 1,
+                        "maxItems": 2,
+                        "description": "two keys during a rollover: both published, both sign",
+                    },
+                },
+                (),
+                "sign answers to DO=1 queries (docs/dnssec.md)",
             ),
             "soa": _obj(
                 {

@@ -105,6 +105,8 @@ SNIPPETS: list[tuple[str, str]] = [
         "records:\n  sec: [{type: DS, value: 1 13 2 00aa}]\n",
         "4:9: records.sec[0]: DS belongs at a delegation point",
     ),
+    ("dnssec: {key: a, keys: [b]}\n", "3:9: dnssec: give 'key' (one key) or 'keys' (two, during a rollover)"),
+    ("dnssec: {keys: [a, b, c]}\n", "3:16: dnssec.keys: one or two keys (a rollover), got 3"),
     ("dnssec: {key: /nonexistent/k.pem}\n", "3:15: dnssec.key: cannot read DNSSEC key /nonexistent/k.pem"),
     (
         "records:\n  sub: [{type: NS, value: ns.sub}]\n  x.sub: [{type: TXT, value: x}]\n",

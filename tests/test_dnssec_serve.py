@@ -274,3 +274,45 @@ def test_metrics_count_signatures_and_cache_hits(signed: tuple[GslbProcess, Path
     hits = 'gslb_dnssec_signature_cache_total{result="hit",zone="s.test."}'
     assert after[made] - before[made] <= 1  # (a combination not seen in the first 30)
     assert after[hits] >= before[hits] + 9
+
+
+ROLL = """zone: r.test.
+dnssec: {{keys: [{a}, {b}]}}
+nameservers: {{ns1.r.test.: [192.0.2.53]}}
+pools:
+  p: {{members: [{{address: 192.0.2.1}}, {{address: 192.0.2.2}}]}}
+records:
+  www: [{{types: [A], answer: {{select: all}}, rules: [{{pools: [p]}}]}}]
+"""
+
+
+@needs_delv
+def test_a_rollover_zone_validates_from_either_key(tmp_path: Path) -> None:
+    """During a double-signature rollover both DNSKEYs are published and every RRset is
+    signed by both: a resolver that trusts the old key, and one that trusts the new
+    one, both validate (answers and denials)."""
+    for n in ("old", "new"):
+        keys.write_new(tmp_path / f"{n}.key")
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    (zdir / "r.test.yaml").write_text(ROLL.format(a=tmp_path / "old.key", b=tmp_path / "new.key"))
+    srv = GslbProcess(zdir, tmp_path / "gslb.log")
+    try:
+        q = dns.message.make_query("r.test.", "DNSKEY", want_dnssec=True)
+        r = dns.query.udp(q, srv.host, port=srv.port, timeout=2)
+        sigs = [s for s in r.answer if s.rdtype == dns.rdatatype.RRSIG and s.covers == dns.rdatatype.DNSKEY]
+        assert len(r.answer[0]) == 2 and len(sigs) == 1 and len(sigs[0]) == 2  # two keys, two signatures
+        for n in ("old", "new"):
+            k = keys.load(tmp_path / f"{n}.key")
+            anchor = tmp_path / f"{n}.conf"
+            b64 = base64.b64encode(k.dnskey[4:]).decode()
+            anchor.write_text(f'trust-anchors {{ r.test. static-key 257 3 13 "{b64}"; }};\n')
+            cases = (("www.r.test.", "A", "; fully validated"),
+                     ("nope.r.test.", "A", "; negative response, fully validated"))  # fmt: skip
+            for name, rtype, want in cases:
+                cmd = [DELV or "delv", f"@{srv.host}", "-p", str(srv.port), "-a", str(anchor), "+root=r.test",
+                       name, rtype]  # fmt: skip
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+                assert want in out.stdout + out.stderr, (n, name, out.stdout + out.stderr)
+    finally:
+        srv.stop()

@@ -92,7 +92,7 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
 
     # glue for the apex name servers joins the static data (same RRset rules)
     rrsets = _merge_glue(ctx, rrsets, glue, ns_ttl_)
-    dnssec_key = _dnssec(ctx, top.get("dnssec"), origin, ns_ttl_, rrsets)
+    dnssec_keys = _dnssec(ctx, top.get("dnssec"), origin, ns_ttl_, rrsets)
 
     pools_loc = top.get("pools")
     if pools_loc is not None and isinstance(pools_loc.value, dict):
@@ -114,7 +114,7 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
         ttl=ttl_,
         ns_ttl=ns_ttl_,
         quorum=quorum or "majority",
-        dnssec_key=dnssec_key,
+        dnssec_keys=dnssec_keys,
         soa=soa,
         nameservers=tuple(ns_hosts),
         rrsets=tuple(rrsets),
@@ -129,32 +129,56 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
 T_DNSKEY = 48
 
 
-def _dnssec(ctx: _Ctx, loc: Located | None, origin: bytes, ttl: int, rrsets: list[RRset]) -> str | None:
-    """``dnssec: {key: PATH}``: the key is read now (a missing or unusable key is a
-    positioned error; a relative path is relative to the zone file's directory), and
-    its DNSKEY joins the apex. Returns the key's path."""
+def _dnssec(ctx: _Ctx, loc: Located | None, origin: bytes, ttl: int, rrsets: list[RRset]) -> tuple[str, ...]:
+    """``dnssec: {key: PATH}``, or ``{keys: [PATH, PATH]}`` during a rollover: the keys are
+    read now (a missing or unusable key is a positioned error; a relative path is
+    relative to the zone file's directory), and their DNSKEYs join the apex. Returns
+    the keys' paths."""
     if loc is None:
-        return None
-    m = ctx.mapping(loc, "dnssec", ("key",), ())
-    if m is None or "key" not in m:
-        return None
-    text = ctx.str_(m["key"], "dnssec.key")
-    if text is None:
-        return None
-    path = Path(text) if Path(text).is_absolute() else Path(ctx.path).parent / text
-    try:
-        key = dnssec_keys.load(path)
-    except dnssec_keys.KeyError_ as e:
-        ctx.err(m["key"], "dnssec.key", str(e))
-        return None
+        return ()
+    m = ctx.mapping(loc, "dnssec", (), ("key", "keys"))
+    if m is None:
+        return ()
+    if ("key" in m) == ("keys" in m):
+        ctx.err(loc, "dnssec", "give 'key' (one key) or 'keys' (two, during a rollover)")
+        return ()
+    items: list[tuple[Located, str]] = []
+    if "key" in m:
+        items = [(m["key"], "dnssec.key")]
+    else:
+        seq = ctx.seq(m["keys"], "dnssec.keys")
+        if seq is None:
+            return ()
+        if not 1 <= len(seq) <= 2:
+            ctx.err(m["keys"], "dnssec.keys", f"one or two keys (a rollover), got {len(seq)}")
+            return ()
+        items = [(it, f"dnssec.keys[{i}]") for i, it in enumerate(seq)]
     if any(r.name == origin and r.rtype == T_DNSKEY for r in rrsets):
         ctx.err(
             loc, "dnssec", "the zone has DNSKEY records of its own; gslb publishes its key's DNSKEY itself"
         )
-        return None
-    text_rd = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.DNSKEY, key.dnskey, 0, len(key.dnskey))
-    rrsets.append(RRset(origin, T_DNSKEY, ttl, (key.dnskey,), (text_rd.to_text(),)))
-    return str(path)
+        return ()
+    paths, dnskeys = [], []
+    for it, key_name in items:
+        text = ctx.str_(it, key_name)
+        if text is None:
+            return ()
+        path = Path(text) if Path(text).is_absolute() else Path(ctx.path).parent / text
+        try:
+            key = dnssec_keys.load(path)
+        except dnssec_keys.KeyError_ as e:
+            ctx.err(it, key_name, str(e))
+            return ()
+        if key.dnskey in dnskeys:
+            ctx.err(it, key_name, "the same key twice")
+            return ()
+        paths.append(str(path))
+        dnskeys.append(key.dnskey)
+    texts = tuple(
+        dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.DNSKEY, k, 0, len(k)).to_text() for k in dnskeys
+    )
+    rrsets.append(RRset(origin, T_DNSKEY, ttl, tuple(dnskeys), texts))
+    return tuple(paths)
 
 
 def _nameservers(

@@ -84,6 +84,7 @@ class Signer:
     key: SigningKey
     zone: bytes  # the signer name: the zone apex, lowercase wire
     validity: Validity = field(default_factory=Validity)
+    extra: tuple[SigningKey, ...] = ()  # a second key during a rollover: everything signed by both
     cache_max: int = 100_000
     stats: SignerStats = field(default_factory=SignerStats)
     _cache: collections.OrderedDict[tuple[object, ...], bytes] = field(
@@ -107,12 +108,29 @@ class Signer:
             self._replies.clear()  # a flood of distinct questions: start over
         self._replies[key] = reply
 
-    def rrsig(self, owner: bytes, rtype: int, ttl: int, rdatas: Iterable[bytes], now: float) -> bytes:
+    def rrsigs(self, owner: bytes, rtype: int, ttl: int, rdatas: Iterable[bytes], now: float) -> list[bytes]:
+        """One RRSIG per key (more than one during a key rollover, docs/dnssec.md)."""
+        raw = tuple(rdatas)
+        out = [self.rrsig(owner, rtype, ttl, raw, now)]
+        for k in self.extra:
+            out.append(self.rrsig(owner, rtype, ttl, raw, now, k))
+        return out
+
+    def rrsig(
+        self,
+        owner: bytes,
+        rtype: int,
+        ttl: int,
+        rdatas: Iterable[bytes],
+        now: float,
+        key: SigningKey | None = None,
+    ) -> bytes:
         """The RRSIG rdata covering the RRset (``owner`` lowercase wire, ``ttl`` the
-        RRset's original TTL)."""
+        RRset's original TTL), by ``key`` (default: the zone's first key)."""
+        k = key or self.key
         raw = tuple(sorted(rdatas))
         inception, expiration = window(now, self.validity)
-        ck = (owner, rtype, ttl, raw, inception)  # the canonical form is made on a miss only
+        ck = (owner, rtype, ttl, raw, inception, k.tag)  # the canonical form is made on a miss only
         hit = self._cache.get(ck)
         if hit is not None:
             self._cache.move_to_end(ck)
@@ -121,14 +139,12 @@ class Signer:
         self.stats.misses += 1
         canon = tuple(sorted({canonical_rdata(rtype, r) for r in raw}))
         head = (
-            struct.pack(
-                "!HBBIIIH", rtype, self.key.algorithm, labels(owner), ttl, expiration, inception, self.key.tag
-            )
+            struct.pack("!HBBIIIH", rtype, k.algorithm, labels(owner), ttl, expiration, inception, k.tag)
             + self.zone
         )
         rr_head = owner + struct.pack("!HHI", rtype, 1, ttl)
         data = head + b"".join(rr_head + struct.pack("!H", len(r)) + r for r in canon)
-        sig = head + self.key.sign(data)
+        sig = head + k.sign(data)
         self.stats.made += 1
         self._cache[ck] = sig
         if len(self._cache) > self.cache_max:
