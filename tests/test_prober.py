@@ -144,3 +144,16 @@ records:
     targets = targets_of([load_zone(f)])
     got = {(w.target.address, w.target.port): sorted(k[2] for k in w.members) for w in targets.values()}
     assert got == {("127.0.0.10", 8080): ["192.0.2.10"], ("127.0.0.11", 9090): ["192.0.2.11"]}
+
+
+def test_a_target_not_yet_probed_is_late_since_it_was_added() -> None:
+    """The watchdog's age of a target that has no result yet counts from when the target
+    was added (it counted from boot: 'no health result for ... 13679.5s' under overload)."""
+    import time as _time
+
+    from gslb.health.prober import _Slot
+    from gslb.health.state import TargetState
+
+    before = _time.monotonic()
+    slot = _Slot(None, set(), [], TargetState.initial(True, 0.0))  # type: ignore[arg-type]
+    assert before <= slot.last_done <= _time.monotonic()

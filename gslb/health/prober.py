@@ -71,7 +71,9 @@ class _Slot:
     labels: list[str]
     state: TargetState
     task: asyncio.Task[None] | None = None
-    last_done: float = 0.0  # monotonic time of the last finished probe
+    # monotonic time of the last finished probe (at first: when the target was added, so a
+    # target whose first probe is late is reported as late by that much, not since boot)
+    last_done: float = field(default_factory=time.monotonic)
     stale_reported: bool = False
     load: float | None = None  # last reported load and when (monotonic)
     load_at: float = 0.0
