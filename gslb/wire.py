@@ -67,6 +67,7 @@ class Edns(NamedTuple):
     do: bool
     ecs: Ecs | None
     nsid: bool = False  # the query asks for the server's name (RFC 5001)
+    co: bool = False  # Compact Answers OK (RFC 9824): NXDOMAIN is wanted back from compact denial
 
 
 class Query(NamedTuple):
@@ -171,7 +172,7 @@ def _opt_fields(data: bytes, rdpos: int, rdlen: int, payload: int, ttl: int) -> 
     version = (ttl >> 16) & 0xFF
     do = bool(ttl & 0x8000)
     if not rdlen:
-        return Edns(payload if payload > 512 else 512, version, do, None)
+        return Edns(payload if payload > 512 else 512, version, do, None, False, bool(ttl & 0x4000))
     ecs = None
     nsid = False
     pos, end = rdpos, rdpos + rdlen
@@ -189,7 +190,7 @@ def _opt_fields(data: bytes, rdpos: int, rdlen: int, payload: int, ttl: int) -> 
         elif code == OPT_NSID:
             nsid = True
         pos += olen
-    return Edns(max(512, payload), version, do, ecs, nsid)
+    return Edns(max(512, payload), version, do, ecs, nsid, bool(ttl & 0x4000))
 
 
 def nsid_option(name: bytes) -> bytes:
@@ -256,15 +257,12 @@ def header_ok(data: bytes) -> bool:
     return len(data) >= 12 and not data[2] & 0x80
 
 
-def opt_record(do: bool, rcode_hi: int = 0, options: bytes = b"") -> bytes:
-    """Our OPT RR: root owner, payload 1232, version 0, DO echoed."""
-    if not rcode_hi and not options:
+def opt_record(do: bool, rcode_hi: int = 0, options: bytes = b"", co: bool = False) -> bytes:
+    """Our OPT RR: root owner, payload 1232, version 0, DO (and RFC 9824's CO) echoed."""
+    if not rcode_hi and not options and not co:
         return OPT_DO if do else OPT_PLAIN
-    return (
-        b"\x00"
-        + _RR.pack(OPT, EDNS_MAX_UDP, (rcode_hi << 24) | (0x8000 if do else 0), len(options))
-        + options
-    )
+    flags = (0x8000 if do else 0) | (0x4000 if co else 0)
+    return b"\x00" + _RR.pack(OPT, EDNS_MAX_UDP, (rcode_hi << 24) | flags, len(options)) + options
 
 
 OPT_PLAIN = b"\x00" + _RR.pack(OPT, EDNS_MAX_UDP, 0, 0)
