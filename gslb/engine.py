@@ -104,6 +104,9 @@ class Client(NamedTuple):
 
     host: str
     udp: bool
+    # response rate limiting will not send a negative answer to this client: a signed
+    # zone's denial is then left unsigned (see respond())
+    limited: bool = False
 
 
 @dataclass(slots=True)
@@ -136,7 +139,7 @@ def answer(data: bytes, state: ServingState, host: str, udp: bool, rng: random.R
 
 
 def respond(
-    data: bytes, state: ServingState, host: str, udp: bool, rng: random.Random
+    data: bytes, state: ServingState, host: str, udp: bool, rng: random.Random, limited: bool = False
 ) -> tuple[bytes, StatsKey] | None:
     """:func:`answer`, through the state's reply cache, with the key the reply counts under.
 
@@ -145,6 +148,12 @@ def respond(
     identical query costs a dict lookup and a concatenation. For a balanced
     name the parsed query is kept instead, and each query gets a fresh pick
     against the current health, loads and client: only the parsing is saved.
+
+    ``limited``: the transport's rate limiter will drop or slip a negative answer to
+    this client (``RateLimiter.negative_exhausted``), so a signed zone's denial is
+    answered without its signatures (the costly part of a random-subdomain flood with
+    DO=1). Such a reply must never be sent: if the limiter lets it through after all,
+    the transport asks again without ``limited``.
     """
     cache = state.udp_cache if udp else state.tcp_cache
     key = data[2:]
@@ -156,7 +165,7 @@ def respond(
         if fast is not None:
             return fast
         # anything but a plain NOERROR pick (all down, NODATA, too big for UDP): the full path
-    reply, token = _answer(data, state, Client(host, udp), rng)
+    reply, token = _answer(data, state, Client(host, udp, limited), rng)
     if reply is None:
         return None
     skey = stats_key(reply, udp, state)
@@ -171,7 +180,12 @@ def respond(
             payload = 512 if q.edns is None else q.edns.payload
             limit = max(512, min(payload, EDNS_MAX_UDP)) if udp else 65535
             ref = cast(BalancedRef, state.fast[(q.key, q.qtype)])
-            cache[key] = BalancedEntry(q, ref.name, skey[0], skey, flags, limit, _ecs_client(q))
+            entry = BalancedEntry(q, ref.name, skey[0], skey, flags, limit, _ecs_client(q))
+            if q.edns is not None and q.edns.do and state.signers:
+                signer = state.signers.get(skey[0])
+                if signer is not None:
+                    entry.sign = signer.answer_rrsigs
+            cache[key] = entry
     return reply, skey
 
 
@@ -200,16 +214,22 @@ def _balanced_cached(
         if edns is None:
             opt = b""
         else:
-            opt = opt_record(edns.do, 0, _options(edns, scope))
+            opt = opt_record(edns.do, 0, _options(edns, scope), edns.co)
         e.opts[scope] = opt
     body = frags[0] if len(frags) == 1 else b"".join(frags)
+    an = len(frags)
+    sign = e.sign
+    if sign is not None:  # a signed zone, DO=1: the picked set's cached RRSIGs
+        sigs, n = sign(e.q.key, frags, time.time())
+        body += sigs
+        an += n
     question = e.question
     if 12 + len(question) + len(body) + len(opt) > e.limit:
         return None
     counts = state.balanced_counts
     if counts is not None:
         counts[(e.name, pool, outcome.kind)] += 1
-    return data[:2] + _HDR_TAIL.pack(e.flags, 1, len(frags), 0, e.ar) + question + body + opt, e.skey
+    return data[:2] + _HDR_TAIL.pack(e.flags, 1, an, 0, e.ar) + question + body + opt, e.skey
 
 
 def stats_key(reply: bytes, udp: bool, state: ServingState) -> StatsKey:
@@ -248,7 +268,7 @@ def _answer(
         zone = state.find_zone(key)
         signer = state.signers.get(zone.origin) if zone is not None else None
         if zone is not None and signer is not None:
-            return _signed(q, data, state, zone, signer, client, rng), False
+            return _signed(q, data, state, zone, signer, client, rng)
     hit = state.fast.get((key, qtype))
     if hit is not None:
         if isinstance(hit, Static):
@@ -323,22 +343,36 @@ def _signed(
     signer: Signer,
     client: Client,
     rng: random.Random,
-) -> bytes:
+) -> tuple[bytes, bool | Query]:
     """The answer to a DO=1 query for a signed zone: RRSIGs on every authoritative
     RRset, compact denial (RFC 9824) for names and types that do not exist, DS or a
     signed proof of no DS at delegations. Signatures come from the signer's cache;
     whole replies that depend on the query alone (not on health or the client) are
     kept per signature window (``Signer.replies``), so a repeated static question is
-    a lookup and an ID splice."""
+    a lookup and an ID splice. A balanced name's NOERROR answer is a pick plus the
+    picked set's RRSIGs (``Signer.answer_rrsigs``), and its token lets the reply cache
+    keep the parsed query, as for unsigned balanced answers (:func:`respond`)."""
     now = time.time()
     ck = (data[2:], client.udp)
     cached = signer.cached_reply(ck, now)
     if cached is not None:
-        return data[:2] + cached
+        return data[:2] + cached, False
     key = q.key
+    ref = state.fast.get((key, q.qtype))
+    if type(ref) is BalancedRef:  # pick, then the cached RRSIG of the picked set
+        pk = pick(state.plans[ref.name], q.qtype, q, client.host, rng, state.geo, state.loads)
+        rcode = balanced_rcode(pk.outcome)
+        if rcode != NOERROR or pk.frags:  # NODATA: the denial below
+            count_balanced(state, ref.name, pk.pool, pk.outcome)
+            if rcode != NOERROR:
+                return _finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope), False
+            frags = pk.frags
+            sigs, n = signer.answer_rrsigs(key, frags, now)
+            body = b"".join(frags) + sigs
+            return _finish(q, True, NOERROR, body, (len(frags) + n, 0, 0), None, client, pk.scope), q
     p = resolve(state, zone, key, q.qtype, q, client, rng)
     if p.rcode in (SERVFAIL, REFUSED):
-        return _finish(q, False, p.rcode, b"", (0, 0, 0), None, client, p.scope)
+        return _finish(q, False, p.rcode, b"", (0, 0, 0), None, client, p.scope), False
     answer = _sign_all(p.answer, signer, now)
     additional = p.additional
     rcode = p.rcode
@@ -351,6 +385,8 @@ def _signed(
         else:  # no DS: the NSEC at the cut says so
             authority += _denial(zone, signer, cut, {T_NS}, now)
     elif p.authority and p.authority[-1] is zone.neg_soa_rr:  # NXDOMAIN or NODATA
+        if client.limited:  # rate limiting drops or slips it: no signature for nobody
+            return _finish(q, True, NOERROR, b"", (0, 0, 0), None, client, p.scope), False
         name = key
         if p.answer and p.answer[-1][1] == T_CNAME:  # the chain ended at a name without data
             name = p.answer[-1][3].lower()
@@ -367,7 +403,9 @@ def _signed(
             *[(soa[0], T_RRSIG, neg[2], s) for s in signer.rrsigs(soa[0], T_SOA, soa[2], [soa[3]], now)],
             *_denial(zone, signer, name, present, now),
         ]
-        rcode = NOERROR  # compact denial: the name "exists", with nothing but NSEC
+        # compact denial: the name "exists", with nothing but NSEC; a resolver that sent
+        # Compact Answers OK (RFC 9824) gets the NXDOMAIN code back for a name that does not
+        rcode = NXDOMAIN if rcode == NXDOMAIN and q.edns is not None and q.edns.co else NOERROR
     else:
         authority = _sign_all(p.authority, signer, now)
         additional = _sign_all(p.additional, signer, now)
@@ -379,7 +417,7 @@ def _signed(
     reply = _finish(q, p.aa, rcode, body, (an, ns, ar), small, client, p.scope)
     if not p.dynamic:
         signer.keep_reply(ck, reply[2:])
-    return reply
+    return reply, False
 
 
 def _denial(
@@ -415,7 +453,7 @@ def _finish(
         opt = b""
         limit = 512
     else:
-        opt = opt_record(edns.do, rcode >> 4, _options(edns, scope))
+        opt = opt_record(edns.do, rcode >> 4, _options(edns, scope), edns.co)
         ar += 1
         limit = min(edns.payload, EDNS_MAX_UDP) if edns.payload > 512 else 512
     question = q.question

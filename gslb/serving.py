@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -336,6 +336,7 @@ class BalancedEntry:
         "q",
         "qtype",
         "question",
+        "sign",
         "skey",
     )
 
@@ -348,6 +349,8 @@ class BalancedEntry:
         self.ar = 0 if q.edns is None else 1
         self.question = q.question
         self.opts: dict[int, bytes] = {}
+        # a signed zone's DO=1 query: (owner, fragments, now) -> the RRSIG RRs and their count
+        self.sign: Callable[[bytes, list[bytes], float], tuple[bytes, int]] | None = None
 
 
 # a reply cache entry: a fixed reply, or what a balanced name's reply needs but the pick

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import shutil
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import dns.message
 import dns.name
 import dns.node
 import dns.query
+import dns.rcode
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
@@ -188,6 +190,34 @@ def test_compact_denial_is_noerror_with_one_nsec(signed: tuple[GslbProcess, Path
     assert _validate(r, r.authority, k) == 2  # SOA and NSEC
 
 
+CO = 0x4000  # RFC 9824's Compact Answers OK EDNS flag
+
+
+@pytest.mark.parametrize(
+    ("name", "rtype", "rcode"),
+    [
+        ("nope.s.test.", "A", dns.rcode.NXDOMAIN),  # no such name: the code comes back
+        ("static.s.test.", "AAAA", dns.rcode.NOERROR),  # no such type: NODATA as before
+        ("dangling.s.test.", "A", dns.rcode.NXDOMAIN),  # the CNAME's target does not exist
+    ],
+)
+def test_compact_answers_ok_gets_nxdomain_back(
+    signed: tuple[GslbProcess, Path, keys.SigningKey], name: str, rtype: str, rcode: dns.rcode.Rcode
+) -> None:
+    """RFC 9824 CO flag: a resolver that sets it gets NXDOMAIN for names that do not
+    exist (the NSEC still says NXNAME), and the flag echoed; the proof validates."""
+    srv, _, k = signed
+    q = dns.message.make_query(name, rtype, want_dnssec=True, ednsflags=dns.flags.DO | CO)
+    r = dns.query.udp(q, srv.host, port=srv.port, timeout=2)
+    assert r.rcode() == rcode and r.ednsflags & CO, r
+    assert _validate(r, r.authority, k) == 2  # SOA and NSEC
+    assert _validate(r, r.answer, k) == (1 if name.startswith("dangling") else 0)
+    plain = dns.query.udp(
+        dns.message.make_query(name, rtype, want_dnssec=True), srv.host, port=srv.port, timeout=2
+    )
+    assert plain.rcode() == dns.rcode.NOERROR and not plain.ednsflags & CO
+
+
 def test_referrals_carry_a_signed_ds_or_a_signed_proof_of_none(
     signed: tuple[GslbProcess, Path, keys.SigningKey],
 ) -> None:
@@ -247,20 +277,23 @@ def test_an_unusable_key_is_a_positioned_error(tmp_path: Path) -> None:
     assert "s.test.yaml:2:" in r.stdout + r.stderr and "cannot read DNSSEC key" in r.stdout + r.stderr
 
 
-def test_metrics_count_signatures_and_cache_hits(signed: tuple[GslbProcess, Path, keys.SigningKey]) -> None:
-    import urllib.request
+def dnssec_counts(srv: GslbProcess) -> dict[str, float]:
+    """The gslb_dnssec_* samples of the server's /metrics, by their full names."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.api_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(("gslb_dnssec_signatures_total", "gslb_dnssec_signature_cache_total")):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
 
+
+def test_metrics_count_signatures_and_cache_hits(signed: tuple[GslbProcess, Path, keys.SigningKey]) -> None:
     srv, _, _ = signed
 
     def counts() -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{srv.api_port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line.startswith(("gslb_dnssec_signatures_total", "gslb_dnssec_signature_cache_total")):
-                name, value = line.rsplit(" ", 1)
-                out[name] = float(value)
-        return out
+        return dnssec_counts(srv)
 
     # a balanced name (2 of 3 members): at most 3 different RRsets, each signed once
     q = dns.message.make_query("www.s.test.", "A", want_dnssec=True)
@@ -302,6 +335,11 @@ def test_a_rollover_zone_validates_from_either_key(tmp_path: Path) -> None:
         r = dns.query.udp(q, srv.host, port=srv.port, timeout=2)
         sigs = [s for s in r.answer if s.rdtype == dns.rdatatype.RRSIG and s.covers == dns.rdatatype.DNSKEY]
         assert len(r.answer[0]) == 2 and len(sigs) == 1 and len(sigs[0]) == 2  # two keys, two signatures
+        for _ in range(3):  # a balanced answer, again from the reply cache: both signatures too
+            q = dns.message.make_query("www.r.test.", "A", want_dnssec=True)
+            r = dns.query.udp(q, srv.host, port=srv.port, timeout=2)
+            sigs = [s for s in r.answer if s.rdtype == dns.rdatatype.RRSIG]
+            assert len(sigs) == 1 and len(sigs[0]) == 2, r
         for n in ("old", "new"):
             k = keys.load(tmp_path / f"{n}.key")
             anchor = tmp_path / f"{n}.conf"
@@ -316,3 +354,139 @@ def test_a_rollover_zone_validates_from_either_key(tmp_path: Path) -> None:
                 assert want in out.stdout + out.stderr, (n, name, out.stdout + out.stderr)
     finally:
         srv.stop()
+
+
+def test_repeated_signed_balanced_answers_follow_health(tmp_path: Path) -> None:
+    """The same DO=1 question again and again (the reply cache's pick-and-splice path):
+    every answer validates, the picked members vary, a member that goes down leaves the
+    signed answers within the failover bound and comes back, and no answer names it in
+    between; the signature of each picked set is made once."""
+    from tests.targets import Target, free_port
+    from tests.test_health import BOUND, HTTP_HOSTS, wait_until, zone
+
+    keys.write_new(tmp_path / "h.key")
+    k = keys.load(tmp_path / "h.key")
+    port = free_port(HTTP_HOSTS[:3])
+    targets = [Target(h, port) for h in HTTP_HOSTS[:3]]
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    text = zone(port, HTTP_HOSTS[:3]).replace(
+        "zone: h.test.\n", f"zone: h.test.\ndnssec: {{key: {tmp_path / 'h.key'}}}\n"
+    )
+    text = text.replace("answer: {select: all}", "ttl: 30, answer: {select: weighted, count: 2}")
+    (zdir / "h.test.yaml").write_text(text)
+    srv = GslbProcess(zdir, tmp_path / "gslb.log")
+    rd = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.DNSKEY, k.dnskey, 0, len(k.dnskey))
+    keyring: dict[dns.name.Name, dns.node.Node | dns.rdataset.Rdataset] = {
+        dns.name.from_text("h.test."): dns.rrset.from_rdata(dns.name.from_text("h.test."), 300, rd)
+    }
+
+    def ask() -> set[str]:
+        q = dns.message.make_query("www.h.test.", "A", want_dnssec=True)
+        r = dns.query.udp(q, srv.host, port=srv.port, timeout=2)
+        a = r.find_rrset(r.answer, dns.name.from_text("www.h.test."), dns.rdataclass.IN, dns.rdatatype.A)
+        sig = r.find_rrset(r.answer, a.name, dns.rdataclass.IN, dns.rdatatype.RRSIG, dns.rdatatype.A)
+        dns.dnssec.validate(a, sig, keyring)  # raises if the RRSIG does not cover this set
+        assert r.flags & dns.flags.AA and len(sig) == 1
+        return {x.to_text() for x in a}
+
+    try:
+        wait_until(lambda: len(ask()) == 2, 5, "two members answered")
+        sets = {frozenset(ask()) for _ in range(60)}
+        assert len(sets) == 3, sets  # the weighted pick varies on the cached path
+        targets[1].stop()
+        took = wait_until(lambda: all(HTTP_HOSTS[1] not in ask() for _ in range(10)), 10, "member left")
+        assert took <= BOUND + 1
+        for _ in range(40):  # once gone, never back until it is up
+            assert ask() == {HTTP_HOSTS[0], HTTP_HOSTS[2]}
+        targets[1].start()
+        wait_until(lambda: any(HTTP_HOSTS[1] in ask() for _ in range(10)), 10, "member back")
+        made = 'gslb_dnssec_signatures_total{zone="h.test."}'
+        before = dnssec_counts(srv)[made]
+        for _ in range(60):
+            ask()
+        # the picked sets were all signed already: no new signature for repeats
+        assert dnssec_counts(srv)[made] == before
+    finally:
+        srv.stop()
+        for t in targets:
+            t.close()
+    assert "Traceback" not in srv.log()
+
+
+def test_rate_limited_denials_are_not_signed_and_never_leave_unsigned(tmp_path: Path) -> None:
+    """A random-subdomain flood with DO=1 under RRL: the denials the limiter drops or
+    slips are not signed (the flood's cost), and every reply that does leave is either
+    a slip (TC=1, nothing in it) or a denial with its NSEC and signatures."""
+    import socket
+
+    keys.write_new(tmp_path / "s.test.key")
+    k = keys.load(tmp_path / "s.test.key")
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    (zdir / "s.test.yaml").write_text(ZONE.format(key=tmp_path / "s.test.key"))
+    srv = GslbProcess(zdir, tmp_path / "gslb.log", ["--rrl-rate", "5", "--rrl-slip", "2"])
+    made = 'gslb_dnssec_signatures_total{zone="s.test."}'
+    try:
+        before = dnssec_counts(srv).get(made, 0.0)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.settimeout(0.5)
+        sent, replies = 300, []
+        for i in range(sent):
+            q = dns.message.make_query(f"flood{i}.s.test.", "A", want_dnssec=True)
+            sock.sendto(q.to_wire(), (srv.host, srv.port))
+        try:
+            while True:
+                replies.append(dns.message.from_wire(sock.recv(4096)))
+        except TimeoutError:
+            pass
+        sock.close()
+        slips = [r for r in replies if r.flags & dns.flags.TC]
+        full = [r for r in replies if not r.flags & dns.flags.TC]
+        assert slips and full and len(replies) < sent  # limited: some dropped, some slipped
+        for r in slips:
+            assert not r.answer and not r.authority
+        for r in full:  # each one a complete, valid compact denial
+            assert any(rr.rdtype == dns.rdatatype.NSEC for rr in r.authority), r
+            assert _validate(r, r.authority, k) == 2  # the SOA and the NSEC
+        signed = dnssec_counts(srv)[made] - before
+        # the full denials were signed (NSEC each, the SOA once); the rest were not
+        assert signed <= len(full) + 2, (signed, len(full), sent)
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.log()
+
+
+def test_signature_metrics_add_up_every_worker(tmp_path: Path) -> None:
+    """With --workers, /metrics counts the signatures every process made: distinct
+    names from many source ports (the kernel spreads them over the processes), each
+    a new signed denial."""
+    import json
+    import socket
+    import time
+
+    keys.write_new(tmp_path / "s.test.key")
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    (zdir / "s.test.yaml").write_text(ZONE.format(key=tmp_path / "s.test.key"))
+    srv = GslbProcess(zdir, tmp_path / "gslb.log", ["--workers", "2"])
+    made = 'gslb_dnssec_signatures_total{zone="s.test."}'
+    try:
+        srv.wait_log("worker process")
+        n = 60
+        for i in range(n):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(2)
+                s.sendto(
+                    dns.message.make_query(f"w{i}.s.test.", "A", want_dnssec=True).to_wire(),
+                    (srv.host, srv.port),
+                )
+                assert dns.message.from_wire(s.recv(4096)).authority
+        time.sleep(1.5)  # workers report their counters every second
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.api_port}/v1/status", timeout=5) as r:
+            per_worker = [w["queries"] for w in json.loads(r.read())["workers"]]
+        assert sum(1 for q in per_worker if q > 0) >= 2, per_worker  # both processes answered
+        assert dnssec_counts(srv)[made] >= n  # one NSEC signature per name, whoever answered
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.log()

@@ -34,6 +34,8 @@ from gslb.dnssec.keys import SigningKey
 
 T_RRSIG, T_NSEC, T_NXNAME = 46, 47, 128
 WEEK = 7 * 86400
+_FRAG = struct.Struct("!HHI")  # an RR fragment's type, class, TTL (after the 2-byte owner pointer)
+_SIG_RR = struct.Struct("!HHIH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,10 @@ class Signer:
     replies_max: int = 50_000
     _replies: dict[tuple[bytes, bool], bytes] = field(default_factory=dict)
     _replies_step: int = -1
+    # the RRSIG RRs (wire, owner a pointer to the question) of balanced answers, keyed by
+    # (owner, the answer's RR fragments): a signed balanced answer is a pick and a lookup
+    _answers: dict[tuple[bytes, ...], tuple[bytes, int]] = field(default_factory=dict)
+    _answers_step: int = -1
 
     def cached_reply(self, key: tuple[bytes, bool], now: float) -> bytes | None:
         step = int(now) // self.validity.step
@@ -107,6 +113,28 @@ class Signer:
         if len(self._replies) >= self.replies_max:
             self._replies.clear()  # a flood of distinct questions: start over
         self._replies[key] = reply
+
+    def answer_rrsigs(self, owner: bytes, frags: list[bytes], now: float) -> tuple[bytes, int]:
+        """The RRSIG RRs for an answer made of ``frags`` (RR fragments whose owner is the
+        question, ``gslb.wire.member_fragment``) and how many there are; kept per validity
+        step like whole replies, so the same picked set is signed and encoded once."""
+        step = int(now) // self.validity.step
+        if step != self._answers_step:
+            self._answers.clear()
+            self._answers_step = step
+        key = (owner, *frags)
+        hit = self._answers.get(key)
+        if hit is not None:
+            self.stats.hits += 1
+            return hit
+        f0 = frags[0]
+        rtype, _, ttl = _FRAG.unpack_from(f0, 2)
+        sigs = self.rrsigs(owner, rtype, ttl, [f[12:] for f in frags], now)
+        out = b"".join(b"\xc0\x0c" + _SIG_RR.pack(T_RRSIG, 1, ttl, len(s)) + s for s in sigs), len(sigs)
+        if len(self._answers) >= self.replies_max:
+            self._answers.clear()
+        self._answers[key] = out
+        return out
 
     def rrsigs(self, owner: bytes, rtype: int, ttl: int, rdatas: Iterable[bytes], now: float) -> list[bytes]:
         """One RRSIG per key (more than one during a key rollover, docs/dnssec.md)."""
