@@ -60,6 +60,13 @@ class RateLimiter:
         self.dropped += 1
         return "drop"
 
+    def negative_exhausted(self, client: str, now: float) -> bool:
+        """Whether a negative answer to ``client`` now would be limited (dropped or
+        slipped): the engine then skips signing a denial nobody will receive. Looks,
+        changes nothing; :meth:`check` still decides."""
+        b = self.table.get((_prefix(client), 1, b""))
+        return b is not None and b.tokens + (now - b.at) * self.rate < 1
+
     def _sweep(self, now: float) -> None:
         """Forget keys that have refilled completely (idle for a second or more)."""
         self.table = {k: b for k, b in self.table.items() if now - b.at < 1.0}
@@ -80,6 +87,11 @@ def _kind(reply: bytes) -> tuple[int, bytes]:
             return 0, reply[12 : question_end(reply)].lower()
         return 1, b""  # NXDOMAIN / NODATA / referral
     return 2, b""
+
+
+def negative(reply: bytes) -> bool:
+    """Whether ``reply`` counts as a negative answer (NXDOMAIN, NODATA, referral)."""
+    return _kind(reply)[0] == 1
 
 
 def truncated(reply: bytes) -> bytes:

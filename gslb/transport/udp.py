@@ -28,7 +28,7 @@ from typing import Any, Protocol, cast
 
 from gslb.engine import respond
 from gslb.metrics import log_query
-from gslb.rrl import truncated
+from gslb.rrl import negative, truncated
 from gslb.transport import StateHolder
 
 log = logging.getLogger("gslb.udp")
@@ -72,8 +72,12 @@ class _Counters(Protocol):
 
 def handle(ctr: _Counters, holder: StateHolder, data: bytes, host: str) -> bytes | None:
     """Answer one datagram from ``host``: engine, rate limit, counters, query log."""
+    rrl = holder.rrl
+    now = time.monotonic()
+    # a denial the limiter will not send is not worth signing (engine.respond(limited))
+    limited = rrl is not None and bool(holder.state.signers) and rrl.negative_exhausted(host, now)
     try:
-        res = respond(data, holder.state, host, True, holder.rng)
+        res = respond(data, holder.state, host, True, holder.rng, limited)
     except Exception:  # one bad packet must not stop the server
         ctr.errors += 1
         holder.stats.dropped["internal_error"] += 1
@@ -84,9 +88,15 @@ def handle(ctr: _Counters, holder: StateHolder, data: bytes, host: str) -> bytes
         holder.stats.dropped["not_a_query"] += 1  # shorter than a header, or QR set
         return None
     reply, skey = res
-    rrl = holder.rrl
     if rrl is not None:
-        action = rrl.check(host, reply, time.monotonic())
+        action = rrl.check(host, reply, now)
+        if action == "send" and limited and negative(reply):
+            # cannot happen (the same clock, the same bucket), but an unsigned denial
+            # must never leave: answer in full
+            res = respond(data, holder.state, host, True, holder.rng)
+            if res is None:
+                return None
+            reply, skey = res
         if action == "drop":
             holder.stats.rrl["dropped"] += 1
             return None
