@@ -36,6 +36,9 @@ class QueryStats:
     rrl: collections.Counter[str] = field(default_factory=collections.Counter)  # dropped / slipped
     tcp_accepted: int = 0
     tcp_refused: int = 0
+    # the worker processes' DNSSEC signer counters, (zone origin, made|hit|miss): the
+    # primary's own are read from its signers at scrape time (signer_counts)
+    signing: collections.Counter[tuple[bytes, str]] = field(default_factory=collections.Counter)
 
     def snapshot(self) -> dict[str, Any]:
         """The counters as plain data (what a worker process reports to the primary)."""
@@ -65,7 +68,20 @@ class QueryStats:
             out.rrl.update(snap["rrl"])
             out.tcp_accepted += snap["tcp_accepted"]
             out.tcp_refused += snap["tcp_refused"]
+            out.signing.update(snap.get("signing", {}))
         return out
+
+
+def signer_counts(state: ServingState) -> dict[tuple[bytes, str], int]:
+    """The state's DNSSEC signer counters: (zone origin, made|hit|miss) -> count."""
+    out: dict[tuple[bytes, str], int] = {}
+    for origin, s in state.signers.items():
+        out[(origin, "made")], out[(origin, "hit")], out[(origin, "miss")] = (
+            s.stats.made,
+            s.stats.hits,
+            s.stats.misses,
+        )
+    return out
 
 
 @dataclass(slots=True)
@@ -93,19 +109,20 @@ class _Collector(Collector):
 
     def _cluster(self) -> Iterable[Metric]:
         yield from _cluster_metrics(self.facts)
-        signers = self.state.signers
-        if signers:
+        if self.state.signers:  # this process's signers plus the workers' (QueryStats.signing)
+            counts = collections.Counter(signer_counts(self.state))
+            counts.update(self.stats.signing)
             made = CounterMetricFamily("gslb_dnssec_signatures", "RRSIGs computed, by zone", labels=["zone"])
             hits = CounterMetricFamily(
                 "gslb_dnssec_signature_cache",
                 "Signature cache lookups, by zone and result",
                 labels=["zone", "result"],
             )
-            for origin, s in signers.items():
+            for origin in self.state.signers:
                 z = names.to_text(origin)
-                made.add_metric([z], s.stats.made)
-                hits.add_metric([z, "hit"], s.stats.hits)
-                hits.add_metric([z, "miss"], s.stats.misses)
+                made.add_metric([z], counts[(origin, "made")])
+                hits.add_metric([z, "hit"], counts[(origin, "hit")])
+                hits.add_metric([z, "miss"], counts[(origin, "miss")])
             yield made
             yield hits
 

@@ -27,6 +27,7 @@ from gslb.health.process import add_pipe_reader
 from gslb.health.view import HealthView, MemberKey
 from gslb.logs import current as current_logging
 from gslb.logs import setup as setup_logging
+from gslb.metrics import signer_counts
 from gslb.runtime import Answerer, Server, run_loop
 from gslb.serverconfig import ServeOptions
 
@@ -239,7 +240,8 @@ class Worker(Answerer):
             while not self.stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), STATS_EVERY)
-                send(Stats({**self.stats.snapshot(), "tcp_open": self.limits.open}))
+                snap = {**self.stats.snapshot(), "tcp_open": self.limits.open}
+                send(Stats({**snap, "signing": signer_counts(self.state)}))
                 if self.geo is not None:
                     self.geo.maybe_reload()
         finally:
