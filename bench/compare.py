@@ -7,7 +7,7 @@
     python bench/compare.py --rate 20000          # latency at a fixed rate (needs dnsblast)
     python bench/compare.py --tcp                 # DNS over TCP, many queries per connection
     python bench/compare.py --servers gslb,knot --workloads static --gslb-args '--workers 2'
-    python bench/compare.py --signed --servers gslb,knot   # DNSSEC: gslb's signer vs Knot's mod-onlinesign
+    python bench/compare.py --signed --servers gslb,knot,pdns   # DNSSEC: vs Knot and PowerDNS signing
 
 Servers (each found on PATH or in /usr/sbin; missing ones are skipped, `--install`
 runs apt-get for them): gslb, Knot DNS (knot), NSD (nsd), gdnsd (gdnsd), PowerDNS
@@ -32,10 +32,13 @@ Workloads (query files written here):
   flood     600,000 random names under bench.test., none asked twice in a run
 
 --signed: bench.test. is signed (gslb: `dnssec: {key:}` with a new ECDSA P-256 key;
-Knot: `mod-onlinesign`, ECDSA P-256, its own key) and every query has DO=1 (dnsperf
--D; dnsperf only). `mix` then makes every second answer a new denial to sign (a
-random-subdomain flood with DO=1). Run once with and once without --signed to get
-signed against unsigned CPU per query.
+Knot: `mod-onlinesign`, ECDSA P-256, its own key; PowerDNS: live signing with the bind
+backend's DNSSEC database, `pdnsutil secure-zone`, ECDSA P-256) and every query has
+DO=1 (dnsperf -D, or DO=1 packets with --generator rawload). `flood` then makes every
+answer a new denial to sign (a random-subdomain flood with DO=1); its names are new in
+every run. Run once with and once without --signed to get signed against unsigned CPU
+per query. A rate-limited flood: --generator rawload --rate N --timeout 0.03 sends at a
+fixed rate whatever comes back, and the stderr line gives the CPU per query sent.
 
 Columns: queries/s (median of --runs), p50/p99 latency in ms where the generator
 reports percentiles (dnsblast does, dnsperf does not), server CPU us per answered
@@ -69,6 +72,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 SHARED = Path(os.environ.get("GSLB_SHARED", ROOT.parent / "shared"))
 ECS_OPTION = "8:00011800c63364"  # EDNS Client Subnet 198.51.100.0/24, scope 0
 SERVER_CPU, LOAD_CPU = "0", "1"
+TIMEOUT = 1.0  # --timeout: seconds rawload waits for an answer (short for a rate-limited flood)
 SIGNED = False  # --signed: the servers sign bench.test., the queries ask with DO=1
 
 ZONE_FILE = """$ORIGIN bench.test.
@@ -332,6 +336,12 @@ distributor-threads=1
 reuseport=no
 webserver=no
 """)
+    if SIGNED:  # live signing: the bind backend's DNSSEC database, one ECDSA P-256 key
+        with (work / "pdns.conf").open("a") as f:
+            f.write(f"bind-dnssec-db={work}/dnssec.db\n")
+        util = shutil.which("pdnsutil") or "/usr/bin/pdnsutil"
+        for cmd in (["create-bind-db", f"{work}/dnssec.db"], ["secure-zone", "bench.test"]):
+            subprocess.run([util, f"--config-dir={work}", *cmd], check=True, capture_output=True)
     return [shutil.which("pdns_server") or "/usr/sbin/pdns_server", f"--config-dir={work}"]
 
 
@@ -342,7 +352,7 @@ SERVERS = {
         Server("knot", "knotd", ["knot"], _knot, note="weighted: static RRset"),
         Server("nsd", "nsd", ["nsd"], _nsd, note="weighted: static RRset"),
         Server("gdnsd", "gdnsd", ["gdnsd"], _gdnsd),
-        Server("pdns", "pdns_server", ["pdns-server", "pdns-backend-bind"], _pdns),
+        Server("pdns", "pdns_server", ["pdns-server", "pdns-backend-bind", "pdns-backend-sqlite3"], _pdns),
     ]
 }
 
@@ -352,6 +362,14 @@ def find(binary: str) -> str | None:
 
 
 # ------------------------------------------------------------------------ load
+
+
+def flood_names(rnd: random.Random) -> list[str]:
+    """A random-subdomain flood: every query a name never asked before (a generator
+    reads the file at most once in a 10 s run at these rates), so with --signed every
+    answer is a new denial to sign. Written again before each run: a generator starts
+    at the top of its file, and a second run of the same names would find them cached."""
+    return [f"r{rnd.randrange(10**12)}.bench.test. A" for _ in range(600_000)]
 
 
 def query_files(work: Path) -> dict[str, Path]:
@@ -366,10 +384,7 @@ def query_files(work: Path) -> dict[str, Path]:
         "weighted": ["w.bench.test. A"],
         "geo_ecs": ["geo.geo.test. A", "near.geo.test. A", "sticky.geo.test. A"],
         "mix": mix,
-        # a random-subdomain flood: every query a name never asked before (dnsperf reads
-        # the file once in a 10 s run at these rates), so with --signed every answer is a
-        # new denial to sign
-        "flood": [f"r{rnd.randrange(10**12)}.bench.test. A" for _ in range(600_000)],
+        "flood": flood_names(rnd),
     }
     out = {}
     for name, lines in files.items():
@@ -389,7 +404,8 @@ def compiled(src: Path, name: str) -> str:
 
 
 def hex_queries(qfile: Path, ecs: bool) -> Path:
-    """The workload's questions as query packets, one hex line each (for rawload)."""
+    """The workload's questions as query packets, one hex line each (for rawload); with
+    --signed they ask with DO=1."""
     import dns.edns
     import dns.flags
     import dns.message
@@ -399,7 +415,8 @@ def hex_queries(qfile: Path, ecs: bool) -> Path:
     for line in qfile.read_text().split("\n"):
         if line.strip():
             name, rdtype = line.split()
-            q = dns.message.make_query(name, rdtype, use_edns=0 if ecs else False, options=opts)
+            q = dns.message.make_query(name, rdtype, use_edns=0 if ecs or SIGNED else False, options=opts,
+                                       want_dnssec=SIGNED)  # fmt: skip
             q.flags &= ~dns.flags.RD
             lines.append(q.to_wire().hex())
     out = qfile.with_suffix(".hex")
@@ -411,10 +428,11 @@ def generator_cmd(
     gen: str, port: int, qfile: Path, seconds: int, workload: str, tcp: bool, rate: int
 ) -> list[str]:
     ecs = workload == "geo_ecs"
-    if gen == "rawload" and not tcp and not rate:
+    if gen == "rawload" and not tcp:
         packets = hex_queries(qfile, ecs)
-        return [compiled(ROOT / "bench" / "rawload.c", "rawload"), "-s", "127.0.0.1", "-p", str(port),
-                "-f", str(packets), "-l", str(seconds), "-c", "8", "-q", "32", "-t", "1"]  # fmt: skip
+        cmd = [compiled(ROOT / "bench" / "rawload.c", "rawload"), "-s", "127.0.0.1", "-p", str(port),
+               "-f", str(packets), "-l", str(seconds), "-c", "8", "-q", "32", "-t", str(TIMEOUT)]  # fmt: skip
+        return cmd + (["-Q", str(rate)] if rate else [])
     if gen == "dnsblast" and not ecs and not tcp:
         cmd = [compiled(SHARED / "bench" / "dnsblast.c", "dnsblast"), "-s", "127.0.0.1", "-p", str(port),
                "-d", str(qfile), "-l", str(seconds), "-c", "8", "-q", "32", "-t", "1"]  # fmt: skip
@@ -439,6 +457,7 @@ class Run:
     p50: float | None
     p99: float | None
     lost: int
+    us_sent: float  # CPU per query sent (answered or not: what a rate-limited flood costs)
 
 
 def one_run(pid: int, cmd: list[str], seconds: int) -> Run:
@@ -450,6 +469,7 @@ def one_run(pid: int, cmd: list[str], seconds: int) -> Run:
         raise RuntimeError(f"{cmd[0]}: no 'Queries per second' in its output:\n{out.stdout}{out.stderr}")
     qps = float(m.group(1))
     lost = re.search(r"Queries lost:\s+(\d+)", out.stdout)
+    sent = re.search(r"Queries sent:\s+(\d+)", out.stdout)
     pct = re.search(r"p50 ([\d.]+) p90 [\d.]+ p99 ([\d.]+)", out.stdout)
     return Run(
         qps,
@@ -457,6 +477,7 @@ def one_run(pid: int, cmd: list[str], seconds: int) -> Run:
         float(pct.group(1)) if pct else None,
         float(pct.group(2)) if pct else None,
         int(lost.group(1)) if lost else 0,
+        (c1 - c0) / max(int(sent.group(1)) if sent else qps * seconds, 1) * 1e6,
     )
 
 
@@ -479,11 +500,15 @@ def main() -> int:
     ap.add_argument("--gslb-args", default="", help="extra arguments for gslb serve, e.g. '--workers 2'")
     ap.add_argument("--install", action="store_true", help="apt-get install missing peers and dnsperf")
     ap.add_argument("--signed", action="store_true", help="DNSSEC: signed zone, DO=1 queries (dnsperf)")
+    ap.add_argument(
+        "--timeout", type=float, default=1.0, help="rawload: seconds before a query counts as lost"
+    )
     args = ap.parse_args()
-    global SIGNED
+    global SIGNED, TIMEOUT
+    TIMEOUT = args.timeout
     SIGNED = args.signed
-    if SIGNED and args.generator != "dnsperf":
-        print("--signed needs --generator dnsperf (the others send no DO bit)", file=sys.stderr)
+    if SIGNED and args.generator not in ("dnsperf", "rawload"):
+        print("--signed needs --generator dnsperf or rawload (the others send no DO bit)", file=sys.stderr)
         return 2
     wanted = [s for s in args.servers.split(",") if s]
     workloads = [w for w in args.workloads.split(",") if w]
@@ -527,8 +552,14 @@ def main() -> int:
                         continue
                     if args.tcp and wl != "static":
                         continue
-                    gcmd = generator_cmd(args.generator, port, qf[wl], args.seconds, wl, args.tcp, args.rate)
-                    runs = [one_run(proc.pid, gcmd, args.seconds) for _ in range(args.runs)]
+                    runs = []
+                    for _ in range(args.runs):
+                        if wl == "flood":
+                            qf[wl].write_text("\n".join(flood_names(random.Random())) + "\n")
+                        gcmd = generator_cmd(
+                            args.generator, port, qf[wl], args.seconds, wl, args.tcp, args.rate
+                        )
+                        runs.append(one_run(proc.pid, gcmd, args.seconds))
                     lost = sum(r.lost for r in runs)
                     row = (
                         statistics.median(r.qps for r in runs),
@@ -539,8 +570,10 @@ def main() -> int:
                         lost,
                     )
                     results[(sname, wl)] = row
+                    us_sent = statistics.median(r.us_sent for r in runs)
                     print(
-                        f"{sname:6} {wl:9} {row[0]:10.0f} qps  {row[3]:6.1f} us/q  lost {lost}",
+                        f"{sname:6} {wl:9} {row[0]:10.0f} qps  {row[3]:6.1f} us/q  lost {lost}  "
+                        f"{us_sent:6.1f} us per query sent",
                         file=sys.stderr,
                     )
             finally:

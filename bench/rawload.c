@@ -8,7 +8,11 @@
  * summary lines, plus latency percentiles.
  *
  *   gcc -O2 -o rawload bench/rawload.c
- *   ./rawload -s 127.0.0.1 -p 5353 -f queries.hex -l 10 [-c 8] [-q 32] [-t 1]
+ *   ./rawload -s 127.0.0.1 -p 5353 -f queries.hex -l 10 [-c 8] [-q 32] [-t 1] [-Q qps]
+ *
+ * -Q caps the send rate (queries per second over all sockets), so a workload the
+ * server drops on purpose (a rate-limited flood) is sent at a known rate whatever
+ * comes back; pair it with a short -t.
  *
  * queries.hex: one DNS query message per line, in hex (the ID is overwritten).
  * Loopback only by intent: bench/compare.py points it at 127.0.0.1.
@@ -75,8 +79,8 @@ static double pct(double p) {
 int main(int argc, char **argv) {
     const char *server = "127.0.0.1", *file = NULL;
     int port = 53, secs = 10, nsock = 8, window = 32, opt;
-    double timeout = 1.0;
-    while ((opt = getopt(argc, argv, "s:p:f:l:c:q:t:")) != -1) {
+    double timeout = 1.0, rate = 0;
+    while ((opt = getopt(argc, argv, "s:p:f:l:c:q:t:Q:")) != -1) {
         switch (opt) {
         case 's': server = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -85,8 +89,9 @@ int main(int argc, char **argv) {
         case 'c': nsock = atoi(optarg); break;
         case 'q': window = atoi(optarg); break;
         case 't': timeout = atof(optarg); break;
+        case 'Q': rate = atof(optarg); break;
         default:
-            fprintf(stderr, "usage: %s -s addr -p port -f queries.hex [-l s] [-c socks] [-q win] [-t s]\n", argv[0]);
+            fprintf(stderr, "usage: %s -s addr -p port -f queries.hex [-l s] [-c socks] [-q win] [-t s] [-Q qps]\n", argv[0]);
             return 2;
         }
     }
@@ -124,6 +129,10 @@ int main(int argc, char **argv) {
                 k->sent_ns[id] = 0; k->outstanding--; n_lost++; k->head++;
             }
             int room = window - k->outstanding, m = 0;
+            if (rate > 0) { /* no more than rate x elapsed queries sent so far */
+                double allow = rate * (double)(now - t0) / 1e9 - (double)n_sent;
+                if (allow < room) room = allow < 0 ? 0 : (int)allow;
+            }
             while (room > 0 && m < BATCH) {
                 uint16_t id = k->next_id++;
                 if (k->sent_ns[id]) continue; /* still in flight: skip this id */
