@@ -63,11 +63,13 @@ from gslb.serving import (
 )
 from gslb.wire import (
     TC,
+    BadOption,
     Edns,
     Malformed,
     Query,
     RRw,
     client_of,
+    ede_option,
     encode_sections,
     header,
     header_ok,
@@ -92,6 +94,22 @@ def _options(edns: Edns, scope: int) -> bytes:
     """ECS (echoed with ``scope``) and NSID options of a reply, as the query asked."""
     ecs = edns.ecs.option(scope) if edns.ecs is not None else b""
     return ecs + _NSID if edns.nsid else ecs
+
+
+# Extended DNS Errors (RFC 8914), in replies to queries with EDNS: why a query was
+# refused or failed. docs/protocol.md lists each case.
+EDE_OTHER, EDE_PROHIBITED, EDE_NOT_AUTHORITATIVE, EDE_NOT_SUPPORTED = 0, 18, 20, 21
+_EDE_NOT_AUTH = ede_option(EDE_NOT_AUTHORITATIVE)
+_EDE_CLASS = ede_option(EDE_NOT_AUTHORITATIVE, "class IN only")
+_EDE_OPCODE = ede_option(EDE_NOT_SUPPORTED, "opcode QUERY only")
+_EDE_XFR = ede_option(EDE_PROHIBITED, "zone transfers: TCP, from allowed networks")
+_EDE_XFR_SIGNED = ede_option(EDE_PROHIBITED, "zone transfers of a signed zone are refused")
+
+
+def _no_member(name: bytes) -> bytes:
+    """The EDE of a ``when_all_down`` SERVFAIL, REFUSED or NODATA: which record had no
+    healthy member (rare: built when it happens)."""
+    return ede_option(EDE_OTHER, f"no healthy member for {names.to_text(name)}")
 
 
 MAX_CHAIN = 8
@@ -253,15 +271,20 @@ def _answer(
         return None, False
     try:
         q = parse_query(data)
+    except BadOption as e:  # a malformed ECS option: FORMERR, and the EDE says what
+        end = question_end(data) + 5
+        qid, qflags = (data[0] << 8) | data[1], (data[2] << 8) | data[3]
+        opt = opt_record(False, 0, ede_option(EDE_OTHER, str(e)))
+        return header(qid, qflags, False, FORMERR, 1, 0, 0, 1) + data[12:end] + opt, True
     except Exception:  # Malformed, or anything a hostile packet provokes
         return _bare(data, FORMERR), False
     edns = q.edns
     if edns is not None and edns.version != 0:
         return _finish(q, False, BADVERS, b"", (0, 0, 0), None, client, 0), True
     if q.opcode != 0:
-        return _finish(q, False, NOTIMP, b"", (0, 0, 0), None, client, 0), True
+        return _finish(q, False, NOTIMP, b"", (0, 0, 0), None, client, 0, _EDE_OPCODE), True
     if q.qclass != CLASS_IN:
-        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0), True
+        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0, _EDE_CLASS), True
     qtype = q.qtype
     key = q.key
     if edns is not None and edns.do and state.signers and qtype not in (T_AXFR, T_IXFR):
@@ -283,18 +306,21 @@ def _answer(
             return reply, q
         # NODATA: the general lookup, which adds the SOA (and picks and counts there)
     if qtype in (T_AXFR, T_IXFR):
-        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0), True
+        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0, _EDE_XFR), True
     zone = state.find_zone(key)
     if zone is None:
-        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0), True
+        return _finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0, _EDE_NOT_AUTH), True
     p = resolve(state, zone, key, qtype, q, client, rng)
     fixed = not p.dynamic
     if p.rcode in (SERVFAIL, REFUSED):
-        return _finish(q, False, p.rcode, b"", (0, 0, 0), None, client, p.scope), fixed
+        ede = _no_member(p.balanced) if p.balanced else b""
+        return _finish(q, False, p.rcode, b"", (0, 0, 0), None, client, p.scope, ede), fixed
     if not p.answer and not p.additional and len(p.authority) == 1 and p.authority[0] is zone.neg_soa_rr:
         # NXDOMAIN / NODATA: the SOA owner (the apex) is a suffix of the qname
         ptr = (0xC000 | (12 + len(key) - len(zone.origin))).to_bytes(2, "big")
-        return _finish(q, True, p.rcode, ptr + zone.neg_tail, (0, 1, 0), None, client, p.scope), fixed
+        pk = p.pick
+        ede = _no_member(p.balanced) if pk is not None and pk.outcome and pk.outcome.kind == "nodata" else b""
+        return _finish(q, True, p.rcode, ptr + zone.neg_tail, (0, 1, 0), None, client, p.scope, ede), fixed
     body, an, ns, ar = encode_sections(key, (p.answer, p.authority, p.additional))
     small = None
     if p.additional and not p.additional_required:
@@ -313,7 +339,7 @@ def _balanced(q: Query, name: bytes, state: ServingState, client: Client, rng: r
         return None  # NODATA: resolve() answers it with the SOA, and counts it
     count_balanced(state, name, pk.pool, pk.outcome)
     if rcode != NOERROR:
-        return _finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope)
+        return _finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope, _no_member(name))
     frags = pk.frags
     return _finish(q, True, NOERROR, b"".join(frags), (len(frags), 0, 0), None, client, pk.scope)
 
@@ -365,14 +391,17 @@ def _signed(
         if rcode != NOERROR or pk.frags:  # NODATA: the denial below
             count_balanced(state, ref.name, pk.pool, pk.outcome)
             if rcode != NOERROR:
-                return _finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope), False
+                return _finish(
+                    q, False, rcode, b"", (0, 0, 0), None, client, pk.scope, _no_member(ref.name)
+                ), False
             frags = pk.frags
             sigs, n = signer.answer_rrsigs(key, frags, now)
             body = b"".join(frags) + sigs
             return _finish(q, True, NOERROR, body, (len(frags) + n, 0, 0), None, client, pk.scope), q
     p = resolve(state, zone, key, q.qtype, q, client, rng)
     if p.rcode in (SERVFAIL, REFUSED):
-        return _finish(q, False, p.rcode, b"", (0, 0, 0), None, client, p.scope), False
+        ede = _no_member(p.balanced) if p.balanced else b""
+        return _finish(q, False, p.rcode, b"", (0, 0, 0), None, client, p.scope, ede), False
     answer = _sign_all(p.answer, signer, now)
     additional = p.additional
     rcode = p.rcode
@@ -445,15 +474,17 @@ def _finish(
     small: tuple[bytes, tuple[int, int, int], bool] | None,
     client: Client,
     scope: int,
+    ede: bytes = b"",
 ) -> bytes:
-    """Header + echoed question + body + OPT, truncated to the client's limit."""
+    """Header + echoed question + body + OPT, truncated to the client's limit; ``ede``:
+    an Extended DNS Error option, sent only to a query with EDNS."""
     edns = q.edns
     an, ns, ar = counts
     if edns is None:
         opt = b""
         limit = 512
     else:
-        opt = opt_record(edns.do, rcode >> 4, _options(edns, scope), edns.co)
+        opt = opt_record(edns.do, rcode >> 4, _options(edns, scope) + ede, edns.co)
         ar += 1
         limit = min(edns.payload, EDNS_MAX_UDP) if edns.payload > 512 else 512
     question = q.question
@@ -793,7 +824,8 @@ def zone_transfer(data: bytes, state: ServingState) -> list[bytes] | None:
     if zone is None:
         return None
     if zone.zone.dnssec_keys:  # a secondary could not sign the balanced answers (docs/dnssec.md)
-        return [header(q.id, q.flags, False, REFUSED, 1, 0, 0, 0) + q.question]
+        opt = opt_record(False, 0, _EDE_XFR_SIGNED) if q.edns is not None else b""
+        return [header(q.id, q.flags, False, REFUSED, 1, 0, 0, 1 if opt else 0) + q.question + opt]
     rrs = transfer_rrs(state, zone)
     messages: list[bytes] = []
     chunk: list[RRw] = []

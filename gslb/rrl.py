@@ -94,9 +94,12 @@ def negative(reply: bytes) -> bool:
     return _kind(reply)[0] == 1
 
 
-def truncated(reply: bytes) -> bytes:
-    """The slip reply: the header with TC=1 and the question, no records (and no OPT)."""
+def truncated(reply: bytes, opt: bytes = b"") -> bytes:
+    """The slip reply: the header with TC=1 and the question, no records; ``opt``: the
+    OPT record to add (the transport gives one, with an Extended DNS Error, when the
+    query had EDNS)."""
     end = question_end(reply) + 5 if reply[5] == 1 else 12
     flags = (reply[2] | 0x02).to_bytes(1, "big")
     qd = b"\x00\x01" if end > 12 else b"\x00\x00"
-    return reply[:2] + flags + reply[3:4] + qd + b"\x00" * 6 + reply[12:end]
+    ar = b"\x00\x01" if opt else b"\x00\x00"
+    return reply[:2] + flags + reply[3:4] + qd + b"\x00" * 4 + ar + reply[12:end] + opt

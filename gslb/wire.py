@@ -33,6 +33,7 @@ OPCODE_MASK = 0x7800
 OPT = 41
 OPT_ECS = 8
 OPT_NSID = 3
+OPT_EDE = 15  # Extended DNS Error (RFC 8914)
 
 _HDR = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
@@ -43,6 +44,11 @@ _OPT_HDR = struct.Struct("!HHIH")  # type, payload (class), extended rcode/versi
 
 class Malformed(Exception):
     """A packet that cannot be parsed as a query."""
+
+
+class BadOption(Malformed):
+    """A query whose EDNS option (ECS) is malformed: FORMERR, with an Extended DNS
+    Error saying which (the rest of the query could be read)."""
 
 
 class Ecs(NamedTuple):
@@ -140,7 +146,7 @@ def _skip_rr(data: bytes, pos: int) -> tuple[int, int, int, int]:
 
 def _parse_ecs(body: bytes) -> Ecs:
     if len(body) < 4:
-        raise Malformed("ECS option shorter than 4 octets")
+        raise BadOption("ECS option shorter than 4 octets")
     family = (body[0] << 8) | body[1]
     source, scope = body[2], body[3]
     addr = body[4:]
@@ -149,15 +155,15 @@ def _parse_ecs(body: bytes) -> Ecs:
     elif family == 2:
         maxlen = 128
     else:
-        raise Malformed("ECS family not IPv4/IPv6")
+        raise BadOption("ECS family not IPv4/IPv6")
     if source > maxlen:
-        raise Malformed("ECS source prefix longer than the address")
+        raise BadOption("ECS source prefix longer than the address")
     if scope != 0:
-        raise Malformed("ECS scope prefix must be 0 in queries")
+        raise BadOption("ECS scope prefix must be 0 in queries")
     if len(addr) != (source + 7) // 8:
-        raise Malformed("ECS address length does not match the source prefix")
+        raise BadOption("ECS address length does not match the source prefix")
     if source % 8 and addr and addr[-1] & (0xFF >> (source % 8)):
-        raise Malformed("ECS address has bits set beyond the source prefix")
+        raise BadOption("ECS address has bits set beyond the source prefix")
     return Ecs(family, source, addr)
 
 
@@ -185,12 +191,18 @@ def _opt_fields(data: bytes, rdpos: int, rdlen: int, payload: int, ttl: int) -> 
             raise Malformed("EDNS option runs past RDLENGTH")
         if code == OPT_ECS:
             if ecs is not None:
-                raise Malformed("two ECS options")
+                raise BadOption("two ECS options")
             ecs = _parse_ecs(data[pos : pos + olen])
         elif code == OPT_NSID:
             nsid = True
         pos += olen
     return Edns(max(512, payload), version, do, ecs, nsid, bool(ttl & 0x4000))
+
+
+def ede_option(code: int, text: str = "") -> bytes:
+    """An Extended DNS Error option (RFC 8914): INFO-CODE and EXTRA-TEXT (UTF-8)."""
+    t = text.encode()[:200]
+    return _H.pack(OPT_EDE) + _H.pack(2 + len(t)) + _H.pack(code) + t
 
 
 def nsid_option(name: bytes) -> bytes:
@@ -375,6 +387,19 @@ def question_end(msg: bytes) -> int:
     while pos < n and msg[pos]:
         pos += 1 + msg[pos]
     return pos
+
+
+def query_opt(msg: bytes) -> int:
+    """Offset of a query's OPT record when it is the only record after the question and
+    ends the message (how resolvers send EDNS), else -1. A cheap look for the
+    transports (cookies, RRL slips), which act on the raw query before the engine."""
+    n = len(msg)
+    if n < 23 or msg[4:12] != b"\x00\x01\x00\x00\x00\x00\x00\x01":
+        return -1
+    pos = question_end(msg) + 5
+    if pos + 11 > n or msg[pos] or msg[pos + 1 : pos + 3] != b"\x00\x29":
+        return -1
+    return pos if pos + 11 + ((msg[pos + 9] << 8) | msg[pos + 10]) == n else -1
 
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"

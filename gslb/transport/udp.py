@@ -29,6 +29,7 @@ from typing import Any, Protocol, cast
 from gslb.engine import respond
 from gslb.metrics import log_query
 from gslb.rrl import negative, truncated
+from gslb.wire import ede_option, opt_record, query_opt
 from gslb.transport import StateHolder
 
 log = logging.getLogger("gslb.udp")
@@ -70,6 +71,10 @@ class _Counters(Protocol):
     seen: int
 
 
+# a slip's OPT record (to a query with EDNS): the Extended DNS Error says why it is empty
+SLIP_OPT = opt_record(False, 0, ede_option(0, "rate limited: retry over TCP"))
+
+
 def handle(ctr: _Counters, holder: StateHolder, data: bytes, host: str) -> bytes | None:
     """Answer one datagram from ``host``: engine, rate limit, counters, query log."""
     rrl = holder.rrl
@@ -102,7 +107,7 @@ def handle(ctr: _Counters, holder: StateHolder, data: bytes, host: str) -> bytes
             return None
         if action == "slip":
             holder.stats.rrl["slipped"] += 1
-            reply = truncated(reply)
+            reply = truncated(reply, SLIP_OPT if query_opt(data) >= 0 else b"")
     holder.stats.queries[skey] += 1
     if holder.query_log_every:
         ctr.seen += 1
