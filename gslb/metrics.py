@@ -39,6 +39,9 @@ class QueryStats:
     # the worker processes' DNSSEC signer counters, (zone origin, made|hit|miss): the
     # primary's own are read from its signers at scrape time (signer_counts)
     signing: collections.Counter[tuple[bytes, str]] = field(default_factory=collections.Counter)
+    # DNS cookies seen: valid, fresh (a client cookie, or a server cookie not ours),
+    # malformed, badcookie (BADCOOKIE sent in place of a rate-limited answer)
+    cookies: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def snapshot(self) -> dict[str, Any]:
         """The counters as plain data (what a worker process reports to the primary)."""
@@ -47,6 +50,7 @@ class QueryStats:
             "dropped": dict(self.dropped),
             "balanced": dict(self.balanced),
             "rrl": dict(self.rrl),
+            "cookies": dict(self.cookies),
             "tcp_accepted": self.tcp_accepted,
             "tcp_refused": self.tcp_refused,
         }
@@ -60,6 +64,8 @@ class QueryStats:
             collections.Counter(self.rrl),
             self.tcp_accepted,
             self.tcp_refused,
+            collections.Counter(self.signing),
+            collections.Counter(self.cookies),
         )
         for snap in snapshots:
             out.queries.update(snap["queries"])
@@ -69,6 +75,7 @@ class QueryStats:
             out.tcp_accepted += snap["tcp_accepted"]
             out.tcp_refused += snap["tcp_refused"]
             out.signing.update(snap.get("signing", {}))
+            out.cookies.update(snap.get("cookies", {}))
         return out
 
 
@@ -188,6 +195,16 @@ class _Collector(Collector):
         for action in ("dropped", "slipped"):
             r.add_metric([action], self.stats.rrl[action])
         yield r
+        c = CounterMetricFamily(
+            "gslb_cookies",
+            "Queries with a DNS cookie, by what it was: valid (a server cookie of ours: not "
+            "rate limited), fresh (a client cookie, or a server cookie not ours: a new one "
+            "sent), malformed (FORMERR), badcookie (BADCOOKIE sent instead of a rate-limited answer)",
+            labels=["result"],
+        )
+        for result in ("valid", "fresh", "malformed", "badcookie"):
+            c.add_metric([result], self.stats.cookies[result])
+        yield c
 
     def _balanced(self) -> Iterator[Metric]:
         b = CounterMetricFamily(

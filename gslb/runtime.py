@@ -34,6 +34,7 @@ from aiohttp import web
 from gslb import names
 from gslb.cluster.node import Cluster
 from gslb.cluster.node import Options as ClusterOptions
+from gslb.cookies import Cookies, load_secrets, random_secret
 from gslb.engine import build_state, set_nsid
 from gslb.errors import Problem
 from gslb.geo_maxmind import MaxMindGeo
@@ -83,6 +84,7 @@ class Answerer:
         announce: bool = True,
         seed: int | None = None,
         health: HealthView = ALL_UP,
+        cookie_secrets: tuple[bytes, ...] | None = None,
     ) -> None:
         self.opts = opts
         self.listens = listens if listens is not None else opts.listen
@@ -91,6 +93,14 @@ class Answerer:
         self.serving = False  # set once the event loop answers: loads from then on are reloads
         self.query_log_every = opts.query_log_sample
         self.rrl = RateLimiter(opts.rrl_rate, opts.rrl_slip) if opts.rrl_rate > 0 else None
+        # DNS cookies: the secrets come from the file, else the primary's random one
+        # (``cookie_secrets``, which it hands to its workers so they accept each other's)
+        if cookie_secrets is None:
+            path = opts.cookie_secret_file
+            cookie_secrets = load_secrets(Path(path)) if path else (random_secret(),)
+        self.cookie_secrets = cookie_secrets
+        self.cookies = Cookies(cookie_secrets) if opts.cookies == "on" else None
+        self.nocookie_udp = opts.cookie_less_udp_size
         # opening a database that is missing or not a MaxMind file raises here, at start-up
         self.geo = MaxMindGeo(opts.geoip_db, opts.asn_db) if (opts.geoip_db or opts.asn_db) else None
         if self.geo is not None and announce:

@@ -134,6 +134,26 @@ class ServeOptions:
         "cluster, none otherwise)",
         "TEXT",
     )
+    cookies: str = _opt(
+        "choice:on|off",
+        "on",
+        "DNS cookies (RFC 7873, RFC 9018): answer them, and let queries with a valid server cookie "
+        "past rate limiting (docs/protocol.md)",
+    )
+    cookie_secret_file: str | None = _opt(
+        "path",
+        None,
+        "file of cookie secrets, 32 hex digits a line: the first makes cookies, every one is accepted "
+        "(rotation); the same file on every node. None: a random secret at each start",
+        "PATH",
+    )
+    cookie_less_udp_size: int = _opt(
+        "int",
+        0,
+        "largest UDP answer to a query without a valid server cookie, 512..1232 (bigger: TC=1, "
+        "so the client retries over TCP or with its cookie); 0 = no cap",
+        "N",
+    )
     log_level: str = _opt("choice:debug|info|warning|error", "info", "log level", flag=False)
     log_format: str = _opt(
         "choice:text|json", "text", "text for people, json (one object per line) for log shippers", flag=False
@@ -144,6 +164,10 @@ class ServeOptions:
             raise ValueError(f"cluster_lease_ttl must be 2..300 seconds, got {self.cluster_lease_ttl}")
         if (self.cluster_cert is None) != (self.cluster_key is None):
             raise ValueError("cluster_cert and cluster_key go together")
+        if self.cookie_less_udp_size and not 512 <= self.cookie_less_udp_size <= 1232:
+            raise ValueError(
+                f"cookie_less_udp_size must be 512..1232 (or 0), got {self.cookie_less_udp_size}"
+            )
 
     @property
     def node_name(self) -> str:

@@ -103,7 +103,16 @@ class WorkerPool:
         proc = ctx.Process(
             target=worker_main,
             # the current health goes with the start: a worker never answers from an older view
-            args=(child, i, server.opts, tuple(server.bound), level, fmt, server.effective_health()),
+            args=(
+                child,
+                i,
+                server.opts,
+                tuple(server.bound),
+                level,
+                fmt,
+                server.effective_health(),
+                server.cookie_secrets,
+            ),
             name=f"gslb-worker-{i}",
             daemon=True,
         )
@@ -201,9 +210,14 @@ class Worker(Answerer):
     """A worker process: the zones and the sockets (shared by port); health from the pipe."""
 
     def __init__(
-        self, opts: ServeOptions, bound: tuple[tuple[str, int], ...], health: HealthView, index: int
+        self,
+        opts: ServeOptions,
+        bound: tuple[tuple[str, int], ...],
+        health: HealthView,
+        index: int,
+        cookie_secrets: tuple[bytes, ...],
     ) -> None:
-        super().__init__(opts, listens=bound, announce=False, health=health)
+        super().__init__(opts, listens=bound, announce=False, health=health, cookie_secrets=cookie_secrets)
         self.index = index
 
     async def run(self, conn: Connection) -> None:
@@ -259,12 +273,13 @@ def worker_main(
     level: int,
     fmt: str,
     health: HealthView,
+    cookie_secrets: tuple[bytes, ...],
 ) -> None:
     """A worker process's entry point (spawned by :class:`WorkerPool`)."""
     setup_logging(level, fmt)
     # Ctrl-C and SIGHUP reach the whole process group: the primary decides what happens
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    worker = Worker(opts, bound, health, index)
+    worker = Worker(opts, bound, health, index, cookie_secrets)
     worker.load_initial()
     run_loop(worker.run(conn))

@@ -18,9 +18,9 @@ import logging
 import socket
 from typing import cast
 
-from gslb.engine import respond, zone_transfer
+from gslb.engine import zone_transfer
 from gslb.metrics import log_query
-from gslb.transport import StateHolder
+from gslb.transport import StateHolder, answer
 from gslb.wire import client_of
 
 log = logging.getLogger("gslb.tcp")
@@ -119,14 +119,14 @@ class TcpProtocol(asyncio.Protocol):
                     out += [len(m).to_bytes(2, "big") + m for m in messages]
                     continue
             try:
-                res = respond(msg, holder.state, self.peer, False, holder.rng)
+                res = answer(holder, msg, self.peer, False)
             except Exception:
                 log.exception("internal error answering a TCP query from %s", self.peer)
                 res = None
             if res is None:
                 holder.stats.dropped["not_a_query"] += 1
                 continue
-            reply, skey = res
+            reply, skey = res.reply, res.skey
             holder.stats.queries[skey] += 1
             if holder.query_log_every:
                 self.limits.seen += 1

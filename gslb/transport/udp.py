@@ -26,11 +26,10 @@ import sys
 import time
 from typing import Any, Protocol, cast
 
-from gslb.engine import respond
 from gslb.metrics import log_query
 from gslb.rrl import negative, truncated
+from gslb.transport import CLIENT_COOKIE, VALID_COOKIE, StateHolder, answer, badcookie
 from gslb.wire import ede_option, opt_record, query_opt
-from gslb.transport import StateHolder
 
 log = logging.getLogger("gslb.udp")
 
@@ -76,13 +75,13 @@ SLIP_OPT = opt_record(False, 0, ede_option(0, "rate limited: retry over TCP"))
 
 
 def handle(ctr: _Counters, holder: StateHolder, data: bytes, host: str) -> bytes | None:
-    """Answer one datagram from ``host``: engine, rate limit, counters, query log."""
+    """Answer one datagram from ``host``: cookies and engine, rate limit, counters, query log."""
     rrl = holder.rrl
     now = time.monotonic()
     # a denial the limiter will not send is not worth signing (engine.respond(limited))
     limited = rrl is not None and bool(holder.state.signers) and rrl.negative_exhausted(host, now)
     try:
-        res = respond(data, holder.state, host, True, holder.rng, limited)
+        res = answer(holder, data, host, True, limited)
     except Exception:  # one bad packet must not stop the server
         ctr.errors += 1
         holder.stats.dropped["internal_error"] += 1
@@ -92,22 +91,26 @@ def handle(ctr: _Counters, holder: StateHolder, data: bytes, host: str) -> bytes
     if res is None:
         holder.stats.dropped["not_a_query"] += 1  # shorter than a header, or QR set
         return None
-    reply, skey = res
-    if rrl is not None:
+    reply, skey, cookie, option = res
+    if rrl is not None and cookie != VALID_COOKIE:  # a valid server cookie cannot be spoofed
         action = rrl.check(host, reply, now)
         if action == "send" and limited and negative(reply):
             # cannot happen (the same clock, the same bucket), but an unsigned denial
             # must never leave: answer in full
-            res = respond(data, holder.state, host, True, holder.rng)
+            res = answer(holder, data, host, True)
             if res is None:
                 return None
-            reply, skey = res
+            reply, skey, cookie, option = res
         if action == "drop":
             holder.stats.rrl["dropped"] += 1
             return None
         if action == "slip":
             holder.stats.rrl["slipped"] += 1
-            reply = truncated(reply, SLIP_OPT if query_opt(data) >= 0 else b"")
+            if cookie == CLIENT_COOKIE:  # it can come back with the cookie, and pass
+                holder.stats.cookies["badcookie"] += 1
+                reply = badcookie(reply, option)
+            else:
+                reply = truncated(reply, SLIP_OPT if query_opt(data) >= 0 else b"")
     holder.stats.queries[skey] += 1
     if holder.query_log_every:
         ctr.seen += 1
