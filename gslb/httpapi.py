@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from gslb import names
+from gslb.alerts import Alerts
 from gslb.cluster.node import Cluster, Conflict, Unreachable
 from gslb.explain import explain
 from gslb.health.process import ProberProcess
@@ -54,6 +55,7 @@ class ServerView(Protocol):
     prober: ProberProcess
     overrides: Overrides
     cluster: Cluster | None
+    alerts: Alerts
     api_token: str | None
     history: collections.deque[dict[str, float]]
 
@@ -106,6 +108,7 @@ def make_app(server: ServerView) -> web.Application:
             server.facts.cluster = server.cluster.status()
             server.facts.cluster_errors = server.cluster.errors
             server.facts.cluster_reconnects = server.cluster.reconnects
+        server.facts.alerts = server.alerts.status()
         body = render(server.all_stats(), server.state, server.facts)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
@@ -114,6 +117,7 @@ def make_app(server: ServerView) -> web.Application:
         got, age = await server.prober.cached("status")
         doc = status_doc(server, got.get("targets", {}))
         doc["transitions"] = got.get("transitions", [])
+        doc["alerts"] = server.alerts.status()
         doc["prober"]["status_age"] = age  # None: fresh from the prober; else seconds old
         return _json(doc)
 

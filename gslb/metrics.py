@@ -108,6 +108,7 @@ class RuntimeFacts:
     cluster: dict[str, Any] | None = None  # Cluster.status() in cluster mode
     cluster_errors: int = 0
     cluster_reconnects: int = 0
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # Alerts.status(), one per webhook
 
 
 class _Collector(Collector):
@@ -133,8 +134,37 @@ class _Collector(Collector):
             yield made
             yield hits
 
+    def _alerts(self) -> Iterable[Metric]:
+        hooks = self.facts.alerts
+        if not hooks:
+            return
+        fams: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+            "delivered": CounterMetricFamily(
+                "gslb_alert_deliveries", "Alert events delivered", labels=["webhook"]
+            ),
+            "failures": CounterMetricFamily(
+                "gslb_alert_delivery_failures", "Failed alert posts (each retry counts)", labels=["webhook"]
+            ),
+            "rejected": CounterMetricFamily(
+                "gslb_alert_rejected",
+                "Alert events a receiver refused with a 4xx (not retried)",
+                labels=["webhook"],
+            ),
+            "dropped": CounterMetricFamily(
+                "gslb_alert_dropped", "Alert events pushed out of a full queue", labels=["webhook"]
+            ),
+            "queued": GaugeMetricFamily(
+                "gslb_alert_queued", "Alert events waiting for delivery", labels=["webhook"]
+            ),
+        }
+        for h in hooks:
+            for key, fam in fams.items():
+                fam.add_metric([h["webhook"]], h[key])
+        yield from fams.values()
+
     def collect(self) -> Iterable[Metric]:
         yield from self._queries()
+        yield from self._alerts()
         yield from self._balanced()
         yield from self._members()
         yield from self._zones()

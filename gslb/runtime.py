@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from gslb import names
+from gslb.alerts import Alerts, Webhook
 from gslb.cluster.node import Cluster
 from gslb.cluster.node import Options as ClusterOptions
 from gslb.cookies import Cookies, load_secrets, random_secret
@@ -140,6 +141,9 @@ class Answerer:
     def reloaded(self) -> None:
         """Called after a reload swapped in a new state."""
 
+    def zones_rejected(self, problems: list[Problem]) -> None:
+        """Zone files a reload rejected (their last good versions keep serving)."""
+
     def load_initial(self) -> list[Problem]:
         """Load every zone; return the problems (the caller decides to stop)."""
         with no_gc():
@@ -181,6 +185,8 @@ class Answerer:
         async with self._reload_lock:
             loop = asyncio.get_running_loop()
             built = await loop.run_in_executor(None, self._scan_and_build)
+            if self.zoneset.last_problems:  # each bad version once: the scan keeps track
+                self.zones_rejected(self.zoneset.last_problems)
             if built is None:
                 return False
             self.zones_changed()
@@ -269,7 +275,11 @@ class Server(Answerer):
             opts.probe_concurrency,
             opts.stall_after,
             publish_loads=self.set_loads,
+            on_stall=self._prober_stall,
         )
+        self.alerts = Alerts([_webhook(h) for h in opts.alerts], node=opts.node_name)
+        self._alerted: HealthView | None = None  # the view alerts were last compared with
+        self._expired: set[MemberKey] = set()  # overrides that just expired (not cleared)
 
     # -- health ---------------------------------------------------------------------
     def effective_health(self) -> HealthView:
@@ -319,6 +329,67 @@ class Server(Answerer):
         self.state = self.state.with_health(effective)
         if self.pool is not None:
             self.pool.health(effective)
+        if self.alerts.hooks:
+            self._alert_changes(effective)
+
+    # -- alerts -------------------------------------------------------------------------
+    def _alert_changes(self, view: HealthView) -> None:
+        """Alerts for what changed since the last view: members the checks (or the
+        cluster's votes) took out of rotation or put back, overrides set or gone, the
+        cluster store lost or regained. The first view is the baseline, and member
+        changes wait for the first probe round (until then they are the persisted
+        state being confirmed, not news)."""
+        prev, self._alerted = self._alerted, view
+        expired, self._expired = self._expired, set()
+        if prev is None:
+            return
+        a = self.alerts
+        if self.prober.first_round:
+            for k in sorted(view.down - prev.down):
+                reason = self._reason(view, k)
+                a.emit("member_down", f"{k[2]} (pool {k[1]}, zone {k[0]}) DOWN: {reason}",
+                       zone=k[0], pool=k[1], address=k[2], reason=reason)  # fmt: skip
+            for k in sorted(prev.down - view.down):
+                reason = self._reason(view, k)
+                a.emit("member_up", f"{k[2]} (pool {k[1]}, zone {k[0]}) UP: {reason}",
+                       zone=k[0], pool=k[1], address=k[2], reason=reason)  # fmt: skip
+        for k, action in sorted(view.forced.items()):
+            if prev.forced.get(k) != action:
+                a.emit("override_set", f"{k[2]} (pool {k[1]}, zone {k[0]}) forced {action} by an override",
+                       zone=k[0], pool=k[1], address=k[2], action=action)  # fmt: skip
+        for k in sorted(prev.forced.keys() - view.forced.keys()):
+            kind = "override_expired" if k in expired else "override_cleared"
+            a.emit(kind, f"{k[2]} (pool {k[1]}, zone {k[0]}): override {kind[9:]}, the checks decide again",
+                   zone=k[0], pool=k[1], address=k[2], action=prev.forced[k])  # fmt: skip
+        if view.alone and not prev.alone:
+            a.emit("cluster_disconnected", f"cluster store out of reach: {view.alone}", reason=view.alone)
+        elif prev.alone and not view.alone:
+            a.emit("cluster_reconnected", "cluster store reachable again: counting every node's votes")
+
+    def _reason(self, view: HealthView, k: MemberKey) -> str:
+        t = view.votes.get(k)
+        if t is not None:
+            return f"cluster vote, {t}"
+        o = self.prober.obs.get(k)
+        return o.reason if o is not None else "health check"
+
+    def _prober_stall(self, stalled: bool, quiet: float) -> None:
+        if stalled:
+            self.alerts.emit("prober_stalled", f"health prober stalled: no progress for {quiet:.1f}s; "
+                             "answers keep the last health state")  # fmt: skip
+        else:
+            self.alerts.emit("prober_recovered", "health prober making progress again")
+
+    def zones_rejected(self, problems: list[Problem]) -> None:
+        by_file: dict[str, list[Problem]] = {}
+        for p in problems:
+            by_file.setdefault(p.path, []).append(p)
+        for path, ps in by_file.items():
+            more = f" (and {len(ps) - 1} more)" if len(ps) > 1 else ""
+            served = self.zoneset.loaded.get(Path(path))  # the zone its last good version serves
+            zone = names.to_text(served.zone.origin) if served is not None else None
+            text = f"zone file rejected, the last good version keeps serving: {ps[0]}{more}"
+            self.alerts.emit("zone_rejected", text, file=path, zone=zone, problems=[str(p) for p in ps])
 
     def overrides_changed(self) -> None:
         self.set_health(self.local)
@@ -388,6 +459,16 @@ class Server(Answerer):
             if interval > 0:
                 await self.reload()
             now = time.time()
+            # which overrides expire now (an alert says expired, not cleared)
+            self._expired |= {
+                k for k, o in self.overrides.items.items() if o.expires is not None and o.expires <= now
+            }
+            if self.cluster is not None:
+                self._expired |= {
+                    k
+                    for k, (o, _) in self.cluster.overrides.items()
+                    if o.expires is not None and o.expires <= now
+                }
             expired = self.overrides.expire(now)
             if self.cluster is not None:
                 expired |= self.cluster.expire(now)
@@ -414,6 +495,8 @@ class Server(Answerer):
                 self.pool = pool
                 await pool.start(self)
             await self.start_api()
+            self._alerted = self.effective_health()  # the baseline alerts compare with
+            await self.alerts.start()
             sampler = loop.create_task(self._sample())
             await self.prober.start(watchdog_after=self.opts.stall_after)
             if self.cluster is not None:
@@ -432,8 +515,24 @@ class Server(Answerer):
             if self.cluster is not None:
                 await self.cluster.stop()
             await self.prober.stop()
+            await self.alerts.close()
             await self.close()
             log.info("stopped")
+
+
+def _webhook(h: tuple[str, str | None, tuple[str, ...], tuple[str, ...], tuple[str, ...]]) -> Webhook:
+    """An ``alerts`` entry as a Webhook, its secret read from its file (one clear line
+    when it cannot be)."""
+    url, secret_file, zones, pools, events = h
+    secret = b""
+    if secret_file:
+        try:
+            secret = Path(secret_file).read_bytes().strip()
+        except OSError as e:
+            raise ValueError(
+                f"alerts: cannot read the secret of {url}: {secret_file}: {e.strerror or e}"
+            ) from None
+    return Webhook(url, secret, frozenset(zones), frozenset(pools), frozenset(events))
 
 
 def _quorums(zones: list[Zone]) -> dict[MemberKey, str]:

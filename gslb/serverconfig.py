@@ -154,6 +154,13 @@ class ServeOptions:
         "so the client retries over TCP or with its cookie); 0 = no cap",
         "N",
     )
+    alerts: tuple[tuple[str, str | None, tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = _opt(
+        "webhooks",
+        (),
+        "alert webhook URL, repeatable (in the file: a list of URLs, or of {url, secret_file, zones, "
+        "pools, events}); docs/api.md",
+        "URL",
+    )
     log_level: str = _opt("choice:debug|info|warning|error", "info", "log level", flag=False)
     log_format: str = _opt(
         "choice:text|json", "text", "text for people, json (one object per line) for log shippers", flag=False
@@ -290,12 +297,61 @@ def _value(kind: str, v: Any) -> Any:
         return None if v is None else _name(v)
     if kind == "prefix":
         return _prefix(v)
+    if kind == "webhooks":
+        return _webhooks(v)
     if kind.startswith("choice:"):
         choices = kind[7:].split("|")
         if v not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}, got {v!r}")
         return v
     raise AssertionError(kind)
+
+
+ALERT_KINDS = (
+    "member_down", "member_up", "override_set", "override_cleared", "override_expired", "prober_stalled",
+    "prober_recovered", "zone_rejected", "cluster_disconnected", "cluster_reconnected",
+)  # fmt: skip
+Webhook = tuple[str, str | None, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+
+
+def _webhooks(v: Any) -> tuple[Webhook, ...]:
+    """``alerts:``: a list of URLs or of {url, secret_file, zones, pools, events}, as
+    (url, secret_file, zones, pools, events) tuples. Errors name the item's position."""
+    items = v if isinstance(v, list) else [v]
+    return tuple(_webhook(item.value if isinstance(item, Located) else item) for item in items)
+
+
+def _webhook(val: Any) -> Webhook:
+    def strs(x: Any, what: str) -> tuple[str, ...]:
+        xs = x.value if isinstance(x, Located) else x
+        xs = xs if isinstance(xs, list) else [xs]
+        got = [i.value if isinstance(i, Located) else i for i in xs]
+        if not all(isinstance(i, str) for i in got):
+            raise ValueError(f"{what}: expected a list of strings, got {got!r}")
+        return tuple(str(i) for i in got)
+
+    if isinstance(val, str):
+        val = {"url": val}
+    if not isinstance(val, dict):
+        raise ValueError(f"expected a URL or a mapping with url:, got {val!r}")
+    d = {k: (x.value if isinstance(x, Located) else x) for k, x in val.items()}
+    unknown = set(d) - {"url", "secret_file", "zones", "pools", "events"}
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(sorted(unknown))} (url, secret_file, zones, pools, events)"
+        )
+    url = d.get("url")
+    if not isinstance(url, str) or not re.match(r"https?://[^/\s]+", url):
+        raise ValueError(f"url: expected an http:// or https:// URL, got {url!r}")
+    secret = d.get("secret_file")
+    if secret is not None and not isinstance(secret, str):
+        raise ValueError(f"secret_file: expected a path, got {secret!r}")
+    zones = tuple(z if z.endswith(".") else z + "." for z in strs(val.get("zones", []), "zones"))
+    events = strs(val.get("events", []), "events")
+    bad = [e for e in events if e not in ALERT_KINDS]
+    if bad:
+        raise ValueError(f"events: unknown {', '.join(bad)} (one of {', '.join(ALERT_KINDS)})")
+    return (url, secret, zones, strs(val.get("pools", []), "pools"), events)
 
 
 def _flag_value(kind: str) -> Callable[[str], Any]:
@@ -309,6 +365,8 @@ def _flag_value(kind: str) -> Callable[[str], Any]:
                 return _value(kind, text)
             if kind == "networks":
                 return _network(text)
+            if kind == "webhooks":
+                return _webhook(text)
             if kind in ("num", "int"):
                 try:
                     number: float = float(text) if kind == "num" else int(text)
@@ -340,7 +398,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             kw["choices"] = choices_of(name)
         else:
             kw["type"] = _flag_value(kind)
-        if kind in ("listens", "networks"):
+        if kind in ("listens", "networks", "webhooks"):
             kw["action"] = "append"
         parser.add_argument("--" + name.replace("_", "-"), **kw)
         if kind == "listen_or_off":
@@ -375,6 +433,15 @@ def load_server_config(path: str | Path) -> dict[str, Any]:
         if key not in OPTIONS:
             close = difflib.get_close_matches(key, OPTIONS, n=1)
             err(loc, key, "unknown key" + (f" (did you mean '{close[0]}'?)" if close else ""), at_key=True)
+            continue
+        if kind_of(key) == "webhooks" and isinstance(loc.value, list):  # each item at its place
+            hooks = []
+            for item in loc.value:
+                try:
+                    hooks.append(_webhook(item.value))
+                except ValueError as e:
+                    err(item, key, str(e))
+            out[key] = tuple(hooks)
             continue
         try:
             out[key] = _value(kind_of(key), loc.value)

@@ -106,9 +106,11 @@ class ProberProcess:
         stall_after: float = 10.0,
         nice: int = 10,
         publish_loads: Callable[[dict[MemberKey, float]], None] | None = None,
+        on_stall: Callable[[bool, float], None] | None = None,
     ) -> None:
         self.publish = publish
         self.publish_loads = publish_loads
+        self.on_stall = on_stall  # (stalled, seconds without progress): for alerts
         self.state_dir = state_dir
         self.concurrency = concurrency
         self.stall_after = stall_after
@@ -336,9 +338,13 @@ class ProberProcess:
                     "health prober stalled: no progress for %.1fs; DNS answers keep the health state "
                     "of %.1fs ago until it recovers", quiet, quiet,
                 )  # fmt: skip
+                if self.on_stall is not None:
+                    self.on_stall(True, quiet)
             elif quiet <= self.stall_after and self.stalled:
                 self.stalled = False
                 log.warning("health prober making progress again")
+                if self.on_stall is not None:
+                    self.on_stall(False, quiet)
             if (
                 self.proc is not None
                 and not self.proc.is_alive()
