@@ -244,3 +244,31 @@ def test_overrides_set_cleared_and_expired(tmp_path: Path, receiver: Receiver) -
         for t in targets:
             t.close()
     assert "Traceback" not in srv.log()
+
+
+def test_prober_stalled_and_recovered(tmp_path: Path, receiver: Receiver) -> None:
+    import os
+    import signal
+
+    from tests.test_health import prober_pid
+
+    port = free_port(HTTP_HOSTS[:2])
+    targets = [Target(h, port) for h in HTTP_HOSTS[:2]]
+    srv = _server(tmp_path, f"  - url: http://127.0.0.1:{receiver.port}/hook\n", port, ["--stall-after", "1"])
+    try:
+        wait_until(lambda: answers(srv, "www.h.test.") == set(HTTP_HOSTS[:2]), 5, "both up")
+        pid = prober_pid(srv)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: bool(receiver.of("prober_stalled")), 10, "prober_stalled delivered")
+            assert answers(srv, "www.h.test.") == set(HTTP_HOSTS[:2])  # answers go on meanwhile
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_until(lambda: bool(receiver.of("prober_recovered")), 10, "prober_recovered delivered")
+        assert "no progress for" in receiver.of("prober_stalled")[0]["text"]
+        assert [e["event"] for e in receiver.events] == ["prober_stalled", "prober_recovered"]
+    finally:
+        srv.stop()
+        for t in targets:
+            t.close()
+    assert "Traceback" not in srv.log()
