@@ -208,6 +208,7 @@ def respond(
 
 
 _HDR_TAIL = struct.Struct("!HHHHH")  # flags, qd, an, ns, ar
+_SIG_HEAD = struct.Struct("!HHIH")  # an RR's type, class, TTL, RDLENGTH (after its owner)
 
 
 def _balanced_cached(
@@ -427,14 +428,32 @@ def _signed(
                 present |= set(node.balanced.types)
         soa = zone.soa_rr
         neg = zone.neg_soa_rr
-        authority = [
-            neg,
-            *[(soa[0], T_RRSIG, neg[2], s) for s in signer.rrsigs(soa[0], T_SOA, soa[2], [soa[3]], now)],
-            *_denial(zone, signer, name, present, now),
-        ]
+        soa_sigs = signer.rrsigs(soa[0], T_SOA, soa[2], [soa[3]], now)
         # compact denial: the name "exists", with nothing but NSEC; a resolver that sent
         # Compact Answers OK (RFC 9824) gets the NXDOMAIN code back for a name that does not
         rcode = NXDOMAIN if rcode == NXDOMAIN and q.edns is not None and q.edns.co else NOERROR
+        if not p.answer:
+            # the usual denial (no CNAME before it), spliced like the unsigned one: the SOA
+            # and the NSEC owned by names in the question (pointers), nothing to compress
+            # (a random-subdomain flood's every answer is one of these)
+            ttl = neg[2]
+            nsec = compact_nsec(name, present)
+            ptr = (0xC000 | (12 + len(key) - len(zone.origin))).to_bytes(2, "big")
+            parts = [ptr, zone.neg_tail]
+            parts += [ptr + _SIG_HEAD.pack(T_RRSIG, CLASS_IN, ttl, len(sg)) + sg for sg in soa_sigs]
+            parts.append(b"\xc0\x0c" + _SIG_HEAD.pack(T_NSEC, CLASS_IN, ttl, len(nsec)) + nsec)
+            for sg in signer.rrsigs(name, T_NSEC, ttl, [nsec], now, keep=present is not None):
+                parts.append(b"\xc0\x0c" + _SIG_HEAD.pack(T_RRSIG, CLASS_IN, ttl, len(sg)) + sg)
+            counts = (0, 2 + len(soa_sigs) * 2, 0)
+            reply = _finish(q, True, rcode, b"".join(parts), counts, None, client, p.scope)
+            if not p.dynamic:
+                signer.keep_reply(ck, reply[2:])
+            return reply, False
+        authority = [
+            neg,
+            *[(soa[0], T_RRSIG, neg[2], s) for s in soa_sigs],
+            *_denial(zone, signer, name, present, now),
+        ]
     else:
         authority = _sign_all(p.authority, signer, now)
         additional = _sign_all(p.additional, signer, now)

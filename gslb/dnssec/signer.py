@@ -136,12 +136,17 @@ class Signer:
         self._answers[key] = out
         return out
 
-    def rrsigs(self, owner: bytes, rtype: int, ttl: int, rdatas: Iterable[bytes], now: float) -> list[bytes]:
-        """One RRSIG per key (more than one during a key rollover, docs/dnssec.md)."""
+    def rrsigs(
+        self, owner: bytes, rtype: int, ttl: int, rdatas: Iterable[bytes], now: float, keep: bool = True
+    ) -> list[bytes]:
+        """One RRSIG per key (more than one during a key rollover, docs/dnssec.md).
+        ``keep``: False for an RRset that will not come again (the NSEC of a name that
+        does not exist: a repeat of the question finds the whole reply kept instead),
+        so a flood of random names does not push out the signatures worth keeping."""
         raw = tuple(rdatas)
-        out = [self.rrsig(owner, rtype, ttl, raw, now)]
+        out = [self.rrsig(owner, rtype, ttl, raw, now, keep=keep)]
         for k in self.extra:
-            out.append(self.rrsig(owner, rtype, ttl, raw, now, k))
+            out.append(self.rrsig(owner, rtype, ttl, raw, now, k, keep=keep))
         return out
 
     def rrsig(
@@ -152,6 +157,7 @@ class Signer:
         rdatas: Iterable[bytes],
         now: float,
         key: SigningKey | None = None,
+        keep: bool = True,
     ) -> bytes:
         """The RRSIG rdata covering the RRset (``owner`` lowercase wire, ``ttl`` the
         RRset's original TTL), by ``key`` (default: the zone's first key)."""
@@ -174,9 +180,10 @@ class Signer:
         data = head + b"".join(rr_head + struct.pack("!H", len(r)) + r for r in canon)
         sig = head + k.sign(data)
         self.stats.made += 1
-        self._cache[ck] = sig
-        if len(self._cache) > self.cache_max:
-            self._cache.popitem(last=False)
+        if keep:
+            self._cache[ck] = sig
+            if len(self._cache) > self.cache_max:
+                self._cache.popitem(last=False)
         return sig
 
 
@@ -198,5 +205,9 @@ def compact_nsec(qname: bytes, present: Iterable[int] | None) -> bytes:
     """The NSEC rdata of a compact denial for ``qname`` (RFC 9824): next name
     ``\\000.qname``; the types at the name plus RRSIG and NSEC, or, for a name that does
     not exist (``present`` None), RRSIG, NSEC and NXNAME."""
-    types = {T_RRSIG, T_NSEC} | (set(present) if present is not None else {T_NXNAME})
-    return b"\x01\x00" + qname + type_bitmap(types)
+    if present is None:
+        return b"\x01\x00" + qname + _NX_BITMAP
+    return b"\x01\x00" + qname + type_bitmap({T_RRSIG, T_NSEC} | set(present))
+
+
+_NX_BITMAP = type_bitmap((T_RRSIG, T_NSEC, T_NXNAME))  # every name that does not exist has this one
