@@ -220,6 +220,44 @@ def cmd_dnssec_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_bind(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from gslb.config import load_zone
+    from gslb.errors import ConfigError
+    from gslb.importers.bind import ImportError_, import_bind
+
+    try:
+        res = import_bind(Path(args.file), args.zone, args.skip_unsupported)
+    except ImportError_ as e:
+        print(f"gslb import bind: {e}", file=sys.stderr)
+        return 1
+    # what was written must load: checked here, so a surprise is the importer's, not the user's
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "imported.yaml"
+        probe.write_text(res.yaml)
+        try:
+            load_zone(probe)
+        except ConfigError as e:
+            print(
+                f"gslb import bind: the imported zone does not load (please report this):\n{e}",
+                file=sys.stderr,
+            )
+            return 1
+    for n in res.notes:
+        print(f"note: {n}", file=sys.stderr)
+    if args.out:
+        try:
+            Path(args.out).write_text(res.yaml)
+        except OSError as e:
+            print(f"gslb import bind: {args.out}: {e.strerror or e}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(res.yaml)
+    return 0
+
+
 def cmd_dnssec_ds(args: argparse.Namespace) -> int:
     import dns.name
     import dns.rdata
@@ -386,6 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
     dsc.add_argument("zone")
     dsc.add_argument("--key", required=True, metavar="PATH", help="the zone's key file")
     dsc.set_defaults(func=cmd_dnssec_ds)
+
+    im = sub.add_parser("import", help="other servers' zone data as a gslb zone file")
+    isub = im.add_subparsers(dest="import_command", required=True, parser_class=_Parser)
+    ib = isub.add_parser("bind", help="a BIND master file ($ORIGIN, $TTL, $INCLUDE, $GENERATE) as zone YAML")
+    ib.add_argument("file")
+    ib.add_argument("--zone", required=True, help="the zone's name (the file's origin)")
+    ib.add_argument("-o", "--out", metavar="OUT.yaml", help="write here (default: standard output)")
+    ib.add_argument("--skip-unsupported", action="store_true",
+                    help="import the rest when the file has types gslb does not serve")  # fmt: skip
+    ib.set_defaults(func=cmd_import_bind)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the zone format")
     sc.set_defaults(func=cmd_schema)

@@ -1,0 +1,1 @@
+"""Importers: other servers' zone data as gslb zone files (``gslb import``)."""
