@@ -428,3 +428,33 @@ def test_a_silent_watch_is_noticed_and_the_node_moves_to_another_member(
         etcd.signal(0, signal.SIGCONT)
         nodes.close()
         etcd.close()
+
+
+def test_losing_and_regaining_the_store_is_alerted(tmp_path: Path, targets: list[Target]) -> None:
+    """--alerts URL: the node tells a webhook when it starts deciding alone (the store
+    away longer than --cluster-stale-after) and when it counts every vote again."""
+    from tests.test_alerts import Receiver
+
+    receiver = Receiver()
+    etcd = EtcdCluster(tmp_path / "etcd", members=1)
+    nodes = Nodes(tmp_path, etcd.url, targets[0].port)
+    try:
+        url = f"http://127.0.0.1:{receiver.port}/hook"
+        a = nodes.start("a", extra=("--cluster-stale-after", "2", "--alerts", url))
+        nodes.wait_joined(1)
+        etcd.signal(0, signal.SIGSTOP)
+        try:
+            wait_until(
+                lambda: bool(receiver.of("cluster_disconnected")), 20, "cluster_disconnected delivered"
+            )
+            assert answers(a), "answers go on"
+        finally:
+            etcd.signal(0, signal.SIGCONT)
+        wait_until(lambda: bool(receiver.of("cluster_reconnected")), 30, "cluster_reconnected delivered")
+        events = [e["event"] for e in receiver.events]
+        assert events == ["cluster_disconnected", "cluster_reconnected"], receiver.events
+        assert receiver.events[0]["node"] == "a" and receiver.events[0]["reason"]
+    finally:
+        nodes.close()
+        etcd.close()
+        receiver.close()
