@@ -131,9 +131,12 @@ class Cookies:
     secrets: tuple[bytes, ...]
     stats: CookieStats = field(default_factory=CookieStats)
     _made: dict[tuple[bytes, bytes], bytes] = field(default_factory=dict)  # (client, addr) -> server cookie
-    _ok: dict[tuple[bytes, bytes], tuple[int, bool]] = field(
-        default_factory=dict
-    )  # (option, addr) -> verified
+    # (option, addr) -> (its timestamp, whether the current secret made it), once verified
+    _ok: dict[tuple[bytes, bytes], tuple[int, bool]] = field(default_factory=dict)
+    # this second's verdicts, (option, client host) -> (valid, the reply's whole option):
+    # a resolver's queries in one second, each with the same cookie, cost a lookup
+    _seen: dict[tuple[bytes, str], tuple[bool, bytes]] = field(default_factory=dict)
+    _seen_at: int = -1
 
     def __post_init__(self) -> None:
         if not self.secrets or any(len(s) != 16 for s in self.secrets):
@@ -156,6 +159,27 @@ class Cookies:
                 return True, client + self._fresh(client, addr, now)
         self.stats.fresh += 1
         return False, client + self._fresh(client, addr, now)
+
+    def verdict(self, option: bytes, host: str, now: int) -> tuple[bool, bytes]:
+        """:meth:`check` for a client ``host`` (its socket address text), returning the
+        reply's whole COOKIE option; remembered for the rest of the second ``now``.
+        Raises :class:`BadCookie` like ``check``."""
+        if now != self._seen_at:
+            self._seen.clear()
+            self._seen_at = now
+        key = (option, host)
+        hit = self._seen.get(key)
+        if hit is not None:
+            if hit[0]:
+                self.stats.valid += 1
+            else:
+                self.stats.fresh += 1
+            return hit
+        valid, mine = self.check(option, address_bytes(host), now)
+        out = valid, cookie_option(mine)
+        if len(self._seen) < MEMO_MAX:
+            self._seen[key] = out
+        return out
 
     def _verified(self, option: bytes, addr: bytes, now: int) -> tuple[int, bool]:
         """(the cookie's timestamp, or -1 if it is not ours or out of its window;
@@ -263,18 +287,19 @@ def cookie_option(data: bytes) -> bytes:
     return _OPTH.pack(COOKIE_OPTION, len(data)) + data
 
 
-def add_option(reply: bytes, option: bytes) -> bytes | None:
+def add_option(reply: bytes, option: bytes, start: int = 0) -> bytes | None:
     """The reply with ``option`` appended to its OPT record, which the engine always
     puts last; None when the reply has no OPT (the query had no EDNS, or the reply is
-    a bare FORMERR)."""
+    a bare FORMERR). ``start``: where the records begin, when the caller knows (the
+    echoed question is the query's)."""
     n = len(reply)
     if n < 12:
         return None
     qd, an, ns, ar = struct.unpack_from("!HHHH", reply, 4)
     if not ar:
         return None
-    pos = 12
-    for _ in range(qd):
+    pos = start if start and qd == 1 else 12
+    for _ in range(qd if pos == 12 else 0):
         while pos < n and reply[pos] and reply[pos] < 0xC0:
             pos += 1 + reply[pos]
         pos += 2 if pos < n and reply[pos] >= 0xC0 else 1

@@ -17,8 +17,6 @@ from gslb.cookies import (
     BadCookie,
     Cookies,
     add_option,
-    address_bytes,
-    cookie_option,
     find_cookie,
     rewrite_query,
 )
@@ -75,7 +73,7 @@ def answer(holder: StateHolder, data: bytes, host: str, udp: bool, limited: bool
         return None if res is None else Answer(res[0], res[1], NO_COOKIE, b"")
     stats = holder.stats.cookies
     try:
-        valid, mine = cj.check(data[s + 4 : e], address_bytes(host), int(time.time()))
+        valid, option = cj.verdict(data[s + 4 : e], host, int(time.time()))
     except BadCookie:  # RFC 7873 5.2.2: FORMERR
         stats["malformed"] += 1
         end = question_end(data) + 5
@@ -83,7 +81,6 @@ def answer(holder: StateHolder, data: bytes, host: str, udp: bool, limited: bool
         reply = header(qid, qflags, False, 1, 1, 0, 0, 1) + data[12:end] + opt_record(False)
         return Answer(reply, (b"", 0, 1, "udp" if udp else "tcp"), NO_COOKIE, b"")
     stats["valid" if valid else "fresh"] += 1
-    option = cookie_option(mine)
     limit = payload
     if udp and not valid and holder.nocookie_udp:
         limit = min(limit, max(512, holder.nocookie_udp))
@@ -92,7 +89,7 @@ def answer(holder: StateHolder, data: bytes, host: str, udp: bool, limited: bool
     if res is None:
         return None
     reply, skey = res
-    out = add_option(reply, option)
+    out = add_option(reply, option, opt)  # the reply's records start where the query's OPT did
     if out is None:
         return Answer(reply, skey, VALID_COOKIE if valid else CLIENT_COOKIE, option)
     if udp and len(out) > limit:  # only for a client whose limit is 512 octets
