@@ -6,8 +6,6 @@ BADCOOKIE, so its acceptance of gslb's cookie is visible."""
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +16,8 @@ import dns.query
 import dns.rcode
 import pytest
 
+from tests.knot import KNOTD, knot_server
 from tests.test_cookies import SECRET, ask, cookie_counts, cookie_of, start
-from tests.test_differential_knot import KNOTD, free_port
 
 pytestmark = pytest.mark.skipif(KNOTD is None, reason="knotd not installed (.ci/system-deps installs it)")
 
@@ -27,53 +25,18 @@ pytestmark = pytest.mark.skipif(KNOTD is None, reason="knotd not installed (.ci/
 @pytest.fixture
 def knot(tmp_path: Path) -> Iterator[int]:
     wd = tmp_path / "knot"
-    (wd / "db").mkdir(parents=True)
+    wd.mkdir()
     (wd / "zone.db").write_text("$ORIGIN c.test.\n$TTL 300\n@ SOA ns hm 1 2 3 4 5\n@ NS ns\n"
                                 "ns A 192.0.2.53\nwww A 192.0.2.1\n")  # fmt: skip
-    port = free_port()
-    (wd / "knot.conf").write_text(f"""server:
-    rundir: "{wd}"
-    listen: 127.0.0.1@{port}
-    background-workers: 1
-    udp-workers: 1
-    tcp-workers: 1
-database:
-    storage: "{wd}/db"
-log:
-  - target: stderr
-    any: warning
-mod-cookies:
+    extra = f"""mod-cookies:
   - id: shared
     secret: 0x{SECRET.hex()}
 template:
   - id: default
     global-module: mod-cookies/shared
-zone:
-  - domain: c.test.
-    file: "{wd}/zone.db"
-    zonefile-sync: -1
-    journal-content: none
-""")
-    assert KNOTD is not None
-    log = open(wd / "knot.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([KNOTD, "-c", str(wd / "knot.conf")], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if dns.query.udp(
-                dns.message.make_query("c.test.", "SOA"), "127.0.0.1", port=port, timeout=0.3
-            ).answer:
-                break
-        except (dns.exception.Timeout, OSError):
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError((wd / "knot.log").read_text())
-        time.sleep(0.1)
-    yield port
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+"""
+    with knot_server(wd, "c.test.", wd / "zone.db", extra) as port:
+        yield port
 
 
 def knot_ask(port: int, cookie: bytes) -> dns.message.Message:

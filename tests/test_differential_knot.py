@@ -11,11 +11,7 @@ additional section is checked against the zone instead.
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import dns.flags
 import dns.message
@@ -25,68 +21,19 @@ import dns.zone
 import pytest
 
 from tests.conftest import ROOT, GslbProcess, rrset_texts
+from tests.knot import KNOTD, knot_server
 
-KNOTD = shutil.which("knotd") or ("/usr/sbin/knotd" if Path("/usr/sbin/knotd").exists() else None)
 ZONE_FILE = ROOT / "tests" / "conformance" / "conf.test.zone"
 
 pytestmark = pytest.mark.skipif(KNOTD is None, reason="knotd not installed (make deps installs it)")
 
 
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
-
-
 @pytest.fixture(scope="module")
 def knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     wd = tmp_path_factory.mktemp("knot")
-    (wd / "db").mkdir()
     shutil.copy(ZONE_FILE, wd / "zone.db")
-    port = free_port()
-    (wd / "knot.conf").write_text(f"""server:
-    rundir: "{wd}"
-    listen: 127.0.0.1@{port}
-    background-workers: 1
-    udp-workers: 1
-    tcp-workers: 1
-database:
-    storage: "{wd}/db"
-log:
-  - target: stderr
-    any: warning
-zone:
-  - domain: conf.test.
-    file: "{wd}/zone.db"
-    zonefile-sync: -1
-    journal-content: none
-""")
-    assert KNOTD is not None
-    log = open(wd / "knot.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([KNOTD, "-c", str(wd / "knot.conf")], stdout=log, stderr=subprocess.STDOUT)
-    q = dns.message.make_query("conf.test.", "SOA")
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if dns.query.udp(q, "127.0.0.1", port=port, timeout=0.3).answer:
-                break
-        except (dns.exception.Timeout, OSError):
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError((wd / "knot.log").read_text())
-        time.sleep(0.1)
-    yield port
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    with knot_server(wd, "conf.test.", wd / "zone.db") as port:
+        yield port
 
 
 import dns.exception  # noqa: E402
