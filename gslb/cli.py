@@ -94,7 +94,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir), args.listen, args.api, args.backend_port)
 
 
-def _api_call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def _api_call(
+    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 10
+) -> Any:
     import urllib.error
     import urllib.request
 
@@ -111,7 +113,7 @@ def _api_call(args: argparse.Namespace, method: str, path: str, body: dict[str, 
     if body is not None:
         req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
     except urllib.error.HTTPError as e:
         detail = e.read().decode(errors="replace")
@@ -179,6 +181,15 @@ def cmd_member(args: argparse.Namespace) -> int:
     where = f" on {r['scope']}" if r.get("scope") else ""
     print(f"{r['member']}: {r['action']}{where}" + (" (no change)" if not r["changed"] else ""))
     return 0
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    r = _api_call(args, "POST", f"/v1/zones/{args.zone}/notify", timeout=30)
+    ok = True
+    for t in r["targets"]:
+        print(f"NOTIFY {r['zone']} serial {r['serial']} to {t['target']}: {t['result']}")
+        ok = ok and t["result"].startswith("acknowledged")
+    return 0 if ok else 1
 
 
 def _seconds(text: str) -> float:
@@ -412,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--api-url", default="http://127.0.0.1:8053")
         a.add_argument("--api-token-file", metavar="PATH", help="the admin token (else $GSLB_API_TOKEN)")
         a.set_defaults(func=cmd_member, action=action)
+    nt = sub.add_parser(
+        "notify", help="send NOTIFY for ZONE to its secondaries now (transfers: notify), through the API"
+    )
+    nt.add_argument("zone")
+    nt.add_argument("--api-url", default="http://127.0.0.1:8053")
+    nt.add_argument("--api-token-file", metavar="PATH", help="the admin token (else $GSLB_API_TOKEN)")
+    nt.set_defaults(func=cmd_notify)
 
     d = sub.add_parser("dnssec", help="DNSSEC keys: make a zone's signing key, print its DS")
     dsub = d.add_subparsers(dest="dnssec_command", required=True, parser_class=_Parser)

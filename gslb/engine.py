@@ -23,7 +23,6 @@ from gslb.dnsconst import (
     BADVERS,
     CLASS_IN,
     EDNS_MAX_UDP,
-    FAMILY_OF_TYPE,
     FORMERR,
     NOERROR,
     NOTIMP,
@@ -65,7 +64,6 @@ from gslb.wire import (
     TC,
     BadOption,
     Edns,
-    Malformed,
     Query,
     RRw,
     client_of,
@@ -103,7 +101,6 @@ _EDE_NOT_AUTH = ede_option(EDE_NOT_AUTHORITATIVE)
 _EDE_CLASS = ede_option(EDE_NOT_AUTHORITATIVE, "class IN only")
 _EDE_OPCODE = ede_option(EDE_NOT_SUPPORTED, "opcode QUERY only")
 _EDE_XFR = ede_option(EDE_PROHIBITED, "zone transfers: TCP, from allowed networks")
-_EDE_XFR_SIGNED = ede_option(EDE_PROHIBITED, "zone transfers of a signed zone are refused")
 
 
 def _no_member(name: bytes) -> bytes:
@@ -793,77 +790,6 @@ def resolve(
         plan.authority = [zone.neg_soa_rr]
         return plan
     return plan  # chain longer than MAX_CHAIN: what we have
-
-
-# ------------------------------------------------------------------ zone transfers
-
-XFR_CHUNK = 16000  # octets of records per message
-
-
-def transfer_rrs(state: ServingState, zone: CompiledZone) -> list[RRw]:
-    """The zone as secondaries get it: static data, and for each balanced name its
-    fail-open set (what ``when_all_down: serve_all`` would answer), SOA first."""
-    out: list[RRw] = [zone.soa_rr]
-    for name in sorted(zone.nodes, key=lambda n: (len(names.labels(n)), n)):
-        node = zone.nodes[name]
-        for rtype, rr in sorted(node.rrsets.items()):
-            if rtype == T_SOA:
-                continue
-            out += _rrs(name, rtype, rr.ttl, rr.rdatas)
-        bal = node.balanced
-        if bal is not None:
-            plan = state.plans[bal.name]
-            catch_all = bal.rules[plan.catch_all]
-            for qtype in bal.types:
-                fam = FAMILY_OF_TYPE[qtype]
-                for pname in catch_all.pools:
-                    members = [m for m in zone.pools[pname].members if m.family == fam]
-                    if members:
-                        out += [(name, qtype, bal.ttl, m.address.packed) for m in members]
-                        break
-    out.append(zone.soa_rr)
-    return out
-
-
-def zone_transfer(data: bytes, state: ServingState) -> list[bytes] | None:
-    """AXFR (and IXFR, answered with the whole zone, RFC 1995 4) as TCP messages.
-
-    None when ``data`` is not a transfer query for a zone served here; the caller
-    decides before whether the client may transfer at all.
-    """
-    if not header_ok(data):
-        return None
-    try:
-        q = parse_query(data)
-    except Malformed:
-        return None
-    if q.opcode != 0 or q.qtype not in (T_AXFR, T_IXFR) or q.qclass != CLASS_IN:
-        return None
-    zone = state.zones.get(q.key)  # transfers are for a zone apex only
-    if zone is None:
-        return None
-    if zone.zone.dnssec_keys:  # a secondary could not sign the balanced answers (docs/dnssec.md)
-        opt = opt_record(False, 0, _EDE_XFR_SIGNED) if q.edns is not None else b""
-        return [header(q.id, q.flags, False, REFUSED, 1, 0, 0, 1 if opt else 0) + q.question + opt]
-    rrs = transfer_rrs(state, zone)
-    messages: list[bytes] = []
-    chunk: list[RRw] = []
-    size = 0
-    for rr in rrs:
-        chunk.append(rr)
-        size += len(rr[0]) + 10 + len(rr[3])
-        if size >= XFR_CHUNK:
-            messages.append(_xfr_message(q, chunk))
-            chunk, size = [], 0
-    if chunk:
-        messages.append(_xfr_message(q, chunk))
-    return messages
-
-
-def _xfr_message(q: Query, rrs: list[RRw]) -> bytes:
-    body, an, _, _ = encode_sections(q.key, (rrs, [], []))
-    opt = opt_record(q.edns.do) if q.edns is not None else b""
-    return header(q.id, q.flags, True, NOERROR, 1, an, 0, 1 if opt else 0) + q.question + body + opt
 
 
 # --------------------------------------------------------------- building the state

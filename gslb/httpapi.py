@@ -19,6 +19,7 @@ Admin requests are logged; overrides persist in the state directory.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hmac
 import json
@@ -38,8 +39,10 @@ from gslb.health.process import ProberProcess
 from gslb.health.view import member_key
 from gslb.metrics import QueryStats, RuntimeFacts, render
 from gslb.model import Zone
+from gslb.notify import Notifier
 from gslb.overrides import ACTIONS, Override, Overrides
 from gslb.serving import ServingState
+from gslb.xfr import Transfers
 
 admin_log = logging.getLogger("gslb.admin")  # every admin action and refusal (docs/api.md)
 
@@ -48,8 +51,13 @@ SAMPLE_INTERVAL = 2.0
 STATUS_PAGE = (Path(__file__).parent / "static" / "status.html").read_text(encoding="utf-8")
 
 
+NOTIFY_WAITS = (1.0, 2.0, 3.0)  # gslb notify: four tries, within the CLI's patience
+
+
 class ServerView(Protocol):
     state: ServingState
+    transfers: Transfers
+    notifier: Notifier
     stats: QueryStats
     facts: RuntimeFacts
     prober: ProberProcess
@@ -204,6 +212,44 @@ def make_app(server: ServerView) -> web.Application:
                 "expires": expires,
                 "changed": changed,
                 "scope": scope,
+            }
+        )
+
+    @routes.post("/v1/zones/{zone}/notify")
+    async def notify(request: web.Request) -> web.Response:
+        if not _authorized(request, server.api_token):
+            admin_log.warning(
+                "admin: refused %s %s from %s (bad or missing token)",
+                request.method,
+                request.path,
+                request.remote,
+            )
+            return _json({"error": "a valid bearer token is required"}, 401)
+        text = request.match_info["zone"]
+        try:
+            origin = names.from_text(text if text.endswith(".") else text + ".").lower()
+        except ValueError as e:
+            return _json({"error": f"bad zone name: {e}"}, 400)
+        zone = server.state.zones.get(origin)
+        if zone is None:
+            return _json({"error": f"no zone {names.to_text(origin)} is served here"}, 404)
+        targets = server.transfers.notify_targets(origin)
+        if not targets:
+            return _json(
+                {"error": f"zone {names.to_text(origin)} has no notify targets (transfers: notify)"}, 404
+            )
+        admin_log.info(
+            "admin: NOTIFY %s serial %d (by api %s)", names.to_text(origin), zone.serial, request.remote
+        )
+        results = await asyncio.gather(*server.notifier.start(zone, NOTIFY_WAITS), return_exceptions=True)
+        return _json(
+            {
+                "zone": names.to_text(origin),
+                "serial": zone.serial,
+                "targets": [
+                    {"target": str(t), "result": r if isinstance(r, str) else f"failed: {r!r}"}
+                    for t, r in zip(targets, results, strict=True)
+                ],
             }
         )
 

@@ -24,6 +24,10 @@ from gslb.health.view import member_key
 from gslb.serving import ServingState, StatsKey
 from gslb.wire import question_end
 
+XFR_OUTCOMES = (
+    "axfr", "ixfr", "ixfr_current", "ixfr_as_axfr", "refused", "badkey", "badsig", "badtime", "formerr",
+)  # fmt: skip
+
 
 @dataclass(slots=True)
 class QueryStats:
@@ -42,6 +46,11 @@ class QueryStats:
     # DNS cookies seen: valid, fresh (a client cookie, or a server cookie not ours),
     # malformed, badcookie (BADCOOKIE sent in place of a rate-limited answer)
     cookies: collections.Counter[str] = field(default_factory=collections.Counter)
+    # TSIG-signed queries (other than transfers): valid, badkey, badsig, badtime
+    tsig: collections.Counter[str] = field(default_factory=collections.Counter)
+    # AXFR/IXFR requests by outcome: axfr, ixfr, ixfr_current, ixfr_as_axfr, refused,
+    # badkey, badsig, badtime, formerr
+    transfers: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def snapshot(self) -> dict[str, Any]:
         """The counters as plain data (what a worker process reports to the primary)."""
@@ -51,6 +60,8 @@ class QueryStats:
             "balanced": dict(self.balanced),
             "rrl": dict(self.rrl),
             "cookies": dict(self.cookies),
+            "tsig": dict(self.tsig),
+            "transfers": dict(self.transfers),
             "tcp_accepted": self.tcp_accepted,
             "tcp_refused": self.tcp_refused,
         }
@@ -66,6 +77,8 @@ class QueryStats:
             self.tcp_refused,
             collections.Counter(self.signing),
             collections.Counter(self.cookies),
+            collections.Counter(self.tsig),
+            collections.Counter(self.transfers),
         )
         for snap in snapshots:
             out.queries.update(snap["queries"])
@@ -76,6 +89,8 @@ class QueryStats:
             out.tcp_refused += snap["tcp_refused"]
             out.signing.update(snap.get("signing", {}))
             out.cookies.update(snap.get("cookies", {}))
+            out.tsig.update(snap.get("tsig", {}))
+            out.transfers.update(snap.get("transfers", {}))
         return out
 
 
@@ -235,6 +250,24 @@ class _Collector(Collector):
         for result in ("valid", "fresh", "malformed", "badcookie"):
             c.add_metric([result], self.stats.cookies[result])
         yield c
+        t = CounterMetricFamily(
+            "gslb_tsig_queries",
+            "Queries signed with TSIG (zone transfers aside), by verdict: valid, badkey, badsig, badtime",
+            labels=["result"],
+        )
+        for result in ("valid", "badkey", "badsig", "badtime"):
+            t.add_metric([result], self.stats.tsig[result])
+        yield t
+        x = CounterMetricFamily(
+            "gslb_zone_transfers",
+            "AXFR/IXFR requests by outcome: axfr, ixfr (from the journal), ixfr_current (up to "
+            "date: the SOA alone), ixfr_as_axfr (the journal did not reach back), refused, "
+            "badkey, badsig, badtime, formerr",
+            labels=["outcome"],
+        )
+        for outcome in XFR_OUTCOMES:
+            x.add_metric([outcome], self.stats.transfers[outcome])
+        yield x
 
     def _balanced(self) -> Iterator[Metric]:
         b = CounterMetricFamily(

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from gslb import names
+from gslb import names, tsig
 from gslb.alerts import Alerts, Webhook
 from gslb.cluster.node import Cluster
 from gslb.cluster.node import Options as ClusterOptions
@@ -44,12 +44,14 @@ from gslb.health.view import ALL_UP, HealthView, MemberKey, member_key
 from gslb.httpapi import SAMPLE_INTERVAL, make_app, sample
 from gslb.metrics import QueryStats, RuntimeFacts
 from gslb.model import Zone
+from gslb.notify import Notifier
 from gslb.overrides import Overrides
 from gslb.rrl import RateLimiter
 from gslb.serverconfig import ServeOptions, endpoints
 from gslb.serving import ServingState, dismantle
 from gslb.transport.tcp import TcpLimits, serve_tcp
 from gslb.transport.udp import MmsgTransport, serve_udp
+from gslb.xfr import Journal, Transfers, transfer_policies
 from gslb.zoneset import ZoneSet, no_gc
 
 log = logging.getLogger("gslb")
@@ -109,8 +111,17 @@ class Answerer:
         self.rng = random.Random(seed)
         set_nsid(opts.nsid_text)
         nets = tuple(ipaddress.ip_network(n, strict=False) for n in opts.axfr_allow)
-        self.limits = TcpLimits(opts.tcp_idle, opts.tcp_max, nets)
         self.stats = QueryStats()
+        # TSIG keys (a file that cannot be used stops the start, in one line) and transfers
+        self.keyring = tsig.Keyring(tuple(tsig.load_key(n, f, a) for n, a, f in opts.tsig_keys))
+        self.transfers = Transfers(
+            self.keyring,
+            transfer_policies(opts.transfers),
+            nets,
+            Journal(warn=announce),
+            self.stats.transfers,
+        )
+        self.limits = TcpLimits(opts.tcp_idle, opts.tcp_max, self.transfers)
         self.facts = RuntimeFacts()
         self.zoneset = ZoneSet(
             Path(opts.zones),
@@ -173,7 +184,11 @@ class Answerer:
         with no_gc():
             before = self.zoneset.generation
             self.zoneset.scan(gentle=self.serving)  # a reload: answering goes on beside it
-            return self._build() if self.zoneset.generation != before else None
+            if self.zoneset.generation == before:
+                return None
+            built = self._build()
+            self.transfers.journal.record(self.state, built[0])  # IXFR: what changed
+            return built
 
     async def reload(self) -> bool:
         """Re-read changed zone files; swap the state if anything changed.
@@ -278,6 +293,7 @@ class Server(Answerer):
             on_stall=self._prober_stall,
         )
         self.alerts = Alerts([_webhook(h) for h in opts.alerts], node=opts.node_name)
+        self.notifier = Notifier(self.transfers.notify_targets, self.keyring)
         self._alerted: HealthView | None = None  # the view alerts were last compared with
         self._expired: set[MemberKey] = set()  # overrides that just expired (not cleared)
 
@@ -301,6 +317,7 @@ class Server(Answerer):
     def reloaded(self) -> None:
         log.info("serving %d zone(s), generation %d", len(self.zoneset.loaded), self.zoneset.generation)
         self._tell_serials()
+        self.notifier.zones(self.state.zones)  # secondaries of zones with a new serial
         if self.pool is not None:
             self.pool.reload()
 
@@ -502,6 +519,7 @@ class Server(Answerer):
             if self.cluster is not None:
                 self._tell_serials()
                 await self.cluster.start()
+            self.notifier.zones(self.state.zones)  # secondaries catch up with edits made while down
             log.info(
                 "gslb ready: %d zone(s), %d health target(s), %d worker(s), pid %d",
                 len(self.zoneset.loaded), self.prober.targets, self.opts.workers, os.getpid(),
@@ -516,6 +534,7 @@ class Server(Answerer):
                 await self.cluster.stop()
             await self.prober.stop()
             await self.alerts.close()
+            await self.notifier.close()
             await self.close()
             log.info("stopped")
 

@@ -28,6 +28,11 @@ from gslb.errors import ConfigError, Problem
 from gslb.yamlsrc import Located, load
 
 Listen = tuple[str, int]
+TsigKeyOpt = tuple[str, str | None, str]  # name, algorithm (None: the file's, else hmac-sha256), secret file
+# zones (empty: all), allow [(key, network)], notify [(host, port, key)]
+TransferOpt = tuple[
+    tuple[str, ...], tuple[tuple[str | None, str | None], ...], tuple[tuple[str, int, str | None], ...]
+]
 
 
 def _opt(kind: str, default: Any, help: str, metavar: str | None = None, flag: bool = True) -> Any:
@@ -161,6 +166,19 @@ class ServeOptions:
         "pools, events}); docs/api.md",
         "URL",
     )
+    tsig_keys: tuple[TsigKeyOpt, ...] = _opt(
+        "tsig_keys",
+        (),
+        "TSIG keys (config file only): a list of {name, secret_file, algorithm}; docs/operations.md",
+        flag=False,
+    )
+    transfers: tuple[TransferOpt, ...] = _opt(
+        "transfers",
+        (),
+        "zone transfers to secondaries (config file only): a list of {zones, allow, notify}; "
+        "docs/operations.md",
+        flag=False,
+    )
     log_level: str = _opt("choice:debug|info|warning|error", "info", "log level", flag=False)
     log_format: str = _opt(
         "choice:text|json", "text", "text for people, json (one object per line) for log shippers", flag=False
@@ -171,6 +189,13 @@ class ServeOptions:
             raise ValueError(f"cluster_lease_ttl must be 2..300 seconds, got {self.cluster_lease_ttl}")
         if (self.cluster_cert is None) != (self.cluster_key is None):
             raise ValueError("cluster_cert and cluster_key go together")
+        known = {k[0] for k in self.tsig_keys}
+        for _, allow, notify in self.transfers:
+            for k in [a[0] for a in allow] + [n[2] for n in notify]:
+                if k is not None and k not in known:
+                    raise ValueError(
+                        f"transfers: key {k!r} is not one of tsig_keys ({', '.join(known) or 'none'})"
+                    )
         if self.cookie_less_udp_size and not 512 <= self.cookie_less_udp_size <= 1232:
             raise ValueError(
                 f"cookie_less_udp_size must be 512..1232 (or 0), got {self.cookie_less_udp_size}"
@@ -195,6 +220,8 @@ class ServeOptions:
 
 
 OPTIONS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(ServeOptions)}
+# lists of mappings, set in the configuration file only (no flag)
+FILE_ONLY = ("tsig_keys", "transfers")
 
 
 def kind_of(key: str) -> str:
@@ -299,6 +326,10 @@ def _value(kind: str, v: Any) -> Any:
         return _prefix(v)
     if kind == "webhooks":
         return _webhooks(v)
+    if kind == "tsig_keys":
+        return tuple(_tsig_key(i) for i in _items(v))
+    if kind == "transfers":
+        return tuple(_transfer(i) for i in _items(v))
     if kind.startswith("choice:"):
         choices = kind[7:].split("|")
         if v not in choices:
@@ -352,6 +383,82 @@ def _webhook(val: Any) -> Webhook:
     if bad:
         raise ValueError(f"events: unknown {', '.join(bad)} (one of {', '.join(ALERT_KINDS)})")
     return (url, secret, zones, strs(val.get("pools", []), "pools"), events)
+
+
+def _items(v: Any) -> list[Any]:
+    items = v if isinstance(v, list) else [v]
+    return [i.value if isinstance(i, Located) else i for i in items]
+
+
+def _mapping(val: Any, keys: tuple[str, ...], what: str) -> dict[str, Any]:
+    if not isinstance(val, dict):
+        raise ValueError(f"expected a mapping with {', '.join(keys)}, got {val!r}")
+    d = {k: (x.value if isinstance(x, Located) else x) for k, x in val.items()}
+    unknown = set(d) - set(keys)
+    if unknown:
+        raise ValueError(f"{what}: unknown key(s) {', '.join(sorted(unknown))} ({', '.join(keys)})")
+    return d
+
+
+TSIG_ALGORITHMS = ("hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
+
+
+def _tsig_key(val: Any) -> TsigKeyOpt:
+    d = _mapping(val, ("name", "secret_file", "algorithm"), "tsig key")
+    name = d.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62})\.?", name):
+        raise ValueError(f"name: expected a key name like xfr-key or xfr.example.com, got {name!r}")
+    path = d.get("secret_file")
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"secret_file: expected the path of the key's secret, got {path!r}")
+    alg = d.get("algorithm")
+    if alg is not None and (not isinstance(alg, str) or alg.lower() not in TSIG_ALGORITHMS):
+        raise ValueError(f"algorithm: one of {', '.join(TSIG_ALGORITHMS)}, got {alg!r}")
+    return (name.rstrip("."), alg.lower() if isinstance(alg, str) else None, path)
+
+
+def _transfer(val: Any) -> TransferOpt:
+    d = _mapping(val, ("zones", "allow", "notify"), "transfers")
+    zones = []
+    for z in _items(d.get("zones", [])):
+        if not isinstance(z, str) or not z:
+            raise ValueError(f"zones: expected zone names, got {z!r}")
+        zones.append(z if z.endswith(".") else z + ".")
+    allow: list[tuple[str | None, str | None]] = []
+    for a in _items(d.get("allow", [])):
+        ad = _mapping(a, ("key", "network"), "allow")
+        key, net = ad.get("key"), ad.get("network")
+        if key is None and net is None:
+            raise ValueError("allow: each item names a key, a network, or both")
+        if key is not None and not isinstance(key, str):
+            raise ValueError(f"allow: key: expected a key name, got {key!r}")
+        allow.append((key, None if net is None else _network(net)))
+    notify: list[tuple[str, int, str | None]] = []
+    for n in _items(d.get("notify", [])):
+        nd = _mapping(n if not isinstance(n, str) else {"address": n}, ("address", "key"), "notify")
+        addr, key = nd.get("address"), nd.get("key")
+        if not isinstance(addr, str):
+            raise ValueError(f"notify: address: expected ADDR or ADDR:PORT, got {addr!r}")
+        host, port = _host_port(addr)
+        if key is not None and not isinstance(key, str):
+            raise ValueError(f"notify: key: expected a key name, got {key!r}")
+        notify.append((host, port, key))
+    if not allow and not notify:
+        raise ValueError("transfers: give allow (who may transfer), notify (whom to tell), or both")
+    return (tuple(zones), tuple(allow), tuple(notify))
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``ADDR`` (port 53) or ``ADDR:PORT`` / ``[V6]:PORT``: an IP address, not a name."""
+    if text.startswith("[") or text.count(":") == 1:
+        host, port = parse_listen(text)
+    else:
+        host, port = text, 53
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"notify: address: expected an IP address, got {host!r}") from None
+    return host, port
 
 
 def _flag_value(kind: str) -> Callable[[str], Any]:
@@ -434,19 +541,32 @@ def load_server_config(path: str | Path) -> dict[str, Any]:
             close = difflib.get_close_matches(key, OPTIONS, n=1)
             err(loc, key, "unknown key" + (f" (did you mean '{close[0]}'?)" if close else ""), at_key=True)
             continue
-        if kind_of(key) == "webhooks" and isinstance(loc.value, list):  # each item at its place
-            hooks = []
+        one = {"webhooks": _webhook, "tsig_keys": _tsig_key, "transfers": _transfer}.get(kind_of(key))
+        if one is not None and isinstance(loc.value, list):  # each item at its place
+            got = []
             for item in loc.value:
                 try:
-                    hooks.append(_webhook(item.value))
+                    got.append(one(item.value))
                 except ValueError as e:
                     err(item, key, str(e))
-            out[key] = tuple(hooks)
+            out[key] = tuple(got)
             continue
         try:
             out[key] = _value(kind_of(key), loc.value)
         except ValueError as e:
             err(loc, key, str(e))
+    if not problems and "transfers" in out:  # keys named in transfers are defined
+        known = {k[0] for k in out.get("tsig_keys", ())}
+        tv = doc.value["transfers"]
+        located = tv.value if isinstance(tv.value, list) else [tv]
+        for item, (_, allow, notify) in zip(located, out["transfers"], strict=False):
+            for k in [a[0] for a in allow] + [n[2] for n in notify]:
+                if k is not None and k not in known:
+                    err(
+                        item,
+                        "transfers",
+                        f"key {k!r} is not one of tsig_keys ({', '.join(sorted(known)) or 'none'})",
+                    )
     if problems:
         raise ConfigError(problems)
     return out

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gslb.errors import ConfigError
-from gslb.serverconfig import OPTIONS, ServeOptions, load_server_config, resolve
+from gslb.serverconfig import FILE_ONLY, OPTIONS, ServeOptions, load_server_config, resolve
 from tests.conftest import ROOT, GslbProcess
 
 
@@ -53,7 +53,8 @@ def test_every_option_is_a_flag_and_a_file_key() -> None:
     parser = build_parser()
     serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr,index]
     flags = {a.dest for a in serve._actions if a.option_strings} - {"help", "config"}
-    assert flags == set(OPTIONS) - {"log_level", "log_format"}  # those two come before the command
+    # log_level and log_format come before the command; lists of mappings are file-only
+    assert flags == set(OPTIONS) - {"log_level", "log_format", *FILE_ONLY}
     args = parser.parse_args(["--log-level", "debug", "serve", "--tcp-max", "7", "--axfr-allow", "10.0.0.0/8",
                               "--axfr-allow", "192.0.2.0/24", "--no-api", "--listen", "[::1]:0"])  # fmt: skip
     opts = resolve(vars(args), {})

@@ -5,6 +5,12 @@ option is taken out of the query before the engine sees it (so its reply cache
 serves every client alike) and the reply's option is put into the reply's OPT
 record afterwards. The engine is told a UDP size smaller by the option's length,
 so the reply still fits the client's limit with the cookie in it.
+
+TSIG (RFC 8945) is handled here too, for any query that carries it (a secondary's
+SOA check, for one): the query is verified, answered without its TSIG, and the
+reply signed. A bad key or MAC gets NOTAUTH with an unsigned TSIG, a bad clock
+NOTAUTH signed (:mod:`gslb.tsig`). A query that only looks like it might carry
+one (records beyond a lone OPT) is walked; the usual query is not.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import random
 import time
 from typing import NamedTuple, Protocol
 
+from gslb import tsig
 from gslb.cookies import (
     BadCookie,
     Cookies,
@@ -25,7 +32,7 @@ from gslb.engine import respond
 from gslb.metrics import QueryStats
 from gslb.rrl import RateLimiter, truncated
 from gslb.serving import ServingState, StatsKey
-from gslb.wire import header, opt_record, query_opt, question_end
+from gslb.wire import Malformed, header, opt_record, parse_query, query_opt, question_end
 
 # what a query's cookie was: none sent, a client cookie (or a server cookie not ours),
 # a valid server cookie of ours
@@ -43,12 +50,13 @@ class StateHolder(Protocol):
     rrl: RateLimiter | None  # response rate limiting for UDP, or None
     cookies: Cookies | None  # DNS cookies, or None (off)
     nocookie_udp: int  # UDP size for queries without a valid server cookie; 0 = no cap
+    keyring: tsig.Keyring  # TSIG keys (empty: a signed query gets BADKEY)
 
 
 class Answer(NamedTuple):
     reply: bytes
     skey: StatsKey
-    cookie: int  # NO_COOKIE, CLIENT_COOKIE or VALID_COOKIE
+    cookie: int  # NO_COOKIE, CLIENT_COOKIE or VALID_COOKIE (also: a valid TSIG; RRL lets it by)
     option: bytes  # the reply's whole COOKIE option (b"" without one)
 
 
@@ -56,6 +64,13 @@ def answer(holder: StateHolder, data: bytes, host: str, udp: bool, limited: bool
     """:func:`gslb.engine.respond` with DNS cookies: the query's cookie checked, the
     reply's put in, cookie-less UDP capped. ``limited``: see ``respond`` (ignored for a
     valid server cookie, which rate limiting lets through)."""
+    if len(data) > 12 and (data[10] or data[11] > 1 or (data[11] == 1 and query_opt(data) < 0)):
+        try:
+            t = tsig.find(data)
+        except Malformed:
+            t = None  # the engine says FORMERR
+        if t is not None:
+            return _signed(holder, data, t, host, udp)
     cj = holder.cookies
     # ARCOUNT 1 (an OPT) is looked at further; anything else has no cookie we answer
     opt = query_opt(data) if cj is not None and len(data) > 22 and data[11] == 1 and not data[10] else -1
@@ -105,3 +120,46 @@ def badcookie(reply: bytes, option: bytes) -> bytes:
     qid, qflags = (reply[0] << 8) | reply[1], (reply[2] << 8) | reply[3]
     head = header(qid, qflags, False, BADCOOKIE & 0xF, 1 if end > 12 else 0, 0, 0, 1)
     return head + reply[12:end] + opt_record(False, BADCOOKIE >> 4, option)
+
+
+def _signed(holder: StateHolder, data: bytes, t: tsig.Tsig, host: str, udp: bool) -> Answer | None:
+    """A query with a TSIG record: verified, answered without it, the reply signed."""
+    v = tsig.verify(data, t, holder.keyring)
+    qid, qflags = (data[0] << 8) | data[1], (data[2] << 8) | data[3]
+    try:
+        q = parse_query(tsig.strip(data, t))
+    except Malformed:
+        return (
+            None
+            if data[2] & 0x80
+            else Answer(header(qid, qflags, False, 1, 0, 0, 0, 0), _skey(udp, 1), 0, b"")
+        )
+    err_head = header(qid, qflags, False, tsig.NOTAUTH, 1, 0, 0, 0) + q.question
+    if v.formerr:
+        return Answer(header(qid, qflags, False, 1, 1, 0, 0, 0) + q.question, _skey(udp, 1), NO_COOKIE, b"")
+    if v.error in (tsig.BADKEY, tsig.BADSIG):
+        holder.stats.tsig[tsig.ERRORS[v.error].lower()] += 1
+        return Answer(tsig.unsigned_error(err_head, t, v.error), _skey(udp, tsig.NOTAUTH), NO_COOKIE, b"")
+    key = v.key
+    assert key is not None
+    if v.error == tsig.BADTIME:
+        holder.stats.tsig["badtime"] += 1
+        reply, _ = tsig.sign(
+            err_head, key, t.mac, error=tsig.BADTIME, other=tsig.badtime_other(), when=t.time_signed
+        )
+        return Answer(reply, _skey(udp, tsig.NOTAUTH), NO_COOKIE, b"")
+    holder.stats.tsig["valid"] += 1
+    res = answer(holder, tsig.strip(data, t), host, udp)
+    if res is None:
+        return None
+    reply = res.reply
+    if udp:
+        limit = max(512, min(q.edns.payload, EDNS_MAX_UDP)) if q.edns is not None else 512
+        if len(reply) + tsig.record_size(key) > limit:
+            reply = truncated(reply, opt_record(q.edns.do) if q.edns is not None else b"")
+    signed, _ = tsig.sign(reply, key, t.mac)
+    return Answer(signed, res.skey, VALID_COOKIE, res.option)
+
+
+def _skey(udp: bool, rcode: int) -> StatsKey:
+    return (b"", 0, rcode, "udp" if udp else "tcp")

@@ -13,15 +13,14 @@ aborted at the timeout. Memory per connection is bounded by one message
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from typing import cast
 
-from gslb.engine import zone_transfer
 from gslb.metrics import log_query
 from gslb.transport import StateHolder, answer
-from gslb.wire import client_of
+from gslb.wire import question_end
+from gslb.xfr import Transfers
 
 log = logging.getLogger("gslb.tcp")
 
@@ -29,13 +28,10 @@ IDLE_TIMEOUT = 10.0
 MAX_CONNECTIONS = 512
 
 
-def _allowed(peer: str, nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
-    try:
-        fam, addr = client_of(peer)
-    except OSError:
-        return False
-    ip = ipaddress.IPv4Address(addr) if fam == 4 else ipaddress.IPv6Address(addr)
-    return any(ip in n for n in nets)
+def _is_xfr(msg: bytes) -> bool:
+    """Whether the query's type is AXFR or IXFR (a look at two octets; parsed later)."""
+    e = question_end(msg)
+    return len(msg) > e + 2 and msg[e + 1] == 0 and msg[e + 2] in (251, 252)
 
 
 class TcpLimits:
@@ -43,9 +39,9 @@ class TcpLimits:
         self,
         idle_timeout: float = IDLE_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
-        xfr_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+        transfers: Transfers | None = None,
     ) -> None:
-        self.xfr_allow = xfr_allow  # client networks that may transfer zones (AXFR/IXFR)
+        self.transfers = transfers  # AXFR and IXFR: keys, rules, journal (None: all refused)
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.open = 0
@@ -111,11 +107,10 @@ class TcpProtocol(asyncio.Protocol):
                 break
             msg = bytes(buf[pos + 2 : pos + 2 + n])
             pos += 2 + n
-            xfr = self.limits.xfr_allow
-            if xfr and len(msg) > 12 and _allowed(self.peer, xfr):
-                messages = zone_transfer(msg, holder.state)
+            xfr = self.limits.transfers
+            if xfr is not None and _is_xfr(msg):
+                messages = xfr.answer(msg, self.peer, holder.state)
                 if messages is not None:
-                    log.info("zone transfer to %s: %d message(s)", self.peer, len(messages))
                     out += [len(m).to_bytes(2, "big") + m for m in messages]
                     continue
             try:
