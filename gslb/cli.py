@@ -9,12 +9,15 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gslb import __version__
 from gslb.config import iter_zone_files, load_zones
 from gslb.errors import ConfigError
 from gslb.serverconfig import OPTIONS, ServeOptions, add_flags, choices_of
+
+if TYPE_CHECKING:
+    from gslb.importers.bind import Result
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -232,10 +235,6 @@ def cmd_dnssec_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_import_bind(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from gslb.config import load_zone
-    from gslb.errors import ConfigError
     from gslb.importers.bind import ImportError_, import_bind
 
     try:
@@ -243,6 +242,27 @@ def cmd_import_bind(args: argparse.Namespace) -> int:
     except ImportError_ as e:
         print(f"gslb import bind: {e}", file=sys.stderr)
         return 1
+    return _write_import(args, "bind", res)
+
+
+def cmd_import_octodns(args: argparse.Namespace) -> int:
+    from gslb.importers.bind import ImportError_
+    from gslb.importers.octodns import import_octodns
+
+    try:
+        res = import_octodns(Path(args.source), args.zone, args.skip_unsupported, tuple(args.ns or ()))
+    except ImportError_ as e:
+        print(f"gslb import octodns: {e}", file=sys.stderr)
+        return 1
+    return _write_import(args, "octodns", res)
+
+
+def _write_import(args: argparse.Namespace, kind: str, res: Result) -> int:
+    import tempfile
+
+    from gslb.config import load_zone
+    from gslb.errors import ConfigError
+
     # what was written must load: checked here, so a surprise is the importer's, not the user's
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "imported.yaml"
@@ -251,7 +271,7 @@ def cmd_import_bind(args: argparse.Namespace) -> int:
             load_zone(probe)
         except ConfigError as e:
             print(
-                f"gslb import bind: the imported zone does not load (please report this):\n{e}",
+                f"gslb import {kind}: the imported zone does not load (please report this):\n{e}",
                 file=sys.stderr,
             )
             return 1
@@ -261,7 +281,7 @@ def cmd_import_bind(args: argparse.Namespace) -> int:
         try:
             Path(args.out).write_text(res.yaml)
         except OSError as e:
-            print(f"gslb import bind: {args.out}: {e.strerror or e}", file=sys.stderr)
+            print(f"gslb import {kind}: {args.out}: {e.strerror or e}", file=sys.stderr)
             return 1
         print(f"wrote {args.out}", file=sys.stderr)
     else:
@@ -452,6 +472,17 @@ def build_parser() -> argparse.ArgumentParser:
     ib.add_argument("--skip-unsupported", action="store_true",
                     help="import the rest when the file has types gslb does not serve")  # fmt: skip
     ib.set_defaults(func=cmd_import_bind)
+    io = isub.add_parser("octodns", help="an octoDNS zone config (YamlProvider), dynamic records included")
+    io.add_argument(
+        "source", help="the zone's YAML file, a directory holding <zone>.yaml, or an octoDNS config"
+    )
+    io.add_argument("--zone", required=True, help="the zone's name")
+    io.add_argument("--ns", action="append", metavar="HOST[=ADDR]",
+                    help="an apex name server when the source has none (repeatable)")  # fmt: skip
+    io.add_argument("-o", "--out", metavar="OUT.yaml", help="write here (default: standard output)")
+    io.add_argument("--skip-unsupported", action="store_true",
+                    help="import the rest when the source has what gslb cannot serve")  # fmt: skip
+    io.set_defaults(func=cmd_import_octodns)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the zone format")
     sc.set_defaults(func=cmd_schema)

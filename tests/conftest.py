@@ -73,6 +73,7 @@ class GslbProcess:
                 self.api_port = int(a.group("port"))
                 return
             if self.proc.poll() is not None:
+                self._log.close()
                 raise RuntimeError(f"gslb exited with {self.proc.returncode}:\n{self.log()}")
             time.sleep(0.05)
         self.stop()

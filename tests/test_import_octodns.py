@@ -1,0 +1,365 @@
+"""``gslb import octodns`` on octoDNS's own test configs (../shared/octodns): every
+imported zone passes ``gslb check``; the static records are served as the source
+says them (compared field by field with the source's YAML, read independently);
+the dynamic records' decisions (``gslb explain``: which rule, which pools in which
+order, which members answer, with pools up and down) are what octoDNS's semantics
+give for clients in each geo, worked out here from the source."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import dns.rrset
+import dns.zone
+import pytest
+import yaml
+
+from gslb.explain import explain_offline
+from tests.conftest import ROOT, GslbProcess
+from tests.geodb import write_city
+
+OCTO = ROOT.parent / "shared" / "octodns"
+pytestmark = pytest.mark.skipif(not OCTO.is_dir(), reason="../shared/octodns is not there")
+
+# clients: network -> (continent, country, subdivision); addresses are only looked up
+PLACES: dict[str, tuple[str, str, str | None, float, float]] = {
+    "203.0.113.0/25": ("EU", "GB", "ENG", 51.5, -0.1),
+    "192.0.2.0/24": ("EU", "DE", "BE", 52.5, 13.4),
+    "198.51.100.0/24": ("NA", "US", "CA", 37.8, -122.4),
+    "198.18.0.0/24": ("NA", "US", "WA", 47.6, -122.3),
+    "100.64.0.0/10": ("NA", "US", "NY", 40.7, -74.0),
+    "198.18.1.0/24": ("AS", "CN", "BJ", 39.9, 116.4),
+    "198.18.2.0/24": ("AS", "SG", None, 1.3, 103.8),
+    "198.18.3.0/24": ("AS", "JP", "13", 35.7, 139.7),
+    "198.18.4.0/24": ("AF", "ZA", "GT", -26.2, 28.0),
+    "198.18.5.0/24": ("SA", "BR", "SP", -23.5, -46.6),
+    "2001:db8:1::/48": ("AS", "JP", "13", 35.7, 139.7),
+}
+
+
+def run_import(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gslb", "import", "octodns", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    tmp = tmp_path_factory.mktemp("octo")
+    static_dir, dyn_dir = tmp / "static", tmp / "dynamic"
+    static_dir.mkdir()
+    dyn_dir.mkdir()
+    out = run_import(
+        str(OCTO / "unit.tests.yaml"),
+        "--zone",
+        "unit.tests",
+        "--skip-unsupported",
+        "-o",
+        str(static_dir / "unit.tests.yaml"),
+    )
+    assert out.returncode == 0, out.stderr
+    # a directory of zone files finds <zone>.yaml in it; the fixture has no apex NS
+    cfg = tmp / "octo-config"
+    cfg.mkdir()
+    (cfg / "unit.tests.yaml").write_text((OCTO / "dynamic.tests.yaml").read_text())
+    out = run_import(
+        str(cfg),
+        "--zone",
+        "unit.tests.",
+        "--ns",
+        "ns1.unit.tests=192.0.2.53",
+        "--ns",
+        "ns2.example.net",
+        "--skip-unsupported",
+        "-o",
+        str(dyn_dir / "unit.tests.yaml"),
+    )
+    assert out.returncode == 0, out.stderr
+    yield static_dir, dyn_dir
+
+
+def test_unsupported_records_stop_the_import_with_their_positions() -> None:
+    out = run_import(str(OCTO / "unit.tests.yaml"), "--zone", "unit.tests")
+    assert out.returncode == 1
+    f = OCTO / "unit.tests.yaml"
+    assert f"{f}:76:3: dname DNAME: gslb does not serve DNAME" in out.stderr
+    assert f"{f}:183:3: urlfwd URLFWD: gslb does not serve HTTP redirects" in out.stderr
+    out = run_import(str(OCTO / "dynamic.tests.yaml"), "--zone", "unit.tests", "--ns", "ns1.example.net")
+    assert out.returncode == 1
+    d = OCTO / "dynamic.tests.yaml"
+    assert f"{d}:80:5: cname CNAME: dynamic CNAME records cannot be expressed" in out.stderr
+    assert f"{d}:213:5: simple-weighted CNAME: dynamic CNAME" in out.stderr
+    out = run_import(str(OCTO / "dynamic.tests.yaml"), "--zone", "unit.tests", "--skip-unsupported")
+    assert (
+        out.returncode == 1
+        and "no NS records at the apex: name the zone's name servers with --ns" in out.stderr
+    )
+    dyn = str(OCTO / "dynamic.tests.yaml")
+    out = run_import(dyn, "--zone", "unit.tests", "--skip-unsupported", "--ns", "ns1.unit.tests")
+    assert (
+        out.returncode == 1
+        and "name server ns1.unit.tests. is inside the zone but has no address" in out.stderr
+    )
+
+
+def test_notes_name_what_was_chosen_or_left_out(tmp_path: Path) -> None:
+    out = run_import(str(OCTO / "unit.tests.yaml"), "--zone", "unit.tests", "--skip-unsupported")
+    assert out.returncode == 0
+    f = OCTO / "unit.tests.yaml"
+    for want in (
+        f"{f}:86:3: ignored A: octodns.ignored: left out",
+        f"{f}:82:5: excluded CNAME: octodns.excluded ['test'] (provider lists)",
+        f"{f}:4:7: @ A: legacy geo record imported as a balanced name",
+        f"{f}:183:3: urlfwd URLFWD: gslb does not serve HTTP redirects (skipped)",
+    ):
+        assert want in out.stderr
+    assert out.stdout.startswith("# Imported from") and "zone: unit.tests." in out.stdout
+
+
+def test_imported_zones_pass_gslb_check(imported: tuple[Path, Path]) -> None:
+    for d in imported:
+        out = subprocess.run(
+            [sys.executable, "-m", "gslb", "check", str(d)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
+# ------------------------------------------------------------------ static: served as the source says
+
+
+def source_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, recs in yaml.safe_load(path.read_text()).items():
+        for r in recs if isinstance(recs, list) else [recs]:
+            yield name, r
+
+
+def expected_texts(rtype: str, r: dict[str, Any]) -> set[tuple[Any, ...]]:
+    """The source's values as comparable tuples, from octoDNS's own fields."""
+    vals = r.get("values", [r.get("value")] if "value" in r else [])
+    out: set[tuple[Any, ...]] = set()
+    for v in vals:
+        if rtype in ("A", "AAAA", "CNAME", "PTR", "NS"):
+            out.add((str(v).lower(),))
+        elif rtype in ("TXT", "SPF"):
+            out.add((str(v).replace("\\;", ";"),))
+        elif rtype == "MX":
+            out.add((v.get("preference", v.get("priority")), v.get("exchange", v.get("value"))))
+        elif rtype == "SRV":
+            out.add((v["priority"], v["weight"], v["port"], v["target"]))
+        elif rtype == "CAA":
+            out.add((v["flags"], v["tag"], v["value"]))
+        elif rtype == "SSHFP":
+            out.add((v["algorithm"], v["fingerprint_type"], v["fingerprint"]))
+        elif rtype == "NAPTR":
+            out.add((v["order"], v["preference"], v["flags"], v["service"], v["regexp"], v["replacement"]))
+        elif rtype == "LOC":
+            lat = (v["lat_degrees"] + v["lat_minutes"] / 60 + v["lat_seconds"] / 3600) * (
+                -1 if v["lat_direction"] == "S" else 1
+            )
+            lon = (v["long_degrees"] + v["long_minutes"] / 60 + v["long_seconds"] / 3600) * (
+                -1 if v["long_direction"] == "W" else 1
+            )
+            out.add((round(lat, 5), round(lon, 5), float(v["altitude"])))
+    return out
+
+
+def served_texts(rtype: str, rrset: dns.rrset.RRset) -> set[tuple[Any, ...]]:
+    out: set[tuple[Any, ...]] = set()
+    for rd in rrset:
+        if rtype in ("A", "AAAA"):
+            out.add((rd.address,))
+        elif rtype in ("CNAME", "PTR", "NS"):
+            out.add((rd.target.to_text().lower(),))
+        elif rtype in ("TXT", "SPF"):
+            out.add((b"".join(rd.strings).decode(),))
+        elif rtype == "MX":
+            out.add((rd.preference, rd.exchange.to_text()))
+        elif rtype == "SRV":
+            out.add((rd.priority, rd.weight, rd.port, rd.target.to_text()))
+        elif rtype == "CAA":
+            out.add((rd.flags, rd.tag.decode(), rd.value.decode()))
+        elif rtype == "SSHFP":
+            out.add((rd.algorithm, rd.fp_type, rd.fingerprint.hex()))
+        elif rtype == "NAPTR":
+            out.add(
+                (
+                    rd.order,
+                    rd.preference,
+                    rd.flags.decode(),
+                    rd.service.decode(),
+                    rd.regexp.decode(),
+                    rd.replacement.to_text(),
+                )
+            )
+        elif rtype == "LOC":
+            out.add((round(rd.float_latitude, 5), round(rd.float_longitude, 5), rd.altitude / 100))
+    return out
+
+
+def test_static_records_are_served_as_the_source_says(imported: tuple[Path, Path], tmp_path: Path) -> None:
+    db = write_city(tmp_path / "city.mmdb", PLACES)  # the apex's legacy geo record needs one
+    srv = GslbProcess(
+        imported[0], tmp_path / "gslb.log", ["--axfr-allow", "127.0.0.1/32", "--geoip-db", str(db)]
+    )
+    try:
+        xfr = dns.query.xfr("127.0.0.1", "unit.tests.", port=srv.port, timeout=5, relativize=False)
+        axfr = dns.zone.from_xfr(xfr, relativize=False)
+        compared = 0
+        cuts = {n for n, r in source_records(OCTO / "unit.tests.yaml") if r["type"] == "NS" and n}
+        for name, r in source_records(OCTO / "unit.tests.yaml"):
+            rtype = r["type"]
+            if rtype in ("DNAME", "URLFWD") or "geo" in r or (r.get("octodns") or {}).get("ignored"):
+                continue
+            fq = f"{name}.unit.tests." if name else "unit.tests."
+            below_cut = any(name == c or name.endswith("." + c) for c in cuts)
+            if below_cut or (rtype == "NS" and not name):  # delegations and their data: from the AXFR
+                got = axfr.find_rrset(fq, rtype)
+            else:
+                resp = srv.query(fq, rtype)
+                got = resp.find_rrset(
+                    resp.answer, dns.name.from_text(fq), dns.rdataclass.IN, dns.rdatatype.from_text(rtype)
+                )
+            assert served_texts(rtype, got) == expected_texts(rtype, r), (name, rtype)
+            if not (rtype == "NS" and not name):  # the apex NS takes the zone's ns_ttl
+                assert got.ttl == r.get("ttl", 3600), (name, rtype)
+            compared += 1
+        assert compared == 21
+    finally:
+        srv.stop()
+
+
+def test_legacy_geo_answers_by_location(imported: tuple[Path, Path], tmp_path: Path) -> None:
+    db = write_city(tmp_path / "city.mmdb", PLACES)
+    srv = GslbProcess(imported[0], tmp_path / "gslb.log", ["--geoip-db", str(db)])
+    try:
+        geo = next(r for n, r in source_records(OCTO / "unit.tests.yaml") if n == "" and r["type"] == "A")[
+            "geo"
+        ]
+        for net, (cont, country, sub, _, _) in PLACES.items():
+            if ":" in net:
+                continue
+            where = [cont, country, sub]
+            codes = [c for c in geo if c.split("-") == where[: len(c.split("-"))]]
+            best = max(codes, key=lambda c: c.count("-"), default=None)  # the most specific location
+            want = set(geo[best]) if best else {"1.2.3.4", "1.2.3.5"}
+            resp = srv.query("unit.tests.", "A", options=[dns.edns.ECSOption.from_text(net)])
+            assert {rd.address for rr in resp.answer for rd in rr} == want, net
+    finally:
+        srv.stop()
+
+
+# ------------------------------------------------------------------ dynamic: explain's decisions
+
+
+def octo_decision(r: dict[str, Any], place: tuple[str, str, str | None]) -> list[set[str]]:
+    """What octoDNS says for a client at ``place``: the matched rule's pool, its fallback
+    chain, then the record's values; as member address sets."""
+    dyn = r["dynamic"]
+    for rule in dyn["rules"]:
+        geos = rule.get("geos")
+        if geos and not any(g.split("-") == list(place)[: len(g.split("-"))] for g in geos):
+            continue
+        chain, p = [], rule["pool"]
+        while p is not None:
+            chain.append({str(v["value"]) for v in dyn["pools"][p]["values"]})
+            p = dyn["pools"][p].get("fallback")
+        return [*chain, {str(v) for v in r["values"]}]
+    raise AssertionError("no catch-all")
+
+
+def octo_weights(r: dict[str, Any], members: set[str]) -> dict[str, int]:
+    """The source's weights of the pool holding exactly ``members`` (octoDNS's default: 1)."""
+    for p in r["dynamic"]["pools"].values():
+        if {str(v["value"]) for v in p["values"]} == members:
+            return {str(v["value"]): v.get("weight", 1) for v in p["values"]}
+    raise AssertionError(members)
+
+
+def decide(zones: Path, db: Path, name: str, rtype: str, net: str, down: set[str]) -> dict[str, Any]:
+    args = argparse.Namespace(
+        zones=str(zones),
+        geoip_db=str(db),
+        asn_db=None,
+        state_dir="",
+        down=sorted(down),
+        name=name,
+        type=rtype,
+        client="192.0.2.1",
+        ecs=net,
+    )
+    return explain_offline(args)
+
+
+def test_dynamic_decisions_follow_octodns(imported: tuple[Path, Path], tmp_path: Path) -> None:
+    db = write_city(tmp_path / "city.mmdb", PLACES)
+    zones = imported[1]
+    checked = 0
+    for name, r in source_records(OCTO / "dynamic.tests.yaml"):
+        if "dynamic" not in r or r["type"] not in ("A", "AAAA"):
+            continue
+        for net, (cont, country, sub, _, _) in PLACES.items():
+            chain = octo_decision(r, (cont, country, sub))
+            fq = f"{name}.unit.tests."
+            got = decide(zones, db, fq, r["type"], net, set())
+            b = got["balanced"]
+            pools = [{m["address"] for m in b["members"] if m["pool"] == p} for p in b["rule"]["pools"]]
+            family = [{a for a in s if (":" in a) == (r["type"] == "AAAA")} for s in pools]
+            assert family == chain, (name, net)
+            answer = {a.split()[-1] for a in got["answer"]}
+            assert len(answer) == 1 and answer <= chain[0], (name, net, answer)  # one value, weighted
+            weights = {m["address"]: m["weight"] for m in b["members"] if m["pool"] == b["rule"]["pools"][0]}
+            assert weights == octo_weights(r, chain[0]), (name, net)
+            # the first pool down: its fallback answers; every pool down: the record's values
+            for i in range(1, len(chain)):
+                down = set().union(*chain[:i]) - chain[i]
+                got = decide(zones, db, fq, r["type"], net, down)
+                answer = {a.split()[-1] for a in got["answer"]}
+                assert answer and answer <= chain[i], (name, net, i, answer)
+            checked += 1
+    assert checked == 4 * len(PLACES)
+
+
+def test_gslb_explain_cli_on_an_imported_zone(imported: tuple[Path, Path], tmp_path: Path) -> None:
+    db = write_city(tmp_path / "city.mmdb", PLACES)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gslb",
+            "explain",
+            "real-ish-a.unit.tests",
+            "--zones",
+            str(imported[1]),
+            "--geoip-db",
+            str(db),
+            "--ecs",
+            "198.18.1.0/24",
+            "--state-dir",
+            "",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "AS-CN" in out.stdout and "real-ish-a-ap-southeast-1" in out.stdout
