@@ -156,14 +156,9 @@ def make_app(server: ServerView) -> web.Application:
 
     @routes.post("/v1/members/{zone}/{pool}/{member}/{action}")
     async def admin(request: web.Request) -> web.Response:
-        if not _authorized(request, server.api_token):
-            admin_log.warning(
-                "admin: refused %s %s from %s (bad or missing token)",
-                request.method,
-                request.path,
-                request.remote,
-            )
-            return _json({"error": "a valid bearer token is required"}, 401)
+        refused = _refuse(request, server.api_token)
+        if refused is not None:
+            return refused
         action = request.match_info["action"]
         if action not in (*ACTIONS, "clear"):
             return _json({"error": f"action must be one of {', '.join((*ACTIONS, 'clear'))}"}, 404)
@@ -217,14 +212,9 @@ def make_app(server: ServerView) -> web.Application:
 
     @routes.post("/v1/zones/{zone}/notify")
     async def notify(request: web.Request) -> web.Response:
-        if not _authorized(request, server.api_token):
-            admin_log.warning(
-                "admin: refused %s %s from %s (bad or missing token)",
-                request.method,
-                request.path,
-                request.remote,
-            )
-            return _json({"error": "a valid bearer token is required"}, 401)
+        refused = _refuse(request, server.api_token)
+        if refused is not None:
+            return refused
         text = request.match_info["zone"]
         try:
             origin = names.from_text(text if text.endswith(".") else text + ".").lower()
@@ -308,6 +298,16 @@ async def _cluster_admin(
         {"member": member, "action": action, "expires": expires, "changed": changed, "scope": "cluster",
          "revision": rev}
     )  # fmt: skip
+
+
+def _refuse(request: web.Request, token: str | None) -> web.Response | None:
+    """The 401 for an admin request without the token (logged), or None when it has it."""
+    if _authorized(request, token):
+        return None
+    admin_log.warning(
+        "admin: refused %s %s from %s (bad or missing token)", request.method, request.path, request.remote
+    )
+    return _json({"error": "a valid bearer token is required"}, 401)
 
 
 def _authorized(request: web.Request, token: str | None) -> bool:

@@ -32,13 +32,10 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-@contextlib.contextmanager
-def knot_server(wd: Path, domain: str, zone_file: Path, extra: str = "") -> Iterator[int]:
-    """knotd serving ``domain`` from ``zone_file`` in work directory ``wd``; yields its
-    port once it answers the SOA. ``extra``: more top-level configuration."""
-    (wd / "db").mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    (wd / "knot.conf").write_text(f"""server:
+def _server_section(wd: Path, port: int, level: str) -> str:
+    """knot.conf's server, database and log sections: one worker of each kind, on
+    127.0.0.1@``port``, its files in ``wd``, logging ``level`` to stderr."""
+    return f"""server:
     rundir: "{wd}"
     listen: 127.0.0.1@{port}
     background-workers: 1
@@ -48,7 +45,16 @@ database:
     storage: "{wd}/db"
 log:
   - target: stderr
-    any: warning
+    any: {level}"""
+
+
+@contextlib.contextmanager
+def knot_server(wd: Path, domain: str, zone_file: Path, extra: str = "") -> Iterator[int]:
+    """knotd serving ``domain`` from ``zone_file`` in work directory ``wd``; yields its
+    port once it answers the SOA. ``extra``: more top-level configuration."""
+    (wd / "db").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (wd / "knot.conf").write_text(f"""{_server_section(wd, port, "warning")}
 {extra}zone:
   - domain: {domain}
     file: "{zone_file}"
@@ -111,17 +117,7 @@ def knot_secondary(
     (wd / "db").mkdir(parents=True, exist_ok=True)
     keys = f"key:\n  - id: {key[0]}\n    algorithm: {key[1]}\n    secret: {key[2]}\n" if key else ""
     with_key = f"\n    key: {key[0]}" if key else ""
-    (wd / "knot.conf").write_text(f"""server:
-    rundir: "{wd}"
-    listen: 127.0.0.1@{port}
-    background-workers: 1
-    udp-workers: 1
-    tcp-workers: 1
-database:
-    storage: "{wd}/db"
-log:
-  - target: stderr
-    any: info
+    (wd / "knot.conf").write_text(f"""{_server_section(wd, port, "info")}
 {keys}remote:
   - id: primary
     address: 127.0.0.1@{primary_port}{with_key}
