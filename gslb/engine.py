@@ -11,6 +11,7 @@ lookup in :func:`resolve`, whose result is encoded per query.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 import time
@@ -43,6 +44,7 @@ from gslb.dnsconst import (
 from gslb.dnssec import keys as dnssec_keys
 from gslb.dnssec.signer import T_NSEC, T_RRSIG, Signer, compact_nsec
 from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
+from gslb.geo_compile import LeafSource, compiled_rules
 from gslb.health.view import ALL_UP, HealthView, MemberKey
 from gslb.model import Zone
 from gslb.policies import NO_CLIENT, PickContext
@@ -61,6 +63,7 @@ from gslb.serving import (
     plan_balanced,
 )
 from gslb.wire import (
+    OPT_ECS,
     TC,
     BadOption,
     Edns,
@@ -74,6 +77,7 @@ from gslb.wire import (
     nsid_option,
     opt_record,
     parse_query,
+    query_opt,
     question_end,
 )
 
@@ -180,6 +184,16 @@ def respond(
         if fast is not None:
             return fast
         # anything but a plain NOERROR pick (all down, NODATA, too big for UDP): the full path
+    elif data[10:12] == b"\x00\x01":
+        # an ECS query from a client subnet not seen yet: the entry of the same query from
+        # any subnet serves it, with this client's address (resolvers send thousands)
+        t = _ecs_template(data)
+        if t is not None:
+            entry = cache.get(t[0])
+            if entry is not None:
+                fast = _balanced_ecs(cast(BalancedEntry, entry), data, state, host, rng, t)
+                if fast is not None:
+                    return fast
     reply, token = _answer(data, state, Client(host, udp, limited), rng)
     if reply is None:
         return None
@@ -201,6 +215,10 @@ def respond(
                 if signer is not None:
                     entry.sign = signer.answer_rrsigs
             cache[key] = entry
+            if entry.ecs_client is not None and entry.sign is None:
+                t = _ecs_template(data)
+                if t is not None:
+                    cache[t[0]] = entry
     return reply, skey
 
 
@@ -246,6 +264,71 @@ def _balanced_cached(
     if counts is not None:
         counts[(e.name, pool, outcome.kind)] += 1
     return data[:2] + _HDR_TAIL.pack(e.flags, 1, an, 0, e.ar) + question + body + opt, e.skey
+
+
+_ECS_HEAD = struct.Struct("!HHHBB")  # option code, length, family, source, scope
+
+
+def _ecs_template(data: bytes) -> tuple[tuple[str, bytes], ClientAddr, bytes] | None:
+    """For a query whose only EDNS option is a valid ECS option ending the packet (what
+    resolvers send): (the key of the same query from any client, the client, its address
+    octets). None for anything else, which the full path parses."""
+    opt = query_opt(data)
+    if opt < 0:
+        return None
+    rdlen = (data[opt + 9] << 8) | data[opt + 10]
+    if rdlen < 8:
+        return None
+    code, olen, family, source, scope = _ECS_HEAD.unpack_from(data, opt + 11)
+    n = (source + 7) >> 3
+    if code != OPT_ECS or olen != rdlen - 4 or olen != 4 + n or scope or not source:
+        return None
+    if family == 1:
+        if source > 32:
+            return None
+        full = 4
+    elif family == 2:
+        if source > 128:
+            return None
+        full = 16
+    else:
+        return None
+    raw = data[-n:]
+    if source & 7 and raw[-1] & (0xFF >> (source & 7)):
+        return None  # bits past the prefix: FORMERR, from the full path
+    addr = int.from_bytes(raw, "big") << ((full - n) * 8)
+    return ("ecs", data[2 : len(data) - n]), ClientAddr(4 if family == 1 else 6, addr, source, True), raw
+
+
+def _balanced_ecs(
+    e: BalancedEntry,
+    data: bytes,
+    state: ServingState,
+    host: str,
+    rng: random.Random,
+    t: tuple[tuple[str, bytes], ClientAddr, bytes],
+) -> tuple[bytes, StatsKey] | None:
+    """:func:`_balanced_cached` for another client subnet: the pick for this client and
+    its ECS option echoed (the OPT record before the address octets is kept per scope)."""
+    frags, scope, outcome, _, pool, _, _ = _pick(
+        state.plans[e.name], e.qtype, e.q, host, rng, state.geo, state.loads, t[1]
+    )
+    if not frags or outcome is None or outcome.kind in ("servfail", "refuse"):
+        return None
+    head = e.ecs_heads.get(scope)
+    if head is None:
+        edns = e.q.edns
+        assert edns is not None and edns.ecs is not None
+        opt = opt_record(edns.do, 0, _options(edns, scope), edns.co)
+        head = e.ecs_heads[scope] = opt[: len(opt) - len(edns.ecs.address)]
+    body = frags[0] if len(frags) == 1 else b"".join(frags)
+    question = e.question
+    if 12 + len(question) + len(body) + len(head) + len(t[2]) > e.limit:
+        return None
+    counts = state.balanced_counts
+    if counts is not None:
+        counts[(e.name, pool, outcome.kind)] += 1
+    return data[:2] + _HDR_TAIL.pack(e.flags, 1, len(frags), 0, e.ar) + question + body + head + t[2], e.skey
 
 
 def stats_key(reply: bytes, udp: bool, state: ServingState) -> StatsKey:
@@ -616,7 +699,12 @@ def _pick(
         use_ecs = plan.record.ecs
         ca = ecs_client if ecs_client is not None and use_ecs else _client_addr(q, host, use_ecs)
         fam, addr, source, from_ecs = ca  # unpacked once: attribute access costs more per query
-        rule, scope, info = match_rule(plan, fam, addr, source, geo)
+        table = plan.decisions
+        decided = table.decide(fam, addr, source) if table is not None else None
+        if decided is None:
+            rule, scope, info = match_rule(plan, fam, addr, source, geo)
+        else:  # compiled at load: one bisect (gslb.geo_compile)
+            rule, scope = decided
     outcome = plan.outcomes[rule].get(qtype)
     if outcome is None or not outcome.pools:
         return ([], scope if from_ecs else 0, outcome, rule, "", info, ca)
@@ -814,6 +902,12 @@ def build_state(
     for cz in compiled.values():
         for b in cz.zone.balanced:
             plans[b.name] = plan_balanced(cz, b, health)
+    if geo is not None and hasattr(geo, "leaves"):  # geo/asn rules: compiled against the databases
+        source = cast(LeafSource, geo)
+        for name, bp in plans.items():
+            if any(m.geos or m.asns for m in bp.matchers):
+                table = compiled_rules(bp.matchers, bp.catch_all, source)
+                plans[name] = dataclasses.replace(bp, decisions=table)
     for cz in compiled.values():
         for name, node in cz.nodes.items():
             if names.is_wildcard(name) or state.find_zone(name) is not cz:

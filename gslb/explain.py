@@ -112,8 +112,11 @@ def _balanced(state: ServingState, zone: Zone, plan: Plan, by_hand: frozenset[Me
         "uses_ecs": rec.ecs,
         "rule": {"index": pk.rule, "matches": crit or ["everyone (catch-all)"], "pools": list(rule.pools)},
     }
-    if pk.geo is not None:
-        g: GeoInfo = pk.geo
+    geo = pk.geo
+    if geo is None and bplan.needs_geo and state.geo is not None and pk.client is not None:
+        geo = state.geo.lookup(pk.client.family, pk.client.addr)  # decided by the compiled table
+    if geo is not None:
+        g: GeoInfo = geo
         out["geoip"] = {"continent": g.continent, "country": g.country, "subdivisions": list(g.subdivisions),
                         "asn": g.asn, "network_prefix": g.prefix, "asn_network_prefix": g.asn_prefix,
                         "lat": g.lat, "lon": g.lon}  # fmt: skip

@@ -184,7 +184,10 @@ class Answerer:
         with no_gc():
             before = self.zoneset.generation
             self.zoneset.scan(gentle=self.serving)  # a reload: answering goes on beside it
-            if self.zoneset.generation == before:
+            # a changed GeoIP database: its readers are swapped in place, and the state is
+            # built again so the routing tables compiled from it follow (gslb.geo_compile)
+            geo_changed = self.serving and self.geo is not None and self.geo.maybe_reload()
+            if self.zoneset.generation == before and not geo_changed:
                 return None
             built = self._build()
             self.transfers.journal.record(self.state, built[0])  # IXFR: what changed
@@ -492,8 +495,6 @@ class Server(Answerer):
                 self.cluster.tick()
             if expired:
                 self.overrides_changed()
-            if interval > 0 and self.geo is not None:
-                self.geo.maybe_reload()  # swaps readers in place; the state keeps the object
 
     async def run(self, pool: Workers | None = None) -> None:
         loop = asyncio.get_running_loop()

@@ -76,6 +76,10 @@ class BalancedPlan:
     needs_geo: bool  # a geo/asn rule or select: closest
     # every member of the pools its rules name: a health change elsewhere leaves the plan as is
     member_keys: frozenset[MemberKey] = frozenset()
+    # the rules compiled against the GeoIP databases (gslb.geo_compile.Compiled: typed
+    # loosely, it sits above this module), shared by plans with the same rules and kept
+    # across health changes; None: match_rule decides each query
+    decisions: Any = field(default=None, compare=False)
     # results of deterministic choices (closest pool per location, hashed pick per client
     # subnet) for this health snapshot: a new plan starts empty
     memo: dict[tuple[object, ...], object] = field(default_factory=dict, compare=False)
@@ -160,7 +164,7 @@ def compile_zone(zone: Zone, serial: int) -> CompiledZone:
 # ------------------------------------------------------------------ balanced plans
 
 
-def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView) -> BalancedPlan:
+def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView, decisions: Any = None) -> BalancedPlan:
     policy = REGISTRY[rec.select]
     outcomes: list[dict[int, Outcome]] = []
     for rule in rec.rules:
@@ -189,8 +193,9 @@ def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView) -> Balanc
     )
     prefixes = policy.client_prefixes(dict(rec.params))
     return BalancedPlan(
-        rec, policy, count, tuple(outcomes), matchers, catch_all, prefixes, needs_client, needs_geo, keys
-    )
+        rec, policy, count, tuple(outcomes), matchers, catch_all, prefixes, needs_client, needs_geo, keys,
+        decisions=decisions,
+    )  # fmt: skip
 
 
 def _choice(
@@ -328,6 +333,7 @@ class BalancedEntry:
     __slots__ = (
         "ar",
         "ecs_client",
+        "ecs_heads",
         "flags",
         "limit",
         "name",
@@ -349,6 +355,9 @@ class BalancedEntry:
         self.ar = 0 if q.edns is None else 1
         self.question = q.question
         self.opts: dict[int, bytes] = {}
+        # for other clients' ECS queries (engine._balanced_ecs): the OPT record up to the
+        # ECS address, per scope
+        self.ecs_heads: dict[int, bytes] = {}
         # a signed zone's DO=1 query: (owner, fragments, now) -> the RRSIG RRs and their count
         self.sign: Callable[[bytes, list[bytes], float], tuple[bytes, int]] | None = None
 
@@ -371,8 +380,10 @@ class ServingState:
     # per query bytes after the ID: the fixed reply (static data, negative answers) or the
     # parsed query of a balanced name; kept across health and load changes (a balanced entry
     # is picked again against the current plans), new with every compiled state
-    udp_cache: dict[bytes, CacheEntry] = field(default_factory=dict, compare=False)
-    tcp_cache: dict[bytes, CacheEntry] = field(default_factory=dict, compare=False)
+    # (and, under ("ecs", the query up to its ECS address), a balanced entry for the same
+    # query from any client subnet: engine._balanced_ecs)
+    udp_cache: dict[bytes | tuple[str, bytes], CacheEntry] = field(default_factory=dict, compare=False)
+    tcp_cache: dict[bytes | tuple[str, bytes], CacheEntry] = field(default_factory=dict, compare=False)
     # zone origin -> its gslb.dnssec.signer.Signer (signed zones only; typed loosely: the
     # signer sits above this module), kept across health and load changes with its cache
     signers: dict[bytes, Any] = field(default_factory=dict, compare=False)
@@ -393,7 +404,9 @@ class ServingState:
         whose pools hold a member that changed are planned again."""
         changed = changed_members(self.health, health)
         plans = {
-            name: plan_balanced(self.zone_of(name), p.record, health) if p.member_keys & changed else p
+            name: plan_balanced(self.zone_of(name), p.record, health, p.decisions)
+            if p.member_keys & changed
+            else p
             for name, p in self.plans.items()
         }
         return dataclasses.replace(self, plans=plans, health=health)

@@ -9,6 +9,7 @@ and never keep answers that depend on chance (balanced names).
 from __future__ import annotations
 
 import collections
+import ipaddress
 import random
 import re
 import select
@@ -312,3 +313,59 @@ records:
         assert state.balanced_counts == collections.Counter(
             {(b"\x03www\x01n\x04test\x00", "", "nodata"): i + 1}
         )
+
+
+@pytest.mark.parametrize("udp", [True, False])
+def test_other_subnets_answers_are_the_full_paths_bytes(udp: bool) -> None:
+    """An ECS query from a client subnet not seen before is answered from the entry of the
+    same query from another subnet (engine._balanced_ecs): the bytes the full lookup gives
+    for that subnet (rule, pool, pick, ECS scope, echoed address), and counted once."""
+    from gslb.config import load_zone
+    from gslb.engine import answer, build_state
+    from gslb.geo_maxmind import MaxMindGeo
+    from tests.geodb import CITY, write_asn, write_city
+
+    tmp = Path(__import__("tempfile").mkdtemp())
+    geo = MaxMindGeo(str(write_city(tmp / "c.mmdb")), str(write_asn(tmp / "a.mmdb")))
+    zones = [load_zone(DATA / "geo" / "geo.test.yaml", geo_db=True, asn_db=True),
+             load_zone(DATA / "zones" / "bal.test.yaml")]  # fmt: skip
+    state = build_state([(z, 1) for z in zones], geo=geo).with_counts(collections.Counter())
+    counts = state.balanced_counts
+    assert counts is not None
+    rng = random.Random(5)
+    nets = [n.split("/")[0] for n in CITY]
+    served = 0
+    for name in ("geo.geo.test.", "near.geo.test.", "sticky.geo.test.", "noecs.geo.test.", "w.bal.test.",
+                 "route.bal.test."):  # fmt: skip
+        for source in (24, 25, 16, 32, 56, 48, 64, 128):
+            fam = 4 if source <= 32 and source != 128 and source not in (56, 48, 64) else 6
+            for i in range(40):
+                if fam == 4:
+                    base = nets[i % len(nets)] if ":" not in nets[i % len(nets)] and i % 2 else None
+                    raw = (
+                        int(ipaddress.IPv4Address(base)) + rng.getrandbits(8) if base else rng.getrandbits(32)
+                    )
+                    addr = str(
+                        ipaddress.IPv4Network((raw >> (32 - source) << (32 - source), source)).network_address
+                    )
+                else:
+                    raw = (0x20010DB8 << 96) | rng.getrandbits(96) if i % 2 else rng.getrandbits(128)
+                    addr = str(
+                        ipaddress.IPv6Network(
+                            (raw >> (128 - source) << (128 - source), source)
+                        ).network_address
+                    )
+                q = dns.message.make_query(name, "A", use_edns=0, options=[dns.edns.ECSOption(addr, source)])
+                q.id = i
+                wire = q.to_wire()
+                before = collections.Counter(counts)
+                full = answer(wire, state, "10.1.2.3", udp, random.Random(i))
+                after_full = collections.Counter(counts)
+                got = respond(wire, state, "10.1.2.3", udp, random.Random(i))
+                assert full is not None and got is not None
+                assert got[0] == full, (name, addr, source)
+                assert counts - after_full == after_full - before, (name, addr)
+                served += 1
+    assert served == 6 * 8 * 40
+    kept = state.udp_cache if udp else state.tcp_cache
+    assert any(isinstance(k, tuple) for k in kept)  # answered from the entries of other subnets
