@@ -27,6 +27,16 @@ Workloads (query files written here):
             figure. dnsblast sends no EDNS options, so with --generator dnsblast this
             workload is sent by dnsperf; bench/rawload.c (--generator rawload) sends
             prebuilt packets, ECS included
+  geo_many  geo.geobench.test. A (rules: NA-US-CA, US, EU, the rest) and near.geobench.test.
+            A (the nearest of four sites), each query with an EDNS Client Subnet of its
+            own: 50,000 distinct subnets (IPv4 /24 and IPv6 /56, half inside the
+            database's networks, half from random public space), as a big resolver's
+            traffic is. gslb and gdnsd (geoip plugin: the same map, auto_dc_coords for
+            the nearest site), on the same database (--geo-db, default MaxMind's
+            GeoIP2-City-Test; bench/synthcity.py writes a City-sized one). Needs
+            --generator rawload (one packet per subnet)
+  geo_one   the same two names from one subnet (198.51.100.0/24): every query after the
+            first is a reply-cache hit
   mix       half static names, half random names under bench.test. (NXDOMAIN); the
             file repeats, so after its first pass the random names are known too
   flood     600,000 random names under bench.test., none asked twice in a run
@@ -74,6 +84,16 @@ ECS_OPTION = "8:00011800c63364"  # EDNS Client Subnet 198.51.100.0/24, scope 0
 SERVER_CPU, LOAD_CPU = "0", "1"
 TIMEOUT = 1.0  # --timeout: seconds rawload waits for an answer (short for a rate-limited flood)
 SIGNED = False  # --signed: the servers sign bench.test., the queries ask with DO=1
+GEO_DB = SHARED / "geoip" / "GeoIP2-City-Test.mmdb"  # --geo-db: geo_many and geo_one
+GEO_WORKLOADS = False  # geo_many or geo_one asked for: geobench.test. is served
+# the sites of geobench.test.: name -> (address, lat, lon)
+SITES = {
+    "west": ("192.0.2.1", 37.4, -122.1),
+    "east": ("192.0.2.2", 40.7, -74.0),
+    "eu": ("192.0.2.3", 50.1, 8.7),
+    "ap": ("192.0.2.4", 1.35, 103.8),
+    "rest": ("192.0.2.6", 0.0, 0.0),
+}
 
 ZONE_FILE = """$ORIGIN bench.test.
 $TTL 300
@@ -120,6 +140,34 @@ records:
 GSLB_ZONE = GSLB_ZONE.replace(
     "%MEMBERS%", "\n".join(f"      - {{address: {a}, weight: {w}}}" for a, w in WEIGHTED)
 )
+
+GEO_GSLB_ZONE = (
+    "zone: geobench.test.\nttl: 300\nsoa: {rname: hostmaster.geobench.test., serial: 1}\n"
+    "nameservers: {ns1.geobench.test.: [192.0.2.53]}\npools:\n"
+    + "".join(f"  {n}: {{location: {{lat: {la}, lon: {lo}}}, members: [{{address: {a}}}]}}\n"
+              for n, (a, la, lo) in SITES.items())
+    + """records:
+  geo:
+    - types: [A]
+      rules:
+        - {geos: [NA-US-CA], pools: [west]}
+        - {geos: [US], pools: [east]}
+        - {geos: [EU], pools: [eu]}
+        - {pools: [rest]}
+  near:
+    - types: [A]
+      answer: {select: closest}
+      rules: [{pools: [west, east, eu, ap]}]
+"""
+)  # fmt: skip
+GEO_ZONE_FILE = """$ORIGIN geobench.test.
+$TTL 300
+@    SOA ns1 hostmaster 1 7200 3600 1209600 60
+@    NS  ns1
+ns1  A   192.0.2.53
+geo  30  DYNA geoip!geo
+near 30  DYNA geoip!near
+"""
 
 STATIC_QUERIES = [
     "bench.test. SOA",
@@ -223,11 +271,16 @@ def _gslb(work: Path, port: int, extra: str) -> list[str]:
             "zone: bench.test.\n", f"zone: bench.test.\ndnssec: {{key: {work / 'bench.key'}}}\n"
         )
     (zdir / "bench.test.yaml").write_text(zone)
-    shutil.copy(ROOT / "tests/data/geo/geo.test.yaml", zdir)
-    city, asn = write_city(work / "city.mmdb"), write_asn(work / "asn.mmdb")
+    if GEO_WORKLOADS:  # geo_many/geo_one: geobench.test. over --geo-db
+        (zdir / "geobench.test.yaml").write_text(GEO_GSLB_ZONE)
+        geo_args = ["--geoip-db", str(GEO_DB)]
+    else:
+        shutil.copy(ROOT / "tests/data/geo/geo.test.yaml", zdir)
+        city, asn = write_city(work / "city.mmdb"), write_asn(work / "asn.mmdb")
+        geo_args = ["--geoip-db", str(city), "--asn-db", str(asn)]
     return [sys.executable, "-m", "gslb", "--log-level", "warning", "serve", "--zones", str(zdir),
-            "--listen", f"127.0.0.1:{port}", "--state-dir", "", "--no-api",
-            "--geoip-db", str(city), "--asn-db", str(asn), *shlex.split(extra)]  # fmt: skip
+            "--listen", f"127.0.0.1:{port}", "--state-dir", "", "--no-api", *geo_args,
+            *shlex.split(extra)]  # fmt: skip
 
 
 def _static_zone(work: Path) -> Path:
@@ -309,10 +362,46 @@ plugins => {{
 {members}
         }}
     }}
-}}
+{_gdnsd_geoip() if GEO_WORKLOADS else ""}}}
 """)
     (conf / "zones" / "bench.test").write_text(ZONE_FILE + "w 300 DYNA weighted!wpool\n")
+    if GEO_WORKLOADS:
+        (conf / "zones" / "geobench.test").write_text(GEO_ZONE_FILE)
     return [shutil.which("gdnsd") or "/usr/sbin/gdnsd", "-c", str(conf), "-f", "start"]
+
+
+def _gdnsd_geoip() -> str:
+    """gdnsd's geoip plugin with geobench.test.'s two names: the same rules as a map
+    (California west, the rest of the US east, Europe eu, everyone else rest), and the
+    nearest of four sites by auto_dc_coords (the first only: one address per answer)."""
+    dcmap = "".join(f"{n} => {a}, " for n, (a, _, _) in SITES.items())
+    near = [n for n in SITES if n != "rest"]
+    coords = "".join(f"{n} => [ {SITES[n][1]}, {SITES[n][2]} ], " for n in near)
+    near_map = "".join(f"{n} => {SITES[n][0]}, " for n in near)
+    return f"""    geoip => {{
+        maps => {{
+            rules => {{
+                geoip2_db => {GEO_DB}
+                datacenters => [ west, east, eu, ap, rest ]
+                map => {{
+                    default => [ rest ]
+                    NA => {{ default => [ rest ], US => {{ default => [ east ], CA => [ west ] }} }}
+                    EU => [ eu ]
+                }}
+            }}
+            nearest => {{
+                geoip2_db => {GEO_DB}
+                datacenters => [ {", ".join(near)} ]
+                auto_dc_coords => {{ {coords} }}
+                auto_dc_limit => 1
+            }}
+        }}
+        resources => {{
+            geo => {{ map => rules, dcmap => {{ {dcmap} }} }}
+            near => {{ map => nearest, dcmap => {{ {near_map} }} }}
+        }}
+    }}
+"""
 
 
 def _pdns(work: Path, port: int, extra: str) -> list[str]:
@@ -348,10 +437,18 @@ webserver=no
 SERVERS = {
     s.name: s
     for s in [
-        Server("gslb", sys.executable, [], _gslb, {"static", "weighted", "geo_ecs", "mix", "flood"}),
+        Server(
+            "gslb",
+            sys.executable,
+            [],
+            _gslb,
+            {"static", "weighted", "geo_ecs", "mix", "flood", "geo_many", "geo_one"},
+        ),
         Server("knot", "knotd", ["knot"], _knot, note="weighted: static RRset"),
         Server("nsd", "nsd", ["nsd"], _nsd, note="weighted: static RRset"),
-        Server("gdnsd", "gdnsd", ["gdnsd"], _gdnsd),
+        Server(
+            "gdnsd", "gdnsd", ["gdnsd"], _gdnsd, {"static", "weighted", "mix", "flood", "geo_many", "geo_one"}
+        ),
         Server("pdns", "pdns_server", ["pdns-server", "pdns-backend-bind", "pdns-backend-sqlite3"], _pdns),
     ]
 }
@@ -424,12 +521,65 @@ def hex_queries(qfile: Path, ecs: bool) -> Path:
     return out
 
 
+def geo_packets(work: Path, many: bool) -> Path:
+    """geo_many: one query per client subnet, 50,000 subnets (IPv4 /24 and IPv6 /56, half
+    inside the database's networks, half from random public space), alternating the two
+    names; geo_one: the two names from 198.51.100.0/24. Hex lines for rawload."""
+    import ipaddress
+
+    import dns.edns
+    import dns.flags
+    import dns.message
+    import maxminddb
+
+    rnd = random.Random(7)
+    subnets: list[tuple[str, int]] = []
+    if many:
+        v4: list[ipaddress.IPv4Network] = []
+        v6: list[ipaddress.IPv6Network] = []
+        with maxminddb.open_database(str(GEO_DB)) as r:
+            for net, _ in r:
+                (v4 if net.version == 4 else v6).append(net)
+        seen: set[tuple[str, int]] = set()
+        while len(seen) < 50_000:
+            inside = rnd.random() < 0.5
+            if rnd.random() < 0.8:  # IPv4 /24
+                if inside and v4:
+                    n = rnd.choice(v4)
+                    a = int(n.network_address) + rnd.randrange(max(1, n.num_addresses))
+                else:
+                    a = rnd.randrange(1 << 24, 223 << 24)
+                seen.add((str(ipaddress.IPv4Address(a >> 8 << 8)), 24))
+            else:  # IPv6 /56
+                if inside and v6:
+                    n6 = rnd.choice(v6)
+                    a = int(n6.network_address) + rnd.randrange(max(1, n6.num_addresses))
+                else:
+                    a = (0x2000 << 112) | rnd.getrandbits(125 - 16)
+                seen.add((str(ipaddress.IPv6Address(a >> 72 << 72)), 56))
+        subnets = sorted(seen, key=lambda _: rnd.random())
+    else:
+        subnets = [("198.51.100.0", 24)]
+    lines = []
+    for i, (addr, plen) in enumerate(subnets if many else subnets * 2):
+        name = "geo.geobench.test." if i % 2 == 0 else "near.geobench.test."
+        q = dns.message.make_query(name, "A", use_edns=0, options=[dns.edns.ECSOption(addr, plen)])
+        q.flags &= ~dns.flags.RD
+        lines.append(q.to_wire().hex())
+    out = work / ("geo_many.hex" if many else "geo_one.hex")
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 def generator_cmd(
     gen: str, port: int, qfile: Path, seconds: int, workload: str, tcp: bool, rate: int
 ) -> list[str]:
     ecs = workload == "geo_ecs"
+    if workload in ("geo_many", "geo_one") and gen != "rawload":
+        raise SystemExit(f"{workload} needs --generator rawload (a packet per client subnet)")
     if gen == "rawload" and not tcp:
-        packets = hex_queries(qfile, ecs)
+        geo = workload in ("geo_many", "geo_one")
+        packets = qfile if geo else hex_queries(qfile, ecs)
         cmd = [compiled(ROOT / "bench" / "rawload.c", "rawload"), "-s", "127.0.0.1", "-p", str(port),
                "-f", str(packets), "-l", str(seconds), "-c", "8", "-q", "32", "-t", str(TIMEOUT)]  # fmt: skip
         return cmd + (["-Q", str(rate)] if rate else [])
@@ -503,8 +653,13 @@ def main() -> int:
     ap.add_argument(
         "--timeout", type=float, default=1.0, help="rawload: seconds before a query counts as lost"
     )
+    ap.add_argument(
+        "--geo-db",
+        default=str(SHARED / "geoip" / "GeoIP2-City-Test.mmdb"),
+        help="City database for geo_many and geo_one",
+    )
     args = ap.parse_args()
-    global SIGNED, TIMEOUT
+    global SIGNED, TIMEOUT, GEO_DB, GEO_WORKLOADS
     TIMEOUT = args.timeout
     SIGNED = args.signed
     if SIGNED and args.generator not in ("dnsperf", "rawload"):
@@ -512,6 +667,8 @@ def main() -> int:
         return 2
     wanted = [s for s in args.servers.split(",") if s]
     workloads = [w for w in args.workloads.split(",") if w]
+    GEO_DB = Path(args.geo_db).resolve()
+    GEO_WORKLOADS = any(w in ("geo_many", "geo_one") for w in workloads)
     if args.install:
         pkgs = ["dnsperf"] if not shutil.which("dnsperf") else []
         pkgs += [p for s in wanted if not find(SERVERS[s].binary) for p in SERVERS[s].packages]
@@ -524,6 +681,9 @@ def main() -> int:
             return 2
     work = Path(tempfile.mkdtemp(prefix="gslb-compare-"))
     qf = query_files(work)
+    if GEO_WORKLOADS:
+        qf["geo_many"] = geo_packets(work, True)
+        qf["geo_one"] = geo_packets(work, False)
     results: dict[tuple[str, str], tuple[float, float | None, float | None, float, float, int]] = {}
     try:
         for sname in wanted:
@@ -544,7 +704,7 @@ def main() -> int:
             with open(log, "wb") as lf:
                 proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, cwd=sdir)
             try:
-                wait_udp(port, "bench.test.", proc, log)
+                wait_udp(port, "geobench.test." if GEO_WORKLOADS else "bench.test.", proc, log)
                 for wl in workloads:
                     if wl not in srv.serves and not (wl == "weighted" and srv.note):
                         continue
@@ -611,6 +771,11 @@ def print_table(results: dict[tuple[str, str], tuple[float, float | None, float 
     print(f"\n{args.runs} runs x {args.seconds} s, {mode}, generator {gen} on CPU {LOAD_CPU}{rate}, "
           f"servers on CPU {SERVER_CPU}, medians; geo_ecs rows are compared with "
           "Knot's static figure")  # fmt: skip
+    for wl in ("geo_many", "geo_one"):
+        g, d = results.get(("gslb", wl)), results.get(("gdnsd", wl))
+        if g and d:
+            print(f"{wl}: gslb {g[0]:,.0f} q/s, gdnsd {d[0]:,.0f} q/s: {g[0] / d[0]:.2f}x gdnsd; "
+                  f"CPU per query {g[3]:.1f} against {d[3]:.1f} us")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -83,34 +83,61 @@ def _subnet_cuts(matchers: tuple[RuleMatch, ...], family: int) -> list[int]:
     return sorted(cuts)
 
 
+Pieces = tuple[Sequence[int], "array.array[int]"]  # start addresses, their decisions
+INDEX_BITS = {4: 16, 6: 20}  # the first probe: the pieces under each /16 (IPv4), /20 (IPv6)
+
+
+class _Table:
+    """One family's pieces: starts, codes, and where each top-level block's pieces begin
+    (so the bisect runs over a few pieces, not all of them)."""
+
+    __slots__ = ("codes", "index", "shift", "starts")
+
+    def __init__(self, starts: Sequence[int], codes: array.array[int], family: int) -> None:
+        self.starts = starts
+        self.codes = codes
+        bits = INDEX_BITS[family]
+        self.shift = (32 if family == 4 else 128) - bits
+        index = array.array("I", bytes(4 * ((1 << bits) + 1)))
+        # index[k]: the first piece starting at or after block k (len(starts) past the end)
+        pos = 0
+        n = len(starts)
+        shift = self.shift
+        for k in range((1 << bits) + 1):
+            edge = k << shift
+            while pos < n and starts[pos] < edge:
+                pos += 1
+            index[k] = pos
+        self.index = index
+
+
 class Compiled:
     """One rule set's decisions for both families."""
 
     __slots__ = ("pieces", "v4", "v6")
 
-    def __init__(
-        self, v4: tuple[Sequence[int], array.array[int]], v6: tuple[Sequence[int], array.array[int]]
-    ):
-        self.v4 = v4
-        self.v6 = v6
+    def __init__(self, v4: Pieces, v6: Pieces) -> None:
+        self.v4 = _Table(v4[0], v4[1], 4)
+        self.v6 = _Table(v6[0], v6[1], 6)
         self.pieces = len(v4[0]) + len(v6[0])
 
     def decide(self, family: int, addr: int, source: int) -> tuple[int, int] | None:
         """(rule index, ECS scope) for a client, or None: take the straightforward path."""
-        starts, codes = self.v4 if family == 4 else self.v6
-        code = codes[bisect.bisect_right(starts, addr) - 1]
+        t = self.v4 if family == 4 else self.v6
+        k = addr >> t.shift
+        index = t.index
+        lo = index[k] - 1  # the piece holding the block's first address may start before it
+        code = t.codes[bisect.bisect_right(t.starts, addr, lo if lo > 0 else 0, index[k + 1]) - 1]
         if code == FALLBACK:
             return None
         scope = code & 0xFF
         return code >> 8, scope if scope < source else source
 
     def nbytes(self) -> int:
-        """Memory of the tables (the starts shared with the leaves are not counted twice
-        by the caller)."""
+        """Memory of the tables (starts shared with the databases' pieces not counted)."""
         total = 0
-        for starts, codes in (self.v4, self.v6):
-            total += codes.itemsize * len(codes)
-            total += starts.itemsize * len(starts) if isinstance(starts, array.array) else 0
+        for t in (self.v4, self.v6):
+            total += t.codes.itemsize * len(t.codes) + t.index.itemsize * len(t.index)
         return total
 
 

@@ -54,7 +54,6 @@ class _Db:
         self.path = path
         self.kind = kind
         self.stamp = _stamp(path)
-        self._walked: dict[int, tuple[list[int], list[int], list[int]]] = {}
         reader = geoip2.database.Reader(str(path))  # validates the file and its metadata
         self.type = reader.metadata().database_type
         if kind == "asn" and "ASN" not in self.type:
@@ -77,10 +76,7 @@ class _Db:
         (starts, prefix lengths, node values: the data record, the empty node, or -1
         for an alias of the IPv4 tree reached from IPv6). Reads the private copy the
         lookups use, so both see the same version of the file."""
-        got = self._walked.get(family)
-        if got is None:
-            got = self._walked[family] = _walk_tree(self.tree, family)
-        return got
+        return _walk_tree(self.tree, family)
 
     def close(self) -> None:
         self.reader.close()

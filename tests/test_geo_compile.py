@@ -136,7 +136,7 @@ def test_tables_are_shared_and_survive_health_changes(tmp_path: Path) -> None:
     assert all(again.plans[k].decisions is p.decisions for k, p in plans.items())
     down = state.with_health(HealthView(frozenset(k for p in plans.values() for k in p.member_keys), 1))
     assert all(down.plans[k].decisions is p.decisions for k, p in plans.items())  # no recompile
-    assert FALLBACK not in plans[next(iter(plans))].decisions.v4[1]  # IPv4 has no aliases
+    assert FALLBACK not in plans[next(iter(plans))].decisions.v4.codes  # IPv4 has no aliases
 
 
 def test_answers_with_tables_equal_answers_without(tmp_path: Path) -> None:
