@@ -44,7 +44,7 @@ from gslb.dnsconst import (
 from gslb.dnssec import keys as dnssec_keys
 from gslb.dnssec.signer import T_NSEC, T_RRSIG, Signer, compact_nsec
 from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
-from gslb.geo_compile import LeafSource, compiled_rules
+from gslb.geo_compile import LeafSource, compile_inline, compiled_rules
 from gslb.health.view import ALL_UP, HealthView, MemberKey
 from gslb.model import Zone
 from gslb.policies import NO_CLIENT, PickContext
@@ -903,11 +903,7 @@ def build_state(
         for b in cz.zone.balanced:
             plans[b.name] = plan_balanced(cz, b, health)
     if geo is not None and hasattr(geo, "leaves"):  # geo/asn rules: compiled against the databases
-        source = cast(LeafSource, geo)
-        for name, bp in plans.items():
-            if any(m.geos or m.asns for m in bp.matchers):
-                table = compiled_rules(bp.matchers, bp.catch_all, source)
-                plans[name] = dataclasses.replace(bp, decisions=table)
+        state = with_decisions(state, compile_inline(geo))
     for cz in compiled.values():
         for name, node in cz.nodes.items():
             if names.is_wildcard(name) or state.find_zone(name) is not cz:
@@ -925,6 +921,32 @@ def build_state(
                     continue
                 fast[(name, qtype)] = _static(name, p)
     return state
+
+
+def with_decisions(state: ServingState, build: bool = True) -> ServingState:
+    """The state with its geo/asn plans given their compiled tables (gslb.geo_compile):
+    compiled now, or (``build`` False) those compiled already. Plans without one decide
+    per query with a lookup, which gives the same answers."""
+    geo = state.geo
+    if geo is None or not hasattr(geo, "leaves"):
+        return state
+    source = cast(LeafSource, geo)
+    plans = dict(state.plans)
+    changed = False
+    for name, bp in plans.items():
+        if bp.decisions is None and any(m.geos or m.asns for m in bp.matchers):
+            table = compiled_rules(bp.matchers, bp.catch_all, source, build)
+            if table is not None:
+                plans[name] = dataclasses.replace(bp, decisions=table)
+                changed = True
+    return dataclasses.replace(state, plans=plans) if changed else state
+
+
+def needs_decisions(state: ServingState) -> bool:
+    """Whether some geo/asn plan still decides per query (its table not compiled yet)."""
+    return state.geo is not None and any(
+        p.decisions is None and any(m.geos or m.asns for m in p.matchers) for p in state.plans.values()
+    )
 
 
 def _static(name: bytes, p: Plan) -> Static:

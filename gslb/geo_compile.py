@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import array
 import bisect
-import itertools
+import dataclasses
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -40,16 +40,26 @@ class LeafSource(Protocol):
 
 
 class Leaves(Protocol):
-    """The address space of one family as the databases cut it: piece ``i`` starts at
-    ``starts[i]``; ``info(ids[i])`` is what a lookup there gives (None: an alias, not
-    compiled), its ``prefix``/``asn_prefix`` the database networks' lengths. Pieces with
-    the same id give the same answer."""
+    """The address space of one family as the databases cut it (gslb.geo_maxmind.Pieces):
+    piece ``i`` starts at ``starts[i] << shift``; ``gnode``/``anode`` say which City and
+    ASN records hold it (equal nodes: equal records), ``gprefix``/``aprefix`` the
+    networks' lengths; ``info_of`` is what a lookup there gives (None: an alias, not
+    compiled)."""
 
     @property
     def starts(self) -> Sequence[int]: ...
     @property
-    def ids(self) -> Sequence[int]: ...
-    def info(self, ident: int) -> GeoInfo | None: ...
+    def shift(self) -> int: ...
+    @property
+    def gnode(self) -> Sequence[int]: ...
+    @property
+    def gprefix(self) -> Sequence[int]: ...
+    @property
+    def anode(self) -> Sequence[int]: ...
+    @property
+    def aprefix(self) -> Sequence[int]: ...
+    def __len__(self) -> int: ...
+    def info_of(self, gnode: int, gprefix: int, anode: int, aprefix: int) -> GeoInfo | None: ...
 
 
 class _Fixed:
@@ -83,32 +93,34 @@ def _subnet_cuts(matchers: tuple[RuleMatch, ...], family: int) -> list[int]:
     return sorted(cuts)
 
 
-Pieces = tuple[Sequence[int], "array.array[int]"]  # start addresses, their decisions
 INDEX_BITS = {4: 16, 6: 20}  # the first probe: the pieces under each /16 (IPv4), /20 (IPv6)
 
 
 class _Table:
-    """One family's pieces: starts, codes, and where each top-level block's pieces begin
-    (so the bisect runs over a few pieces, not all of them)."""
+    """One family's pieces: starts (of ``addr >> shift``), codes, and where each
+    top-level block's pieces begin (so the bisect runs over a few pieces)."""
 
-    __slots__ = ("codes", "index", "shift", "starts")
+    __slots__ = ("codes", "index", "kshift", "shift", "starts")
 
-    def __init__(self, starts: Sequence[int], codes: array.array[int], family: int) -> None:
+    def __init__(self, starts: Sequence[int], codes: array.array[int], family: int, shift: int) -> None:
         self.starts = starts
         self.codes = codes
+        self.shift = shift
         bits = INDEX_BITS[family]
-        self.shift = (32 if family == 4 else 128) - bits
+        self.kshift = (32 if family == 4 else 128) - shift - bits
         index = array.array("I", bytes(4 * ((1 << bits) + 1)))
         # index[k]: the first piece starting at or after block k (len(starts) past the end)
-        pos = 0
-        n = len(starts)
-        shift = self.shift
+        pos, n, kshift = 0, len(starts), self.kshift
         for k in range((1 << bits) + 1):
-            edge = k << shift
+            edge = k << kshift
             while pos < n and starts[pos] < edge:
                 pos += 1
             index[k] = pos
         self.index = index
+
+    def nbytes(self) -> int:
+        own = self.starts.itemsize * len(self.starts) if isinstance(self.starts, array.array) else 0
+        return self.codes.itemsize * len(self.codes) + self.index.itemsize * len(self.index) + own
 
 
 class Compiled:
@@ -116,18 +128,19 @@ class Compiled:
 
     __slots__ = ("pieces", "v4", "v6")
 
-    def __init__(self, v4: Pieces, v6: Pieces) -> None:
-        self.v4 = _Table(v4[0], v4[1], 4)
-        self.v6 = _Table(v6[0], v6[1], 6)
-        self.pieces = len(v4[0]) + len(v6[0])
+    def __init__(self, v4: _Table, v6: _Table) -> None:
+        self.v4 = v4
+        self.v6 = v6
+        self.pieces = len(v4.codes) + len(v6.codes)
 
     def decide(self, family: int, addr: int, source: int) -> tuple[int, int] | None:
         """(rule index, ECS scope) for a client, or None: take the straightforward path."""
         t = self.v4 if family == 4 else self.v6
-        k = addr >> t.shift
+        key = addr >> t.shift
+        k = key >> t.kshift
         index = t.index
         lo = index[k] - 1  # the piece holding the block's first address may start before it
-        code = t.codes[bisect.bisect_right(t.starts, addr, lo if lo > 0 else 0, index[k + 1]) - 1]
+        code = t.codes[bisect.bisect_right(t.starts, key, lo if lo > 0 else 0, index[k + 1]) - 1]
         if code == FALLBACK:
             return None
         scope = code & 0xFF
@@ -135,10 +148,7 @@ class Compiled:
 
     def nbytes(self) -> int:
         """Memory of the tables (starts shared with the databases' pieces not counted)."""
-        total = 0
-        for t in (self.v4, self.v6):
-            total += t.codes.itemsize * len(t.codes) + t.index.itemsize * len(t.index)
-        return total
+        return self.v4.nbytes() + self.v6.nbytes()
 
 
 def compile_rules(matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafSource) -> Compiled:
@@ -146,17 +156,28 @@ def compile_rules(matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafS
     return Compiled(_compile(matchers, catch_all, source, 4), _compile(matchers, catch_all, source, 6))
 
 
-def compiled_rules(matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafSource) -> Compiled:
+def compiled_rules(
+    matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafSource, build: bool = True
+) -> Compiled | None:
     """:func:`compile_rules`, once per rule set and database version: the tables are kept
-    in the source's ``compiled_cache`` (emptied when a database is reloaded)."""
+    in the source's ``compiled_cache`` (emptied when a database is reloaded). ``build``
+    False: only what is compiled already (None otherwise)."""
     cache: dict[object, Compiled] | None = getattr(source, "compiled_cache", None)
     key = (matchers, catch_all)
     got = cache.get(key) if cache is not None else None
-    if got is None:
+    if got is None and build:
         got = compile_rules(matchers, catch_all, source)
         if cache is not None:
             cache[key] = got
     return got
+
+
+def compile_inline(source: object) -> bool:
+    """Whether the databases are small enough to compile while a state is built (the
+    tests' and MaxMind's test databases); a City-sized one compiles in the background
+    (``Answerer.compile_geo``) while queries take the lookup path."""
+    small = getattr(source, "small", None)
+    return bool(small()) if callable(small) else True
 
 
 class _Rules:
@@ -169,35 +190,46 @@ class _Rules:
         self.catch_all = catch_all
 
 
-def _compile(
-    matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafSource, family: int
-) -> tuple[Sequence[int], array.array[int]]:
+def _compile(matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafSource, family: int) -> _Table:
     bits = 32 if family == 4 else 128
     leaves = source.leaves(family)
     plan = _Rules(matchers, catch_all)
     fixed = _Fixed()
     cuts = _subnet_cuts(matchers, family)
     codes = array.array("I")
+    gnode, gprefix, anode, aprefix = leaves.gnode, leaves.gprefix, leaves.anode, leaves.aprefix
     if not cuts:
-        # the pieces are the leaves: one decision per distinct (record, prefixes), shared
-        memo: dict[int, int] = {}
-        for i in leaves.ids:
-            code = memo.get(i)
-            if code is None:
-                info = leaves.info(i)
+        # one decision per piece; the rule depends only on the records (not on where the
+        # piece is), the scope on which networks' lengths the rules looked at: both found
+        # once per pair of records, with prefixes 200 and 201 marking which were used
+        memo: dict[tuple[int, int], tuple[int, bool, bool] | None] = {}
+        for i in range(len(leaves)):
+            g, a = gnode[i], anode[i]
+            key = (g, a)
+            if key in memo:
+                got = memo[key]
+            else:
+                info = leaves.info_of(g, 200, a, 201)
                 if info is None:
-                    code = FALLBACK
+                    got = None
                 else:
                     fixed.info = info
-                    rule, scope, _ = match_rule(plan, family, 0, bits, fixed)  # type: ignore[arg-type]
-                    code = (rule << 8) | scope
-                memo[i] = code
-            codes.append(code)
-        return leaves.starts, codes
+                    rule, r1, _ = match_rule(plan, family, 0, 255, fixed)  # type: ignore[arg-type]
+                    fixed.info = dataclasses.replace(info, prefix=201, asn_prefix=200)
+                    _, r2, _ = match_rule(plan, family, 0, 255, fixed)  # type: ignore[arg-type]
+                    got = (rule, r2 == 201, r1 == 201)  # the City network's length used, the ASN's
+                memo[key] = got
+            if got is None:
+                codes.append(FALLBACK)
+                continue
+            rule, use_g, use_a = got
+            scope = max(gprefix[i] if use_g else 0, aprefix[i] if use_a else 0)
+            codes.append((rule << 8) | scope)
+        return _Table(leaves.starts, codes, family, leaves.shift)
     # subnet rules: the leaves cut further where a subnet's scope changes
     starts: list[int] = []
-    for start, i in _merge(leaves.starts, leaves.ids, cuts):
-        info = leaves.info(i)
+    for start, i in _merge(leaves, cuts):
+        info = leaves.info_of(gnode[i], gprefix[i], anode[i], aprefix[i])
         if info is None:
             code = FALLBACK
         else:
@@ -208,21 +240,23 @@ def _compile(
             continue  # the same decision as the piece before: one piece
         starts.append(start)
         codes.append(code)
-    return (array.array("I", starts) if family == 4 else starts), codes
+    return _Table(array.array("I", starts) if family == 4 else starts, codes, family, 0)
 
 
-def _merge(starts: Sequence[int], ids: Sequence[int], cuts: list[int]) -> itertools.chain[tuple[int, int]]:
-    """(start, leaf id) of the pieces the leaves and the cuts make together."""
+def _merge(leaves: Leaves, cuts: list[int]) -> list[tuple[int, int]]:
+    """(start, leaf index) of the pieces the leaves and the cuts make together."""
     out: list[tuple[int, int]] = []
     j = 0
-    n = len(starts)
+    n = len(leaves)
+    shift = leaves.shift
+    starts = leaves.starts
     for k in range(n):
-        s = starts[k]
-        end = starts[k + 1] if k + 1 < n else None
-        out.append((s, ids[k]))
+        s = starts[k] << shift
+        end = starts[k + 1] << shift if k + 1 < n else None
+        out.append((s, k))
         while j < len(cuts) and cuts[j] <= s:
             j += 1
         while j < len(cuts) and (end is None or cuts[j] < end):
-            out.append((cuts[j], ids[k]))
+            out.append((cuts[j], k))
             j += 1
-    return itertools.chain(out)
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -71,7 +72,11 @@ class _Db:
         rec, prefix = self.reader.get_with_prefix_len(_ip_text(family, addr))
         return rec, prefix
 
-    def walk(self, family: int) -> tuple[list[int], list[int], list[int]]:
+    def record(self, node: int) -> Any:
+        """The data record a search-tree leaf points to."""
+        return self.tree._resolve_data_pointer(node)
+
+    def walk(self, family: int) -> Walk:
         """The database's search tree as pieces of one family's address space, in order:
         (starts, prefix lengths, node values: the data record, the empty node, or -1
         for an alias of the IPv4 tree reached from IPv6). Reads the private copy the
@@ -98,87 +103,90 @@ def _info(rec: Any, prefix: int, arec: Any, aprefix: int) -> GeoInfo:
     return GeoInfo(continent, country, subs, lat, lon, asn, prefix, aprefix)
 
 
-_NO_DB = ([0], [0], [-2])  # one piece, nothing found, prefix 0: what a missing database gives
+NO_DATA = 0xFFFFFFFE  # a piece no database network holds (no database, or an empty node)
+ALIAS = 0xFFFFFFFF  # IPv6 space aliased to the IPv4 tree: not compiled
+Walk = tuple[
+    "array.array[int] | list[int]", "array.array[int]", "array.array[int]"
+]  # starts, prefixes, nodes
 
 
 class Pieces:
     """The address space of one family cut at every network of both databases
-    (gslb.geo_compile.Leaves). A piece's id is (geo part << 32 | ASN part), each part an
-    index of a distinct (record, network length) seen; :meth:`info` decodes it."""
+    (gslb.geo_compile.Leaves): piece ``i`` starts at ``start(i)`` and has the City or
+    Country record ``gnode[i]`` (a data pointer, NO_DATA or ALIAS) found with network
+    length ``gprefix[i]``, and likewise ``anode``/``aprefix`` in the ASN database. About
+    18 octets per piece (IPv6 starts are kept as their upper 64 bits when every piece
+    starts on a /64 boundary, as in MaxMind's databases)."""
 
     def __init__(self, geo: MaxMindGeo, family: int) -> None:
         self.family = family
         self._geo = geo
-        g = geo.geo.walk(family) if geo.geo is not None else _NO_DB
-        a = geo.asn.walk(family) if geo.asn is not None else _NO_DB
-        self.parts: tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]] = ([], [])
-        gids = _part_ids(g, self.parts[0])
-        aids = _part_ids(a, self.parts[1])
-        starts: list[int] = []
-        ids = array.array("q")
-        gs, as_ = g[0], a[0]
+        gs, gp, gn = geo.geo.walk(family) if geo.geo is not None else _no_db(family)
+        as_, ap, an = geo.asn.walk(family) if geo.asn is not None else _no_db(family)
+        wide = array.array("I" if family == 4 else "Q")
+        self.gnode, self.gprefix = array.array("I"), array.array("B")
+        self.anode, self.aprefix = array.array("I"), array.array("B")
         i = j = 0
-        while i < len(gs) and j < len(as_):
-            s = gs[i] if gs[i] >= as_[j] else as_[j]
-            starts.append(s)
-            ids.append((gids[i] << 32) | aids[j])
-            gn = gs[i + 1] if i + 1 < len(gs) else None
-            an = as_[j + 1] if j + 1 < len(as_) else None
-            if gn is None and an is None:
+        ng, na = len(gs), len(as_)
+        while True:
+            x, y = gs[i], as_[j]
+            wide.append(x if x >= y else y)
+            self.gnode.append(gn[i])
+            self.gprefix.append(gp[i])
+            self.anode.append(an[j])
+            self.aprefix.append(ap[j])
+            gnext = gs[i + 1] if i + 1 < ng else -1
+            anext = as_[j + 1] if j + 1 < na else -1
+            if gnext < 0 and anext < 0:
                 break
-            if an is None or (gn is not None and gn <= an):
+            if anext < 0 or 0 <= gnext <= anext:
                 i += 1
-            if gn is None or (an is not None and an <= gn):
+            if gnext < 0 or 0 <= anext <= gnext:
                 j += 1
-        self.starts = array.array("I", starts) if family == 4 else starts
-        self.ids = ids
-        self._decoded: dict[int, GeoInfo | None] = {}
+        self.starts = wide
+        self.shift = 0 if family == 4 else 64  # IPv6: the upper 64 bits of a client
+        self._records: dict[tuple[int, int], GeoInfo] = {}
 
-    def info(self, ident: int) -> GeoInfo | None:
-        got = self._decoded.get(ident)
-        if got is None and ident not in self._decoded:
-            got = self._decoded[ident] = self._decode(ident)
-        return got
+    def __len__(self) -> int:
+        return len(self.gnode)
 
-    def _decode(self, ident: int) -> GeoInfo | None:
-        (gnode, gprefix, grep), (anode, aprefix, arep) = (
-            self.parts[0][ident >> 32],
-            self.parts[1][ident & 0xFFFFFFFF],
-        )
-        if gnode == -1 or anode == -1:
-            return None  # an alias of the IPv4 tree: the lookup path decides
-        geo = self._geo
-        rec = geo.geo.get(self.family, grep)[0] if geo.geo is not None and gnode >= 0 else None
-        arec = geo.asn.get(self.family, arep)[0] if geo.asn is not None and anode >= 0 else None
-        return _info(rec, gprefix, arec, aprefix)
+    def start(self, i: int) -> int:
+        return int(self.starts[i]) << self.shift
+
+    def info(self, i: int) -> GeoInfo | None:
+        """What a lookup in piece ``i`` gives (None: an alias, not compiled)."""
+        return self.info_of(self.gnode[i], self.gprefix[i], self.anode[i], self.aprefix[i])
+
+    def info_of(self, gnode: int, gprefix: int, anode: int, aprefix: int) -> GeoInfo | None:
+        if gnode == ALIAS or anode == ALIAS:
+            return None
+        key = (gnode, anode)
+        base = self._records.get(key)
+        if base is None:  # what the two records say, without the (large) records themselves
+            geo = self._geo
+            rec = geo.geo.record(gnode) if geo.geo is not None and gnode != NO_DATA else None
+            arec = geo.asn.record(anode) if geo.asn is not None and anode != NO_DATA else None
+            base = self._records[key] = _info(rec, 0, arec, 0)
+        return dataclasses.replace(base, prefix=gprefix, asn_prefix=aprefix)
 
     def nbytes(self) -> int:
         s = self.starts
-        per = s.itemsize if isinstance(s, array.array) else 8 + 36  # a list slot and an int
-        return len(s) * per + len(self.ids) * self.ids.itemsize
+        return len(s) * s.itemsize + 10 * len(self.gnode)
 
 
-def _part_ids(walked: tuple[list[int], list[int], list[int]], parts: list[tuple[int, int, int]]) -> list[int]:
-    """The part id of each piece of one database (distinct (record, length) pairs, with
-    an address that finds it)."""
-    seen: dict[tuple[int, int], int] = {}
-    out = []
-    for start, prefix, node in zip(*walked, strict=True):
-        k = (node, prefix)
-        i = seen.get(k)
-        if i is None:
-            i = seen[k] = len(parts)
-            parts.append((node, prefix, start))
-        out.append(i)
-    return out
+def _no_db(family: int) -> Walk:
+    return array.array("I" if family == 4 else "Q", [0]), array.array("B", [0]), array.array("I", [NO_DATA])
 
 
-def _walk_tree(reader: Any, family: int) -> tuple[list[int], list[int], list[int]]:
+def _walk_tree(reader: Any, family: int) -> Walk:
+    """The search tree's leaves for one family, in address order. IPv6 stops at /64: a
+    node still to be divided there (a network longer than /64, or ::/64 where the IPv4
+    tree hangs) becomes one ALIAS piece, which the lookup decides; so every IPv6 piece
+    starts on a /64 boundary and is kept as its upper 64 bits."""
     meta = reader.metadata()
     node_count, record_size = meta.node_count, meta.record_size
-    bits = 32 if family == 4 else 128
     if family == 6 and meta.ip_version != 6:
-        return [0], [0], [node_count]  # no IPv6 in the file: every lookup finds nothing
+        return _no_db(6)  # no IPv6 in the file: every lookup finds nothing, prefix 0
     buf = _buffer_of(reader)
     ipv4_start = 0
     if meta.ip_version == 6:
@@ -188,21 +196,22 @@ def _walk_tree(reader: Any, family: int) -> tuple[list[int], list[int], list[int
                 break
             node = _read_record(buf, record_size, node, 0)
         ipv4_start = node
-    starts: list[int] = []
-    prefixes: list[int] = []
-    nodes: list[int] = []
+    bits = 32 if family == 4 else 64  # the part of the address the starts keep
+    starts = array.array("I" if family == 4 else "Q")
+    prefixes = array.array("B")
+    nodes = array.array("I")
     stack = [(ipv4_start if family == 4 else 0, 0, 0)]
     while stack:
         node, depth, acc = stack.pop()
-        if family == 6 and depth and node == ipv4_start and ipv4_start:
+        if node >= node_count or (depth == 32 and family == 4):
             starts.append(acc << (bits - depth))
             prefixes.append(depth)
-            nodes.append(-1)
+            nodes.append(node if node > node_count else NO_DATA)
             continue
-        if node >= node_count or depth == bits:
+        if family == 6 and (depth == 64 or (depth and node == ipv4_start and ipv4_start)):
             starts.append(acc << (bits - depth))
             prefixes.append(depth)
-            nodes.append(node)
+            nodes.append(ALIAS)
             continue
         stack.append((_read_record(buf, record_size, node, 1), depth + 1, (acc << 1) | 1))
         stack.append((_read_record(buf, record_size, node, 0), depth + 1, acc << 1))
@@ -275,6 +284,12 @@ class MaxMindGeo:
         self._pieces: dict[int, Pieces] = {}
         # gslb.geo_compile's tables of this version of the databases, by rule set
         self.compiled_cache: dict[object, object] = {}
+
+    def small(self) -> bool:
+        """Databases small enough to compile routing tables for while a state is built
+        (under about 200,000 tree nodes: the tests', MaxMind's test databases)."""
+        nodes: int = sum(d.reader.metadata().node_count for d in (self.geo, self.asn) if d is not None)
+        return nodes < 200_000
 
     def describe(self) -> str:
         parts = [f"{d.path} ({d.type})" for d in (self.geo, self.asn) if d is not None]

@@ -36,7 +36,7 @@ from gslb.alerts import Alerts, Webhook
 from gslb.cluster.node import Cluster
 from gslb.cluster.node import Options as ClusterOptions
 from gslb.cookies import Cookies, load_secrets, random_secret
-from gslb.engine import build_state, set_nsid
+from gslb.engine import build_state, needs_decisions, set_nsid, with_decisions
 from gslb.errors import Problem
 from gslb.geo_maxmind import MaxMindGeo
 from gslb.health.process import ProberProcess
@@ -136,7 +136,7 @@ class Answerer:
         self._closers: list[asyncio.BaseTransport | asyncio.AbstractServer | MmsgTransport] = []
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[bool]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- zones and state ----------------------------------------------------------
     def effective_health(self) -> HealthView:
@@ -212,7 +212,27 @@ class Answerer:
             loop.run_in_executor(None, dismantle, old, self.state)
             del old
             self.reloaded()
+            self.compile_geo_soon()
             return True
+
+    async def compile_geo(self) -> None:
+        """Compile the geo/asn rules' tables the state does not have yet (a City-sized
+        database: tens of seconds), in a thread, then give them to the current state:
+        until then those names decide with a lookup per query, with the same answers."""
+        if not needs_decisions(self.state):
+            return
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        await loop.run_in_executor(None, with_decisions, self.state)  # fills the tables' cache
+        self.state = with_decisions(self.state, build=False)
+        if self.announce:
+            log.info("GeoIP routing tables compiled in %.1f s", time.monotonic() - started)
+
+    def compile_geo_soon(self) -> None:
+        if needs_decisions(self.state):
+            task = asyncio.get_running_loop().create_task(self.compile_geo())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def reload_soon(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())
@@ -222,6 +242,7 @@ class Answerer:
     # -- network --------------------------------------------------------------------
     async def start(self) -> None:
         self.serving = True
+        self.compile_geo_soon()
         for host, port in self.listens:
             for attempt in range(20):
                 try:
