@@ -11,6 +11,7 @@ lookup in :func:`resolve`, whose result is encoded per query.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import random
 import struct
@@ -46,8 +47,8 @@ from gslb.dnssec.signer import T_NSEC, T_RRSIG, Signer, compact_nsec
 from gslb.geo import UNKNOWN, GeoInfo, GeoLookup
 from gslb.geo_compile import LeafSource, compile_inline, compiled_rules
 from gslb.health.view import ALL_UP, HealthView, MemberKey
-from gslb.model import Zone
-from gslb.policies import NO_CLIENT, PickContext
+from gslb.model import Location, Zone
+from gslb.policies import CHOICE, NO_CLIENT, ONE, PickContext, Variants
 from gslb.serving import (
     BalancedEntry,
     BalancedPlan,
@@ -180,7 +181,10 @@ def respond(
     if hit is not None:
         if type(hit) is tuple:  # a FixedReply
             return data[:2] + hit[0], hit[1]
-        fast = _balanced_cached(cast(BalancedEntry, hit), data, state, host, rng)
+        e = cast(BalancedEntry, hit)
+        fast = _memo_hit(e, data, state, host, rng, e.ecs_client)
+        if fast is None:
+            fast = _balanced_cached(e, data, state, host, rng)
         if fast is not None:
             return fast
         # anything but a plain NOERROR pick (all down, NODATA, too big for UDP): the full path
@@ -189,9 +193,11 @@ def respond(
         # any subnet serves it, with this client's address (resolvers send thousands)
         t = _ecs_template(data)
         if t is not None:
-            entry = cache.get(t[0])
+            entry = cast(BalancedEntry | None, cache.get(t[0]))
             if entry is not None:
-                fast = _balanced_ecs(cast(BalancedEntry, entry), data, state, host, rng, t)
+                fast = _memo_hit(entry, data, state, host, rng, t[1])
+                if fast is None:
+                    fast = _balanced_ecs(entry, data, state, host, rng, t)
                 if fast is not None:
                     return fast
     reply, token = _answer(data, state, Client(host, udp, limited), rng)
@@ -215,11 +221,94 @@ def respond(
                 if signer is not None:
                     entry.sign = signer.answer_rrsigs
             cache[key] = entry
-            if entry.ecs_client is not None and entry.sign is None:
-                t = _ecs_template(data)
-                if t is not None:
-                    cache[t[0]] = entry
+            if entry.sign is None:
+                if entry.ecs_client is None:
+                    entry.tail = 0
+                else:
+                    t = _ecs_template(data)
+                    if t is not None:
+                        entry.tail = len(t[2])
+                        cache[t[0]] = entry
     return reply, skey
+
+
+def _memo_key(plan: BalancedPlan, client: ClientAddr | None, host: str) -> int | None:
+    """What a plan's answer depends on besides health, as one number (None: more than
+    that, e.g. a hashed pick, or an address the tables do not decide)."""
+    if not plan.needs_client:
+        return 0
+    table = plan.decisions
+    if table is None:
+        return None
+    if client is not None and plan.record.ecs:
+        return cast(int | None, table.key(client.family, client.addr, client.source))
+    fam, addr = client_of(host)
+    return cast(int | None, table.key(fam, addr, 32 if fam == 4 else 128))
+
+
+def _memo_hit(
+    e: BalancedEntry,
+    data: bytes,
+    state: ServingState,
+    host: str,
+    rng: random.Random,
+    client: ClientAddr | None,
+) -> tuple[bytes, StatsKey] | None:
+    """A balanced answer from the replies the entry keeps per routing decision (filled by
+    :func:`_memo_fill` from the full pick): a table look-up, at most one draw from the RNG
+    (the same draw the policy makes), a concatenation. gslb/_fastpath.c does the same in C."""
+    if e.memo_plan is not state.plans[e.name] or e.tail < 0:
+        return None
+    key = _memo_key(e.memo_plan, client, host)
+    m = e.memo.get(key) if key is not None else None
+    if m is None:
+        return None
+    kind, replies, cum, ckey = m
+    if kind == ONE:
+        r = replies[0]
+    elif kind == CHOICE:
+        r = replies[bisect.bisect(cum, rng.random() * (cum[-1] + 0.0), 0, len(cum) - 1)]
+    else:
+        r = replies[rng.randrange(len(replies))]
+    counts = state.balanced_counts
+    if counts is not None:
+        counts[ckey] += 1
+    return data[:2] + r + data[len(data) - e.tail :], e.skey
+
+
+def _memo_fill(
+    e: BalancedEntry, state: ServingState, host: str, client: ClientAddr | None, pick: PickTuple, end: bytes
+) -> None:
+    """After a full pick for a cache entry: keep every reply that decision can give
+    (``end``: the reply's OPT record, without the ECS address when the entry has one)."""
+    if e.tail < 0:
+        return
+    plan = state.plans[e.name]
+    if e.memo_plan is not plan:
+        e.memo_plan, e.memo = plan, {}
+    if plan.policy.uses_client or plan.policy.uses_loads:
+        return
+    key = _memo_key(plan, client, host)
+    frags, _, outcome, _, pool, _, _ = pick
+    if key is None or outcome is None:
+        return
+    if outcome.kind == "serve_all":
+        variants: Variants[bytes] | None = Variants(ONE, (tuple(frags),))
+    else:
+        choice = next(p for p in outcome.pools if p.name == pool)
+        variants = plan.policy.variants(choice.cands, plan.count)
+    if variants is None:
+        return
+    replies = []
+    fixed = 12 + len(e.question) + len(end) + e.tail
+    for items in variants.answers:
+        body = b"".join(items)
+        if fixed + len(body) > e.limit:
+            return
+        replies.append(_HDR_TAIL.pack(e.flags, 1, len(items), 0, e.ar) + e.question + body + end)
+    if len(e.memo) >= MEMO_MAX:
+        e.memo.clear()
+    e.memo[key] = (variants.kind, tuple(replies), variants.cum_weights, (e.name, pool, outcome.kind))
 
 
 _HDR_TAIL = struct.Struct("!HHHHH")  # flags, qd, an, ns, ar
@@ -234,9 +323,8 @@ def _balanced_cached(
     None sends the query down the full path (it picks again and counts there),
     which handles the rest: no members (NODATA), servfail/refuse, truncation.
     """
-    frags, scope, outcome, _, pool, _, _ = _pick(
-        state.plans[e.name], e.qtype, e.q, host, rng, state.geo, state.loads, e.ecs_client
-    )
+    picked = _pick(state.plans[e.name], e.qtype, e.q, host, rng, state.geo, state.loads, e.ecs_client)
+    frags, scope, outcome, _, pool, _, _ = picked
     # balanced_rcode() and count_balanced() written out here: the two calls cost 830
     # instructions per answer (callgrind) on the path every repeated balanced query takes;
     # test_udp_io checks this path's bytes and counts against the full path's
@@ -250,6 +338,8 @@ def _balanced_cached(
         else:
             opt = opt_record(edns.do, 0, _options(edns, scope), edns.co)
         e.opts[scope] = opt
+    if e.tail >= 0:
+        _memo_fill(e, state, host, e.ecs_client, picked, opt[: len(opt) - e.tail])
     body = frags[0] if len(frags) == 1 else b"".join(frags)
     an = len(frags)
     sign = e.sign
@@ -310,9 +400,8 @@ def _balanced_ecs(
 ) -> tuple[bytes, StatsKey] | None:
     """:func:`_balanced_cached` for another client subnet: the pick for this client and
     its ECS option echoed (the OPT record before the address octets is kept per scope)."""
-    frags, scope, outcome, _, pool, _, _ = _pick(
-        state.plans[e.name], e.qtype, e.q, host, rng, state.geo, state.loads, t[1]
-    )
+    picked = _pick(state.plans[e.name], e.qtype, e.q, host, rng, state.geo, state.loads, t[1])
+    frags, scope, outcome, _, pool, _, _ = picked
     if not frags or outcome is None or outcome.kind in ("servfail", "refuse"):
         return None
     head = e.ecs_heads.get(scope)
@@ -321,6 +410,8 @@ def _balanced_ecs(
         assert edns is not None and edns.ecs is not None
         opt = opt_record(edns.do, 0, _options(edns, scope), edns.co)
         head = e.ecs_heads[scope] = opt[: len(opt) - len(edns.ecs.address)]
+    if e.tail >= 0:
+        _memo_fill(e, state, host, t[1], picked, head)
     body = frags[0] if len(frags) == 1 else b"".join(frags)
     question = e.question
     if 12 + len(question) + len(body) + len(head) + len(t[2]) > e.limit:
@@ -934,19 +1025,36 @@ def with_decisions(state: ServingState, build: bool = True) -> ServingState:
     plans = dict(state.plans)
     changed = False
     for name, bp in plans.items():
-        if bp.decisions is None and any(m.geos or m.asns for m in bp.matchers):
-            table = compiled_rules(bp.matchers, bp.catch_all, source, build)
+        if bp.decisions is None and _wants_table(bp):
+            places = None
+            if bp.policy.uses_location:  # the pools' locations: classes say which is nearest
+                pools = state.zone_of(name).pools
+                places = tuple(
+                    tuple(_place(pools[p].location) for p in rule.pools) for rule in bp.record.rules
+                )
+            table = compiled_rules(bp.matchers, bp.catch_all, source, build, places, bp.policy)
             if table is not None:
                 plans[name] = dataclasses.replace(bp, decisions=table)
                 changed = True
+    done = getattr(source, "compiled", None)
+    if changed and build and callable(done):
+        done()
     return dataclasses.replace(state, plans=plans) if changed else state
+
+
+def _place(loc: Location | None) -> tuple[float, float] | None:
+    return None if loc is None else (loc.lat, loc.lon)
+
+
+def _wants_table(bp: BalancedPlan) -> bool:
+    """A plan whose decision reads the databases: geo/asn rules, or a pick by coordinates."""
+    return bp.policy.uses_location or any(m.geos or m.asns for m in bp.matchers)
 
 
 def needs_decisions(state: ServingState) -> bool:
     """Whether some geo/asn plan still decides per query (its table not compiled yet)."""
-    return state.geo is not None and any(
-        p.decisions is None and any(m.geos or m.asns for m in p.matchers) for p in state.plans.values()
-    )
+    plans = state.plans.values()
+    return state.geo is not None and any(p.decisions is None and _wants_table(p) for p in plans)
 
 
 def _static(name: bytes, p: Plan) -> Static:

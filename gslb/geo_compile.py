@@ -28,9 +28,11 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from gslb.geo import UNKNOWN, GeoInfo
+from gslb.policies import PickContext
 from gslb.serving import RuleMatch, match_rule
 
 FALLBACK = 0xFFFFFFFF  # a piece the table does not decide: look the client up
+FALLBACK16 = 0xFFFF  # the same in a table of two-octet codes
 
 
 class LeafSource(Protocol):
@@ -100,11 +102,12 @@ class _Table:
     """One family's pieces: starts (of ``addr >> shift``), codes, and where each
     top-level block's pieces begin (so the bisect runs over a few pieces)."""
 
-    __slots__ = ("codes", "index", "kshift", "shift", "starts")
+    __slots__ = ("codes", "fallback", "index", "kshift", "shift", "starts")
 
     def __init__(self, starts: Sequence[int], codes: array.array[int], family: int, shift: int) -> None:
         self.starts = starts
-        self.codes = codes
+        self.codes = codes  # "H" (see _Codes) or "I"
+        self.fallback = FALLBACK16 if codes.typecode == "H" else FALLBACK
         self.shift = shift
         bits = INDEX_BITS[family]
         self.kshift = (32 if family == 4 else 128) - shift - bits
@@ -123,50 +126,155 @@ class _Table:
         return self.codes.itemsize * len(self.codes) + self.index.itemsize * len(self.index) + own
 
 
+Class = tuple[int, tuple[int, ...]]  # (rule index, the rule's pools in preference order)
+
+
+class _Codes:
+    """A table's codes, two octets each while every code fits (fewer than 255 rules or
+    classes: a City database's 6 million pieces take 12 MB less per rule set), four
+    from the first that does not."""
+
+    __slots__ = ("arr",)
+
+    def __init__(self) -> None:
+        self.arr = array.array("H")
+
+    def append(self, code: int) -> None:
+        arr = self.arr
+        if arr.typecode == "H":
+            if code == FALLBACK:
+                code = FALLBACK16
+            elif code >= FALLBACK16:
+                self.arr = arr = array.array("I", (FALLBACK if c == FALLBACK16 else c for c in arr))
+        arr.append(code)
+
+
 class Compiled:
-    """One rule set's decisions for both families."""
+    """One rule set's decisions for both families.
 
-    __slots__ = ("pieces", "v4", "v6")
+    A code is ``(class << 8) | scope``. Without places the class is the rule index. With
+    places (a policy that picks by the client's coordinates, ``select: closest``) it
+    indexes ``classes``: (rule, the rule's pools in the order the policy prefers them
+    from there), and the scope includes the City network's length, which such a pick
+    reads. Either way, clients with the same class and scope get the same answer from
+    the same health: :meth:`key` is what the engine keeps replies under."""
 
-    def __init__(self, v4: _Table, v6: _Table) -> None:
+    __slots__ = ("classes", "pieces", "rule_of", "v4", "v6")
+
+    def __init__(self, v4: _Table, v6: _Table, classes: list[Class] | None = None) -> None:
         self.v4 = v4
         self.v6 = v6
         self.pieces = len(v4.codes) + len(v6.codes)
+        self.classes = classes
+        self.rule_of = None if classes is None else [c[0] for c in classes]
 
-    def decide(self, family: int, addr: int, source: int) -> tuple[int, int] | None:
-        """(rule index, ECS scope) for a client, or None: take the straightforward path."""
+    def _code(self, family: int, addr: int) -> int:
         t = self.v4 if family == 4 else self.v6
         key = addr >> t.shift
         k = key >> t.kshift
         index = t.index
         lo = index[k] - 1  # the piece holding the block's first address may start before it
         code = t.codes[bisect.bisect_right(t.starts, key, lo if lo > 0 else 0, index[k + 1]) - 1]
+        return FALLBACK if code == t.fallback else code
+
+    def decide(self, family: int, addr: int, source: int) -> tuple[int, int] | None:
+        """(rule index, ECS scope) for a client, or None: take the straightforward path."""
+        code = self._code(family, addr)
         if code == FALLBACK:
             return None
         scope = code & 0xFF
-        return code >> 8, scope if scope < source else source
+        rule = code >> 8
+        if self.rule_of is not None:
+            rule = self.rule_of[rule]
+        return rule, scope if scope < source else source
+
+    def key(self, family: int, addr: int, source: int) -> int | None:
+        """The client's class and scope as one number (equal numbers: equal answers), or
+        None: not compiled here."""
+        code = self._code(family, addr)
+        if code == FALLBACK:
+            return None
+        scope = code & 0xFF
+        return code - scope + (scope if scope < source else source)
 
     def nbytes(self) -> int:
         """Memory of the tables (starts shared with the databases' pieces not counted)."""
         return self.v4.nbytes() + self.v6.nbytes()
 
 
-def compile_rules(matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafSource) -> Compiled:
-    """The decision table of one rule set over the databases' pieces."""
-    return Compiled(_compile(matchers, catch_all, source, 4), _compile(matchers, catch_all, source, 6))
+Places = tuple[tuple[tuple[float, float] | None, ...], ...]  # per rule: its pools' locations
+
+
+class Chooser(Protocol):
+    """What orders pools by the client's coordinates (gslb.policies.Policy.choose_pool)."""
+
+    def choose_pool(self, locations: Sequence[tuple[float, float] | None], ctx: PickContext) -> int: ...
+
+
+def compile_rules(
+    matchers: tuple[RuleMatch, ...],
+    catch_all: int,
+    source: LeafSource,
+    places: Places | None = None,
+    chooser: Chooser | None = None,
+) -> Compiled:
+    """The decision table of one rule set over the databases' pieces; with ``places``
+    and the policy's ``chooser``, classes that also say which pool is nearest."""
+    classes: dict[Class, int] | None = None
+    ranker = None
+    if places is not None and chooser is not None:
+        classes = {}
+        ranker = _Ranker(places, chooser, classes)
+    v4 = _compile(matchers, catch_all, source, 4, ranker)
+    v6 = _compile(matchers, catch_all, source, 6, ranker)
+    return Compiled(v4, v6, None if classes is None else list(classes))
+
+
+class _Ranker:
+    """The class of (rule, coordinates): the rule's pools in the order the policy takes
+    them (its choice among all, then among the rest, ...). Equal orders: equal choices
+    among whichever pools are up."""
+
+    def __init__(self, places: Places, chooser: Chooser, classes: dict[Class, int]) -> None:
+        self.places, self.chooser, self.classes = places, chooser, classes
+        self.memo: dict[tuple[int, float | None, float | None], int] = {}
+
+    def cls(self, rule: int, info: GeoInfo) -> int:
+        key = (rule, info.lat, info.lon)
+        got = self.memo.get(key)
+        if got is None:
+            locs = list(self.places[rule]) if rule < len(self.places) else []
+            ids = list(range(len(locs)))
+            ctx = PickContext(lat=info.lat, lon=info.lon)
+            order: list[int] = []
+            while ids:
+                i = self.chooser.choose_pool(locs, ctx)
+                order.append(ids.pop(i))
+                locs.pop(i)
+            c = (rule, tuple(order))
+            got = self.classes.get(c)
+            if got is None:
+                got = self.classes[c] = len(self.classes)
+            self.memo[key] = got
+        return got
 
 
 def compiled_rules(
-    matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafSource, build: bool = True
+    matchers: tuple[RuleMatch, ...],
+    catch_all: int,
+    source: LeafSource,
+    build: bool = True,
+    places: Places | None = None,
+    chooser: Chooser | None = None,
 ) -> Compiled | None:
     """:func:`compile_rules`, once per rule set and database version: the tables are kept
     in the source's ``compiled_cache`` (emptied when a database is reloaded). ``build``
     False: only what is compiled already (None otherwise)."""
     cache: dict[object, Compiled] | None = getattr(source, "compiled_cache", None)
-    key = (matchers, catch_all)
+    key = (matchers, catch_all, places, type(chooser).__name__ if places is not None else None)
     got = cache.get(key) if cache is not None else None
     if got is None and build:
-        got = compile_rules(matchers, catch_all, source)
+        got = compile_rules(matchers, catch_all, source, places, chooser)
         if cache is not None:
             cache[key] = got
     return got
@@ -190,19 +298,22 @@ class _Rules:
         self.catch_all = catch_all
 
 
-def _compile(matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafSource, family: int) -> _Table:
+def _compile(
+    matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafSource, family: int, ranker: _Ranker | None
+) -> _Table:
     bits = 32 if family == 4 else 128
     leaves = source.leaves(family)
     plan = _Rules(matchers, catch_all)
     fixed = _Fixed()
     cuts = _subnet_cuts(matchers, family)
-    codes = array.array("I")
+    codes = _Codes()
     gnode, gprefix, anode, aprefix = leaves.gnode, leaves.gprefix, leaves.anode, leaves.aprefix
     if not cuts:
         # one decision per piece; the rule depends only on the records (not on where the
         # piece is), the scope on which networks' lengths the rules looked at: both found
         # once per pair of records, with prefixes 200 and 201 marking which were used
         memo: dict[tuple[int, int], tuple[int, bool, bool] | None] = {}
+        use_place = ranker is not None
         for i in range(len(leaves)):
             g, a = gnode[i], anode[i]
             key = (g, a)
@@ -217,7 +328,9 @@ def _compile(matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafSource
                     rule, r1, _ = match_rule(plan, family, 0, 255, fixed)  # type: ignore[arg-type]
                     fixed.info = dataclasses.replace(info, prefix=201, asn_prefix=200)
                     _, r2, _ = match_rule(plan, family, 0, 255, fixed)  # type: ignore[arg-type]
-                    got = (rule, r2 == 201, r1 == 201)  # the City network's length used, the ASN's
+                    # the City network's length used (a pick by coordinates reads it), the ASN's
+                    cls = rule if ranker is None else ranker.cls(rule, info)
+                    got = (cls, r2 == 201 or use_place, r1 == 201)
                 memo[key] = got
             if got is None:
                 codes.append(FALLBACK)
@@ -225,9 +338,10 @@ def _compile(matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafSource
             rule, use_g, use_a = got
             scope = max(gprefix[i] if use_g else 0, aprefix[i] if use_a else 0)
             codes.append((rule << 8) | scope)
-        return _Table(leaves.starts, codes, family, leaves.shift)
+        return _Table(leaves.starts, codes.arr, family, leaves.shift)
     # subnet rules: the leaves cut further where a subnet's scope changes
     starts: list[int] = []
+    prev = -1
     for start, i in _merge(leaves, cuts):
         info = leaves.info_of(gnode[i], gprefix[i], anode[i], aprefix[i])
         if info is None:
@@ -235,12 +349,15 @@ def _compile(matchers: tuple[RuleMatch, ...], catch_all: int, source: LeafSource
         else:
             fixed.info = info
             rule, scope, _ = match_rule(plan, family, start, bits, fixed)  # type: ignore[arg-type]
+            if ranker is not None:
+                rule, scope = ranker.cls(rule, info), max(scope, info.prefix)
             code = (rule << 8) | scope
-        if codes and codes[-1] == code and code != FALLBACK:
+        if code == prev and code != FALLBACK:
             continue  # the same decision as the piece before: one piece
+        prev = code
         starts.append(start)
         codes.append(code)
-    return _Table(array.array("I", starts) if family == 4 else starts, codes, family, 0)
+    return _Table(array.array("I", starts) if family == 4 else starts, codes.arr, family, 0)
 
 
 def _merge(leaves: Leaves, cuts: list[int]) -> list[tuple[int, int]]:

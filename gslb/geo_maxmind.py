@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import os
@@ -103,6 +104,14 @@ def _info(rec: Any, prefix: int, arec: Any, aprefix: int) -> GeoInfo:
     return GeoInfo(continent, country, subs, lat, lon, asn, prefix, aprefix)
 
 
+def _trim() -> None:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 NO_DATA = 0xFFFFFFFE  # a piece no database network holds (no database, or an empty node)
 ALIAS = 0xFFFFFFFF  # IPv6 space aliased to the IPv4 tree: not compiled
 Walk = tuple[
@@ -168,6 +177,9 @@ class Pieces:
             arec = geo.asn.record(anode) if geo.asn is not None and anode != NO_DATA else None
             base = self._records[key] = _info(rec, 0, arec, 0)
         return dataclasses.replace(base, prefix=gprefix, asn_prefix=aprefix)
+
+    def forget_records(self) -> None:
+        self._records = {}
 
     def nbytes(self) -> int:
         s = self.starts
@@ -327,6 +339,14 @@ class MaxMindGeo:
         if got is None:
             got = self._pieces[family] = Pieces(self, family)
         return got
+
+    def compiled(self) -> None:
+        """The tables are built: drop what only building them needed (the decoded record
+        of each pair of records; a later compile decodes again) and hand the freed
+        memory back to the system (glibc keeps it otherwise)."""
+        for p in self._pieces.values():
+            p.forget_records()
+        _trim()
 
     def maybe_reload(self) -> bool:
         """Re-open databases whose files changed; keep the old one if the new one is bad."""

@@ -336,6 +336,8 @@ class BalancedEntry:
         "ecs_heads",
         "flags",
         "limit",
+        "memo",
+        "memo_plan",
         "name",
         "opts",
         "origin",
@@ -344,6 +346,7 @@ class BalancedEntry:
         "question",
         "sign",
         "skey",
+        "tail",
     )
 
     def __init__(
@@ -360,6 +363,16 @@ class BalancedEntry:
         self.ecs_heads: dict[int, bytes] = {}
         # a signed zone's DO=1 query: (owner, fragments, now) -> the RRSIG RRs and their count
         self.sign: Callable[[bytes, list[bytes], float], tuple[bytes, int]] | None = None
+        # whole replies (after the ID, before the last ``tail`` octets of the query: its
+        # ECS address) per routing decision, for the plan ``memo_plan`` (engine._memo_hit);
+        # tail -1: none kept for this entry
+        self.tail = -1
+        self.memo: dict[int, Memo] = {}
+        self.memo_plan: BalancedPlan | None = None
+
+
+# engine._memo_hit: (Variants kind, the replies, cum_weights, the balanced_counts key)
+Memo = tuple[int, tuple[bytes, ...], tuple[int, ...], tuple[bytes, str, str]]
 
 
 # a reply cache entry: a fixed reply, or what a balanced name's reply needs but the pick

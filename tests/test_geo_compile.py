@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gslb.config.balanced import parse_geo
-from gslb.geo_compile import FALLBACK, compile_rules
+from gslb.geo_compile import compile_rules
 from gslb.geo_maxmind import MaxMindGeo
 from gslb.model import GeoMatch
 from gslb.serving import RuleMatch, match_rule
@@ -108,8 +108,47 @@ def test_compiled_equals_straightforward(databases: list[MaxMindGeo], data: st.D
                 assert fam == 6 and (addr in ALIASES or _deeper_than_64(db, addr)), ipaddress.ip_address(addr)
                 continue
             assert got == want[:2], (ipaddress.ip_address(addr), source, plan.matchers)
+            assert table.key(fam, addr, source) == got[0] << 8 | got[1]
             decided += 1
         assert decided > 0
+
+
+PLACES = [(37.4, -122.1), (40.7, -74.0), (50.1, 8.7), (1.35, 103.8), (-33.9, 151.2), None]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_classes_for_a_pick_by_coordinates(databases: list[MaxMindGeo], data: st.DataObject) -> None:
+    """select: closest: the table's class is the rule and the order the policy takes the
+    rule's pools in from the client's coordinates (as looked up), its scope the rule's
+    scope and the City network's length, capped at the source."""
+    from gslb.policies import PickContext
+    from gslb.policies.closest import POLICY as CLOSEST
+
+    plan = data.draw(st.composite(rules)())
+    places = tuple(
+        tuple(data.draw(st.lists(st.sampled_from(PLACES), min_size=1, max_size=4))) for _ in plan.matchers
+    )
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    for db in databases:
+        table = compile_rules(plan.matchers, plan.catch_all, db, places, CLOSEST)
+        assert table.classes is not None
+        for fam, addr in addresses(db, plan, rng):
+            source = rng.choice([8, 24, 32] if fam == 4 else [32, 56, 64])
+            key = table.key(fam, addr, source)
+            if key is None:
+                continue
+            rule, scope, _ = match_rule(plan, fam, addr, 255, db)  # type: ignore[arg-type]
+            info = db.lookup(fam, addr)
+            crule, order = table.classes[key >> 8]
+            assert crule == rule
+            assert key & 0xFF == min(max(scope, info.prefix), source)
+            locs, ids, want = list(places[rule]), list(range(len(places[rule]))), []
+            while ids:
+                i = CLOSEST.choose_pool(locs, PickContext(lat=info.lat, lon=info.lon))
+                want.append(ids.pop(i))
+                locs.pop(i)
+            assert order == tuple(want), (ipaddress.ip_address(addr), info)
 
 
 def _deeper_than_64(db: MaxMindGeo, addr: int) -> bool:
@@ -137,12 +176,15 @@ def test_tables_are_shared_and_survive_health_changes(tmp_path: Path) -> None:
     z = load_zone(ROOT / "tests/data/geo/geo.test.yaml", geo_db=True, asn_db=True)
     state = build_state([(z, 1)], ALL_UP, geo=geo)
     plans = {k: p for k, p in state.plans.items() if p.decisions is not None}
-    assert plans and all(any(m.geos or m.asns for m in p.matchers) for p in plans.values())
+    assert plans and all(
+        any(m.geos or m.asns for m in p.matchers) or p.policy.uses_location for p in plans.values()
+    )
     again = build_state([(z, 2)], ALL_UP, geo=geo)  # a reload: the same rules, the same tables
     assert all(again.plans[k].decisions is p.decisions for k, p in plans.items())
     down = state.with_health(HealthView(frozenset(k for p in plans.values() for k in p.member_keys), 1))
     assert all(down.plans[k].decisions is p.decisions for k, p in plans.items())  # no recompile
-    assert FALLBACK not in plans[next(iter(plans))].decisions.v4.codes  # IPv4 has no aliases
+    v4 = plans[next(iter(plans))].decisions.v4
+    assert v4.fallback not in v4.codes  # IPv4 has no aliases
 
 
 def test_answers_with_tables_equal_answers_without(tmp_path: Path) -> None:

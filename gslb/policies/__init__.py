@@ -56,6 +56,23 @@ class PickContext(NamedTuple):
 NO_CLIENT = PickContext()
 
 
+# how Variants choose: the one answer; replies[bisect(cum_weights, rng.random() * total)]
+# (random.choices with cum_weights); replies[rng.randrange(len(replies))]
+ONE, CHOICE, ROTATE = 0, 1, 2
+
+
+class Variants(NamedTuple, Generic[T]):
+    """A pick as a short list of outcomes and the draw between them (Policy.variants)."""
+
+    kind: int  # ONE, CHOICE or ROTATE
+    answers: tuple[tuple[T, ...], ...]
+    cum_weights: tuple[int, ...] = ()  # CHOICE: aligned with answers
+
+
+def one(items: Sequence[T]) -> Variants[T]:
+    return Variants(ONE, (tuple(items),))
+
+
 class Param(NamedTuple):
     """An ``answer:`` key of one policy: a mapping of whole numbers, each in a range."""
 
@@ -88,6 +105,14 @@ class Policy(Protocol):
         self, cands: Candidates[T], count: int | None, rng: random.Random, ctx: PickContext
     ) -> Sequence[T]: ...
 
+    def variants(self, cands: Candidates[T], count: int | None) -> Variants[T] | None:
+        """Every answer ``pick`` can give for these candidates, and the one draw that
+        chooses among them, or None when that is not a short list (several weighted
+        draws, a client's hash, loads). The engine keeps a name's replies per routing
+        decision this way (engine._memo_hit) and draws exactly as ``pick`` would, from
+        the same RNG: the same answers, one draw, no policy call."""
+        ...
+
 
 class FirstPool:
     """Mixin: the first pool of the rule that is up answers."""
@@ -102,6 +127,9 @@ class FirstPool:
 
     def choose_pool(self, locations: Sequence[tuple[float, float] | None], ctx: PickContext) -> int:
         return 0
+
+    def variants(self, cands: Candidates[T], count: int | None) -> Variants[T] | None:
+        return None
 
 
 from gslb.policies import all as _all  # noqa: E402

@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 from typing import TypeVar
 
-from gslb.policies import Candidates, FirstPool, PickContext
+from gslb.policies import ROTATE, Candidates, FirstPool, PickContext, Variants, one
 
 T = TypeVar("T")
 
@@ -32,6 +32,14 @@ class All(FirstPool):
         start = rng.randrange(n)
         rotated = items[start:] + items[:start]
         return rotated if count is None or count >= n else rotated[:count]
+
+    def variants(self, cands: Candidates[T], count: int | None) -> Variants[T] | None:
+        items = cands.items
+        n = len(items)
+        if n == 1:
+            return one(items)
+        k = n if count is None else min(count, n)
+        return Variants(ROTATE, tuple((items[s:] + items[:s])[:k] for s in range(n)))
 
 
 POLICY: All = All()

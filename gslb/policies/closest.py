@@ -15,7 +15,7 @@ import random
 from collections.abc import Sequence
 from typing import TypeVar
 
-from gslb.policies import Candidates, Param, ParamValues, PickContext
+from gslb.policies import Candidates, Param, ParamValues, PickContext, Variants
 from gslb.policies.weighted import POLICY as WEIGHTED
 
 T = TypeVar("T")
@@ -58,6 +58,9 @@ class Closest:
         self, cands: Candidates[T], count: int | None, rng: random.Random, ctx: PickContext
     ) -> Sequence[T]:
         return WEIGHTED.pick(cands, count, rng, ctx)
+
+    def variants(self, cands: Candidates[T], count: int | None) -> Variants[T] | None:
+        return WEIGHTED.variants(cands, count)
 
 
 POLICY: Closest = Closest()

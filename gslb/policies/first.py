@@ -11,9 +11,10 @@ import random
 from collections.abc import Sequence
 from typing import TypeVar
 
-from gslb.policies import Candidates, FirstPool, PickContext
+from gslb.policies import Candidates, FirstPool, PickContext, Variants, one
 
 T = TypeVar("T")
+_NO_RNG = random.Random(0)  # first draws nothing
 
 
 class First(FirstPool):
@@ -25,6 +26,9 @@ class First(FirstPool):
         self, cands: Candidates[T], count: int | None, rng: random.Random, ctx: PickContext
     ) -> Sequence[T]:
         return cands.items if count is None else cands.items[:count]
+
+    def variants(self, cands: Candidates[T], count: int | None) -> Variants[T] | None:
+        return one(self.pick(cands, count, _NO_RNG, PickContext()))
 
 
 POLICY: First = First()

@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from typing import TypeVar
 
-from gslb.policies import Candidates, FirstPool, PickContext
+from gslb.policies import CHOICE, Candidates, FirstPool, PickContext, Variants, one
 
 T = TypeVar("T")
 
@@ -40,6 +40,15 @@ class Weighted(FirstPool):
         # sample without replacement.
         keyed = sorted(((rng.random() ** (1.0 / w), i) for i, w in enumerate(cands.weights)), reverse=True)
         return tuple(items[i] for _, i in keyed[:k])
+
+    def variants(self, cands: Candidates[T], count: int | None) -> Variants[T] | None:
+        items = cands.items
+        n = len(items)
+        if n == 1:
+            return one(items)
+        if count is None or count > 1:
+            return None  # a draw per member: n! orders
+        return Variants(CHOICE, tuple((i,) for i in items), cands.cum_weights)
 
 
 POLICY: Weighted = Weighted()
