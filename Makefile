@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo serve test lint fmt deps conformance bench bench-health clean
 
-$(STAMP): pyproject.toml
+# setup.py builds gslb._fastpath (C) when a compiler is there: a change to it rebuilds
+$(STAMP): pyproject.toml setup.py gslb/_fastpath.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -32,7 +33,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format gslb tests bench
 	$(BIN)/ruff check --fix gslb tests bench
 
-test: $(STAMP) deps lint
+test: deps $(STAMP) lint
 	$(BIN)/pytest -q
 
 # ../shared/conformance against the real server, Knot DNS as the reference

@@ -50,7 +50,7 @@ from gslb.rrl import RateLimiter
 from gslb.serverconfig import ServeOptions, endpoints
 from gslb.serving import ServingState, dismantle
 from gslb.transport.tcp import TcpLimits, serve_tcp
-from gslb.transport.udp import MmsgTransport, serve_udp
+from gslb.transport.udp import MmsgTransport, serve_udp, udp_path
 from gslb.xfr import Journal, Transfers, transfer_policies
 from gslb.zoneset import ZoneSet, no_gc
 
@@ -261,7 +261,8 @@ class Answerer:
             self.bound.append((host, bound))
             shown = f"[{host}]" if ":" in host else host
             if self.announce:
-                log.info("listening on %s:%d (udp, tcp)", shown, bound)
+                io = "asyncio" if not isinstance(udp, MmsgTransport) else udp_path()
+                log.info("listening on %s:%d (udp: %s, tcp)", shown, bound, io)
 
     def stop(self) -> None:
         self._stop.set()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections
 import ipaddress
 import random
+import select
+import socket
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ from gslb.geo_maxmind import MaxMindGeo
 from gslb.health.view import HealthView
 from gslb.metrics import QueryStats
 from gslb.serving import ClientAddr, ServingState
+from gslb.transport import udp
 from gslb.tsig import Keyring
 from tests.conftest import ROOT
 from tests.geodb import write_asn, write_city
@@ -224,3 +227,56 @@ def test_tables_give_answer_classes(tmp_path: Path, geo: MaxMindGeo) -> None:
             picks.append(hash((got[4], got[1])))
         assert seen.setdefault(k, tuple(picks)) == tuple(picks), hex(a)
     assert len(seen) > 3
+
+
+def test_the_c_loop_is_built_where_it_can_be() -> None:
+    """Where there is a C compiler and Python's headers (CI installs both: .ci/system-deps),
+    pip has built gslb._fastpath and the server uses it; the test below is not skipped."""
+    import os
+    import shutil
+    import sysconfig
+
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not (shutil.which("cc") and headers.is_file()):
+        pytest.skip("no C compiler or no Python headers: the pure-Python path serves")
+    assert os.environ.get("GSLB_PURE_PYTHON", "") in ("", "0")
+    assert udp.FAST_BATCHER is not None, "gslb._fastpath was not built (pip install -e . builds it)"
+    assert udp.udp_path() == "mmsg (C)"
+
+
+needs_c = pytest.mark.skipif(udp.FAST_BATCHER is None, reason="gslb._fastpath is not built here")
+
+
+@needs_c
+def test_c_loop_answers_as_python_does(tmp_path: Path, geo: MaxMindGeo) -> None:
+    """gslb._fastpath.Batcher over a real UDP socket on loopback, against
+    gslb.transport.udp.handle on a twin state: every reply byte for byte, the query
+    and balanced counters, the RNG's state; most datagrams answered in C."""
+    a, b = _holder(_state(tmp_path, geo), 9), _holder(_state(tmp_path, geo), 9)
+    server = udp.udp_socket("127.0.0.1", 0)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(2)
+    ctr = types.SimpleNamespace(errors=0, seen=0)
+    batcher = udp.FAST_BATCHER(server.fileno(), a, udp.handle, ctr)
+    try:
+        for i, p in enumerate(_queries(geo, 8000, 3)):
+            if i and i % 2000 == 0:
+                a.state = _events(a.state, i // 2000, tmp_path, geo).with_counts(a.state.balanced_counts)
+                b.state = _events(b.state, i // 2000, tmp_path, geo).with_counts(b.state.balanced_counts)
+            client.sendto(p, server.getsockname())
+            select.select([server], [], [], 2)
+            assert batcher.run() == 1
+            want = udp.handle(ctr, b, p, "127.0.0.1")
+            if want is None:
+                continue
+            assert client.recv(4096) == want, (i, dns.message.from_wire(p).question)
+        assert a.stats.queries == b.stats.queries
+        assert a.state.balanced_counts == b.state.balanced_counts
+        assert a.rng.getstate() == b.rng.getstate()
+        assert batcher.errors == 0
+        # two of the nine names are never kept (hashed, count 2), nor cookie queries, nor
+        # IPv6 clients of a name with IPv6 subnet rules; after each event the memos refill
+        assert batcher.fast > 0.45 * (batcher.fast + batcher.slow), (batcher.fast, batcher.slow)
+    finally:
+        server.close()
+        client.close()

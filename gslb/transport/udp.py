@@ -9,6 +9,11 @@ Two ways to move the datagrams, the same answers either way:
   that is two system calls per batch instead of two per query, and no Python
   objects per packet beyond the query and reply bytes (the peer's address
   string is cached per address).
+  Where the C extension ``gslb._fastpath`` is built (``pip install`` builds it when
+  a C compiler is there), that loop runs in C, and the queries the reply cache
+  answers without further work (a fixed reply, or a balanced name's reply kept for
+  its routing decision: ``engine._memo_hit``) are answered there; every other
+  datagram goes to :func:`handle` as before. ``GSLB_PURE_PYTHON=1`` turns it off.
 * ``asyncio``: a plain :class:`asyncio.DatagramProtocol` (one ``recvfrom`` and
   one ``sendto`` per query), used where recvmmsg is not available.
 
@@ -21,6 +26,7 @@ import asyncio
 import ctypes
 import errno
 import logging
+import os
 import socket
 import sys
 import time
@@ -160,6 +166,27 @@ def _libc_mmsg() -> tuple[Any, Any] | None:
 _MMSG = _libc_mmsg()
 
 
+def _fast_batcher() -> Any:
+    """gslb._fastpath.Batcher, or None: not built here, or GSLB_PURE_PYTHON=1."""
+    if os.environ.get("GSLB_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from gslb import _fastpath  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _fastpath.Batcher
+
+
+FAST_BATCHER = _fast_batcher()
+
+
+def udp_path() -> str:
+    """Which UDP loop serves (for the start-up log and tests)."""
+    if _MMSG is None:
+        return "asyncio"
+    return "mmsg (C)" if FAST_BATCHER is not None else "mmsg (Python)"
+
+
 def mmsg_available() -> bool:
     return _MMSG is not None
 
@@ -211,6 +238,8 @@ class MmsgReader:
         self.namesmv = memoryview(self.names).cast("B")
         self.name_addr = [base_names + i * NAME_SLOT for i in range(BATCH)]
         self.p_rmsgs, self.p_smsgs = ctypes.addressof(self.rmsgs), ctypes.addressof(self.smsgs)
+        # the C loop, where built: the same batches, reply-cache hits answered in C
+        self.fast = FAST_BATCHER(self.fd, holder, handle, self) if FAST_BATCHER is not None else None
 
     def _host(self, i: int) -> str:
         o = i * NAME_SLOT
@@ -228,6 +257,10 @@ class MmsgReader:
         # costs a turn at the interpreter lock, which another thread (a reload
         # compiling zones) may hold for up to the switch interval (5 ms). One batch
         # per turn caps answering at about 64 / 5 ms = 13k queries/s meanwhile.
+        if self.fast is not None:
+            if not self.closed:
+                self.fast.run()
+            return
         for _ in range(MAX_BATCHES):
             if self._batch() < BATCH:
                 return
