@@ -270,14 +270,14 @@ static int memo_reply(Batcher *self, Ctx *cx, PyObject *e, const unsigned char *
     (void)self;
     int rc = 0;
     PyObject *name = NULL, *mplan = NULL, *memo = NULL, *skey = NULL, *key = NULL;
-    PyObject *decisions = NULL, *record = NULL, *use_ecs = NULL, *needs = NULL, *drawn = NULL;
+    PyObject *decisions = NULL, *record = NULL, *use_ecs = NULL, *needs = NULL, *drawn = NULL, *m = NULL;
     long tail;
     if (long_attr(e, s_tail, &tail) < 0) goto error;
     if (tail < 0 || tail > n - 12) goto done;
     name = PyObject_GetAttr(e, s_name);
     mplan = PyObject_GetAttr(e, s_memo_plan);
     if (name == NULL || mplan == NULL) goto error;
-    PyObject *plan = PyDict_GetItemWithError(cx->plans, name); /* borrowed */
+    PyObject *plan = PyDict_GetItemWithError(cx->plans, name); /* borrowed; mplan holds it */
     if (plan == NULL) {
         if (PyErr_Occurred()) goto error;
         goto done;
@@ -314,11 +314,12 @@ static int memo_reply(Batcher *self, Ctx *cx, PyObject *e, const unsigned char *
     if (memo == NULL) goto error;
     key = PyLong_FromLongLong(k);
     if (key == NULL) goto error;
-    PyObject *m = PyDict_GetItemWithError(memo, key); /* borrowed */
+    m = PyDict_GetItemWithError(memo, key);
     if (m == NULL) {
         if (PyErr_Occurred()) goto error;
         goto done;
     }
+    Py_INCREF(m); /* held: the draw below runs the RNG's code */
     if (!PyTuple_CheckExact(m) || PyTuple_GET_SIZE(m) != 4) goto done;
     long kind = PyLong_AsLong(PyTuple_GET_ITEM(m, 0));
     PyObject *replies = PyTuple_GET_ITEM(m, 1), *cum = PyTuple_GET_ITEM(m, 2), *ckey = PyTuple_GET_ITEM(m, 3);
@@ -385,6 +386,7 @@ done:
     Py_XDECREF(use_ecs);
     Py_XDECREF(needs);
     Py_XDECREF(drawn);
+    Py_XDECREF(m);
     return rc;
 }
 
@@ -431,8 +433,12 @@ static int fast_reply(Batcher *self, Ctx *cx, const unsigned char *d, long n,
         }
         Client c, *ecs = NULL;
         if (ecs_template(d, n, &c)) ecs = &c;
-        /* the entry's own ECS client is this query's (the same bytes): tail says if it has one */
-        return memo_reply(self, cx, hit, d, n, ecs, peer, out);
+        /* the entry's own ECS client is this query's (the same bytes): tail says if it has one.
+         * The entry is held: the RNG and the counters are Python objects */
+        Py_INCREF(hit);
+        int r = memo_reply(self, cx, hit, d, n, ecs, peer, out);
+        Py_DECREF(hit);
+        return r;
     }
     if (d[10] != 0 || d[11] != 1) return 0;
     Client c;
@@ -447,7 +453,10 @@ static int fast_reply(Batcher *self, Ctx *cx, const unsigned char *d, long n,
     Py_DECREF(tkey);
     if (entry == NULL) return PyErr_Occurred() ? -1 : 0;
     if (PyTuple_CheckExact(entry)) return 0;
-    return memo_reply(self, cx, entry, d, n, &c, peer, out);
+    Py_INCREF(entry);
+    int r = memo_reply(self, cx, entry, d, n, &c, peer, out);
+    Py_DECREF(entry);
+    return r;
 }
 
 static PyObject *host_text(Batcher *self, const struct sockaddr_in6 *sa) {
