@@ -111,15 +111,7 @@ class _Table:
         self.shift = shift
         bits = INDEX_BITS[family]
         self.kshift = (32 if family == 4 else 128) - shift - bits
-        index = array.array("I", bytes(4 * ((1 << bits) + 1)))
-        # index[k]: the first piece starting at or after block k (len(starts) past the end)
-        pos, n, kshift = 0, len(starts), self.kshift
-        for k in range((1 << bits) + 1):
-            edge = k << kshift
-            while pos < n and starts[pos] < edge:
-                pos += 1
-            index[k] = pos
-        self.index = index
+        self.index = _first_level(starts, bits, self.kshift)
 
     def nbytes(self) -> int:
         own = self.starts.itemsize * len(self.starts) if isinstance(self.starts, array.array) else 0
@@ -127,6 +119,24 @@ class _Table:
 
 
 Class = tuple[int, tuple[int, ...]]  # (rule index, the rule's pools in preference order)
+
+
+def _first_level(starts: Sequence[int], bits: int, kshift: int) -> array.array[int]:
+    """index[k]: the first piece starting at or after block k's first address (the number
+    of pieces that start before it), for the 2**bits blocks and one past the end. Filled
+    a run of blocks at a time: one bisect and one slice per block that holds a start (a
+    loop over every block cost 0.15 s per IPv6 table, even for the tests' databases)."""
+    nb = 1 << bits
+    index = array.array("I", bytes(4 * (nb + 1)))
+    n = len(starts)
+    pos, prev = 0, -1  # blocks up to ``prev`` are filled
+    while pos < n:
+        b = starts[pos] >> kshift  # the block of the next start; the blocks before it and
+        index[prev + 1 : b + 1] = array.array("I", [pos]) * (b - prev)  # it: ``pos`` before
+        prev = b
+        pos = bisect.bisect_left(starts, (b + 1) << kshift, pos)
+    index[prev + 1 : nb + 1] = array.array("I", [n]) * (nb - prev)
+    return index
 
 
 class _Codes:

@@ -213,15 +213,15 @@ def test_tables_give_answer_classes(tmp_path: Path, geo: MaxMindGeo) -> None:
     starts = list(geo.leaves(4).starts)
     seen: dict[int, tuple[int, ...]] = {}
     keys = sorted(near.member_keys)
+    downs = [frozenset(x for x in keys if x[1] == pool) for pool in ("west", "east", "eu", "ap")]
+    plans = [state.with_health(HealthView(d, h + 1)).plans[near.record.name] for h, d in enumerate(downs)]
     for _ in range(4000):
         a = rnd.choice(starts) + rnd.getrandbits(4) if rnd.random() < 0.8 else rnd.getrandbits(32)
         k = near.decisions.key(4, a % 2**32, 24)
         if k is None:
             continue
         picks = []
-        for h in range(4):  # each pool down in turn
-            down = frozenset(x for x in keys if x[1] == ["west", "east", "eu", "ap"][h])
-            plan = state.with_health(HealthView(down, h + 1)).plans[near.record.name]
+        for plan in plans:
             ca = ClientAddr(4, a % 2**32, 24, True)
             got = engine._pick(plan, 1, None, "", random.Random(0), geo, {}, ca)  # type: ignore[arg-type]
             picks.append(hash((got[4], got[1])))
