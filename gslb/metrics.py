@@ -375,7 +375,7 @@ def _cluster_metrics(f: RuntimeFacts) -> Iterable[Metric]:
     )
     yield GaugeMetricFamily(
         "gslb_cluster_last_sync_seconds",
-        "Seconds since this node's view last matched the cluster store (0 while connected)",
+        "Seconds since the last successful request to the cluster store (reply, watch event, keep-alive)",
         value=c["last_sync_seconds"],
     )
     yield GaugeMetricFamily(

@@ -61,3 +61,29 @@ def test_bad_quorums_are_refused(bad: object) -> None:
 def test_observations_survive_json() -> None:
     o = Obs(False, "connection refused", 12.5, 0.001, 3.0)
     assert Obs.from_json(o.to_json()) == o
+
+
+@pytest.mark.parametrize(
+    ("quorum", "votes", "stale", "down"),
+    [
+        # the node's own fresh down against two stale ups from before an outage
+        ("majority", "DUU", "bc", True),
+        ("majority", "DUU", "", False),  # the same votes, all current: outvoted
+        # stale downs still count: a member the peers last saw down stays out
+        ("majority", "UDD", "bc", True),
+        ("majority", "UDD", "c", True),  # a, b current: 1 of 2 (a tie) up; all: 2 of 3 down
+        ("majority", "UUD", "c", False),  # current a, b up; all: 1 of 3
+        ("all", "DUU", "bc", True),  # all: the current votes alone say down
+        ("all", "DDU", "c", True),
+        ("all", "DDU", "", False),
+        ("any", "UUU", "bc", False),
+        ("majority", "UUU", "abc", False),  # nothing current: all votes decide
+        ("majority", "DDU", "abc", True),
+    ],
+)
+def test_stale_votes_count_as_down_votes_only(quorum: str, votes: str, stale: str, down: bool) -> None:
+    ballot = [(n, UP if v == "U" else DOWN) for n, v in zip("abc", votes, strict=True)]
+    t = tally(ballot, quorum, stale)
+    assert t.down is down
+    assert t.stale == frozenset(stale)
+    assert ("[stale, not re-published yet" in str(t)) is bool(stale)

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, NamedTuple
 
@@ -79,6 +80,12 @@ class Etcd:
         self.requests = 0
         self.bytes_out = 0
         self.bytes_in = 0
+        # monotonic time of the last reply that was not an error (a read, a write, a
+        # keep-alive) or watch message: the last moment the store was known to work;
+        # ``resumed``: of the first such reply after a silence longer than ``gap`` (or ever)
+        self.last_ok = 0.0
+        self.resumed = 0.0
+        self.gap = 0.0
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -122,8 +129,15 @@ class Etcd:
                 raise EtcdError(f"{url}: unexpected reply {text[:80]!r}")
             if "error" in data or ("code" in data and "message" in data):
                 raise EtcdError(f"{url}: {data.get('message') or data.get('error')}")
+            self._ok()
             return data
         raise EtcdError("; ".join(errors) or "no etcd endpoint")
+
+    def _ok(self) -> None:
+        now = time.monotonic()
+        if not self.last_ok or now - self.last_ok > self.gap:
+            self.resumed = now
+        self.last_ok = now
 
     # -- kv ------------------------------------------------------------------------
     async def get_prefix(self, prefix: str) -> tuple[int, list[KV]]:
@@ -228,6 +242,7 @@ class Etcd:
         res = msg.get("result", {})
         if res.get("canceled") or res.get("compact_revision"):
             raise EtcdError(f"{url}: watch cancelled ({res.get('cancel_reason') or 'compacted'})")
+        self._ok()
         events = [Event(ev.get("type") == "DELETE", _kv(ev["kv"])) for ev in res.get("events", [])]
         return int(res.get("header", {}).get("revision", 0)), events
 

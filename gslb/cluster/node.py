@@ -17,12 +17,25 @@ the other nodes decide without it. Every node keeps the whole prefix in memory
 The store is never in the answer path: answers use the last merged view, the
 runtime swaps in a new one when something changed. Without the store (etcd
 down, this node in a minority partition: writes fail) the node keeps the last
-merged view, expires overrides on its own clock, and after ``stale_after``
-seconds without a sync decides from its own observations only, and says so.
-On reconnect it re-lists, replaces the view in one step and watches from the
-next revision. A watch that goes quiet (this node's own beat does not come
-back through it) is treated as broken. The merged view is persisted, so a
-restarted node serves it from its first query. docs/cluster.md.
+merged view, expires overrides on its own clock, and ``stale_after`` seconds
+after its last successful request to the store (a reply, a watch message, a
+lease keep-alive: one every CONTACT seconds) decides from its own
+observations only, and says so. On reconnect it re-publishes its own votes,
+then re-lists, replaces the view in one step and watches from the next
+revision. A watch that goes quiet (this node's own beat does not come back
+through it) is treated as broken. The merged view is persisted, so a
+restarted node serves it from its first query.
+
+Stale votes. A peer's votes are *current* while its registration writes come
+through this node's watch (one every beat; the peer writes its votes before its
+registration, so a registration write says its votes are up to date), and only
+those of its votes written under the lease of its latest registration. The
+votes in a fresh listing are not current until the peer's next beat is seen:
+after an outage etcd restores the old leases with the votes written before it,
+which may say "up" for members that died meanwhile. Nor are the votes of a
+peer whose beats stopped coming (it died, or this node lost the store) two
+periods ago. A stale vote counts as a down vote only (``gslb.cluster.votes``).
+docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -49,6 +62,7 @@ from gslb.overrides import ACTIONS, Override
 log = logging.getLogger("gslb.cluster")
 
 BEAT = 2.0  # seconds between registration rewrites (also the watch's liveness signal)
+CONTACT = 0.5  # seconds between lease keep-alives: how often the store is known to work
 FILE = "cluster.json"
 
 
@@ -73,6 +87,9 @@ class Peer:
     serials: dict[str, int] = field(default_factory=dict)
     api: str = ""
     digests: dict[str, str] = field(default_factory=dict)  # zone -> content hash (short)
+    lease: int = 0  # the store's lease of its registration: its current session
+    heard: float = 0.0  # our monotonic clock at its last registration write seen by the watch (0: listed)
+    period: float = BEAT  # seconds between its registration writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +128,7 @@ class Cluster:
         self.node = opts.node
         self.p = opts.prefix if opts.prefix.endswith("/") else opts.prefix + "/"
         self.etcd = etcd or Etcd(opts.endpoints, opts.tls, opts.timeout)
+        self.etcd.gap = opts.stale_after  # a reply after a longer silence ends being alone
         self.changed = changed  # the runtime recomputes the effective view
         self.state_dir = state_dir
         self.started = time.time()
@@ -132,12 +150,12 @@ class Cluster:
         self._stale: set[MemberKey] | None = None
         self._tallies: dict[MemberKey, Tally] = {}
         self._down: set[MemberKey] = set()
-        self._basis: tuple[frozenset[str], bool] | None = None
+        self._basis: tuple[frozenset[str], frozenset[str], bool] | None = None
         self._extra: frozenset[MemberKey] = frozenset()
         self._dirty = asyncio.Event()
         # connection
         self.connected = False
-        self.last_sync = 0.0  # Unix time the view was last known to match the store
+        self.last_sync = 0.0  # the persisted synced_at (until this process's first contact)
         self.last_event = time.monotonic()
         self.lease = 0
         self.errors = 0  # store requests that failed
@@ -147,6 +165,8 @@ class Cluster:
         self._mismatch: set[str] = set()
         self._dup_seen = False  # another process registered under this node's name (logged once)
         self._task: asyncio.Task[None] | None = None
+        self._clock_task: asyncio.Task[None] | None = None
+        self._current: frozenset[str] = frozenset()  # the current peers at the last view
         self._stopping = False
         self._save_pending = False
         self._load()
@@ -183,17 +203,42 @@ class Cluster:
 
     @property
     def stale_for(self) -> float:
-        """Seconds since the view last matched the store (0 while connected; since start
-        when it never did)."""
-        return 0.0 if self.connected else max(0.0, time.time() - (self.last_sync or self.started))
+        """Seconds since the last successful request to the store (a reply, a watch
+        message, a keep-alive: under CONTACT while it works); before the first one of
+        this process, since the persisted last sync, or since start."""
+        if self.etcd.last_ok:
+            return max(0.0, time.monotonic() - self.etcd.last_ok)
+        return max(0.0, time.time() - (self.last_sync or self.started))
+
+    @property
+    def synced_at(self) -> float:
+        """Unix time of the last successful request to the store (0: never)."""
+        if self.etcd.last_ok:
+            return time.time() - (time.monotonic() - self.etcd.last_ok)
+        return self.last_sync
 
     @property
     def alone(self) -> bool:
         """Deciding from own observations only: the store has been out of reach too long."""
-        return not self.connected and self.stale_for > self.opts.stale_after
+        return self.stale_for > self.opts.stale_after
 
     def live_peers(self) -> dict[str, Peer]:
         return {} if self.alone else {n: p for n, p in self.peers.items() if n != self.node}
+
+    def current_peers(self, peers: Mapping[str, Peer]) -> frozenset[str]:
+        """The peers whose votes are current: a registration write of theirs came through
+        the watch within two of their periods (and a request timeout), and since this
+        node last came back from being alone (what it heard before is from before the
+        outage). A peer that stops beating (it died, or this node lost the store) goes
+        stale after that: its down votes still count, its up votes wait
+        (``gslb.cluster.votes``)."""
+        now, since = time.monotonic(), self.etcd.resumed
+        slack = self.opts.timeout
+        return frozenset(
+            n
+            for n, p in peers.items()
+            if p.heard and p.heard >= since and now - p.heard <= 2 * p.period + slack
+        )
 
     def _recount(self, key: MemberKey | None) -> None:
         """Count ``key``'s votes again at the next view (None: every member's)."""
@@ -209,7 +254,8 @@ class Cluster:
         again, unless the live nodes, the quorums or the staleness changed (measured:
         a full count of 5,000 members x 3 nodes is ~25 ms of the answering loop)."""
         peers = self.live_peers()
-        basis = (frozenset(peers), self.alone)
+        current = self.current_peers(peers)
+        basis = (frozenset(peers), current, self.alone)
         extra = frozenset(local.down) - self.own.keys()  # down locally, no observation yet
         if basis != self._basis or self._stale is None:
             self._basis = basis
@@ -222,29 +268,34 @@ class Cluster:
         self._extra = extra
         self._stale = set()
         for k in keys:
-            self._count(k, peers, extra)
+            self._count(k, peers, extra, current)
         alone = ""
         if self.alone:
-            since = f"for {self.stale_for:.0f}s" + ("" if self.last_sync else " (since start)")
+            since = f"for {self.stale_for:.0f}s" + ("" if self.synced_at else " (since start)")
             alone = f"cluster store unreachable {since}: this node's observations only"
         return HealthView(frozenset(self._down), version, {}, dict(self._tallies) if peers else {}, alone)
 
-    def _count(self, k: MemberKey, peers: Mapping[str, Peer], extra: frozenset[MemberKey]) -> None:
+    def _count(
+        self, k: MemberKey, peers: Mapping[str, Peer], extra: frozenset[MemberKey], current: frozenset[str]
+    ) -> None:
         ballot: list[tuple[str, Obs]] = []
+        stale: list[str] = []
         mine = self.own.get(k)
         if mine is None and k in extra:
             mine = Obs(False, "health check", 0.0)
         if mine is not None:
             ballot.append((self.node, mine))
-        for n in peers:
+        for n, p in peers.items():
             o = self.peer_obs.get(n, {}).get(k)
             if o is not None and (mine is not None or k in self.quorum):
                 ballot.append((n, o))
+                if n not in current or o.lease != p.lease:
+                    stale.append(n)
         if not ballot:
             self._tallies.pop(k, None)
             self._down.discard(k)
             return
-        t = tally(ballot, self.quorum.get(k, "majority"))
+        t = tally(ballot, self.quorum.get(k, "majority"), stale)
         self._tallies[k] = t
         if t.down:
             self._down.add(k)
@@ -330,12 +381,14 @@ class Cluster:
             {"node": self.node, "region": self.opts.region, "self": True, "last_contact": 0.0,
              "serials": self.serials}
         ]  # fmt: skip
+        current = self.current_peers(self.peers)
         for n, p in sorted(self.peers.items()):
             if n == self.node:
                 continue
             nodes.append(
                 {"node": n, "region": p.region, "self": False, "last_contact": round(mono - p.seen, 1),
-                 "beat_age": round(now - p.beat, 1), "serials": p.serials, "api": p.api}
+                 "beat_age": round(now - p.beat, 1), "serials": p.serials, "api": p.api,
+                 "votes": "current" if n in current else "stale"}
             )  # fmt: skip
         return {
             "node": self.node,
@@ -360,14 +413,24 @@ class Cluster:
 
     # -- life ------------------------------------------------------------------------
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="gslb-cluster")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="gslb-cluster")
+        self._clock_task = loop.create_task(self._clock(), name="gslb-cluster-clock")
+
+    async def _clock(self) -> None:
+        """Notice at once (every 0.1 s) what time alone changes: the store out of reach
+        for stale_after, or a peer's votes going stale because its beats stopped."""
+        while not self._stopping:
+            await asyncio.sleep(0.1)
+            self._transitions()
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._clock_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.lease and self.connected:
             # leave at once: the others stop counting this node's votes now, not after the TTL
             with contextlib.suppress(EtcdError, TimeoutError):
@@ -424,35 +487,62 @@ class Cluster:
             for zone in self._mismatch - set(mismatch):
                 log.info("cluster: every node serves the same version of %s again", zone)
             self._mismatch = set(mismatch)
+        self._transitions()
+
+    def _transitions(self) -> None:
+        """A new view when this node goes alone or back, or the set of peers whose votes
+        are current changes."""
+        changed = False
         if self.alone != self._alone:
             self._alone = self.alone
+            changed = True
             if self._alone:
-                since = f"no sync for {self.stale_for:.0f}s" + ("" if self.last_sync else " (never synced)")
+                since = f"no sync for {self.stale_for:.1f}s" + ("" if self.synced_at else " (never synced)")
                 log.error("cluster: %s: deciding from this node's observations only", since)
+        current = self.current_peers(self.live_peers())
+        if current != self._current:
+            for n in sorted(self._current - current):
+                if not self.alone and n in self.peers:
+                    log.warning(
+                        "cluster: node %s has not re-published for a while: its votes count as down only", n
+                    )
+            self._current = current
+            changed = True
+        if changed:
             self._changed()
 
     async def _session(self) -> None:
         """One connection's life: register, publish, list, then watch and beat until
         something breaks (raises)."""
         e = self.etcd
-        self.lease = await e.grant(self.opts.lease_ttl)
-        await e.put(self._reg_key(), self._registration(), self.lease)
+        old, self.lease = self.lease, await e.grant(self.opts.lease_ttl)
+        # this node's votes first, then its registration: a peer that sees the
+        # registration write knows the votes before it are current
         mine = dict(self.own)
         await e.put_many([(self._obs_key(k), _obs_bytes(o)) for k, o in mine.items()], self.lease)
+        await e.put(self._reg_key(), self._registration(), self.lease)
         self._published = mine
+        if old:
+            # what the last session wrote and this one did not (votes on members this node
+            # no longer has) goes with its lease, now rather than at its end
+            with contextlib.suppress(EtcdError):
+                await e.revoke(old)
         rev, kvs = await e.get_prefix(self.p)
         self._replace(rev, kvs)
         was_alone = self._alone
         self.connected = True
-        self._alone = False
-        self.last_sync = time.time()
+        self._alone = self.alone
+        self._current = frozenset()
         self.last_error = ""
         log.info(
             "cluster: connected to %s as %s (%d node(s) live, revision %d)",
             e.endpoint, self.node, len(self.peers), rev,
         )  # fmt: skip
         if was_alone:
-            log.warning("cluster: counting the other nodes' votes again")
+            log.warning(
+                "cluster: counting the other nodes' votes again (a node's votes count as down only "
+                "until its next beat shows it re-published)"
+            )
         self._changed()
         self.last_event = time.monotonic()
         tasks = [
@@ -479,16 +569,22 @@ class Cluster:
                 self._changed()
 
     async def _beat(self) -> None:
-        """Keep the lease, rewrite the registration; a write that fails, or a watch that
-        does not bring our own beat back, ends the session."""
+        """Keep the lease (every CONTACT s: the store's liveness), rewrite the registration
+        (every beat); a request that fails, or a watch that does not bring our own beat
+        back, ends the session."""
         e = self.etcd
+        every = min(CONTACT, self.beat)
+        per_beat = max(1, round(self.beat / every))
+        n = 0
         while True:
-            await asyncio.sleep(self.beat)
+            await asyncio.sleep(every)
             ttl = await e.keepalive(self.lease)
             if ttl <= 0:
                 raise _Broken("this node's lease expired")
+            n += 1
+            if n % per_beat:
+                continue
             await e.put(self._reg_key(), self._registration(), self.lease)
-            self.last_sync = time.time()
             quiet = time.monotonic() - self.last_event
             if quiet > 3 * self.beat + self.opts.timeout:
                 raise _Broken(f"the watch has been silent for {quiet:.1f}s")
@@ -509,7 +605,6 @@ class Cluster:
                 await e.delete(self._obs_key(k))
             await e.put(self._reg_key(), self._registration(), self.lease)
             self._published = mine
-            self.last_sync = time.time()
 
     # -- the store's contents ----------------------------------------------------------
     def _reg_key(self) -> str:
@@ -521,7 +616,7 @@ class Cluster:
     def _registration(self) -> bytes:
         return json.dumps(
             {"node": self.node, "region": self.opts.region, "started": self.started, "beat": time.time(),
-             "serials": self.serials, "digests": self.digests, "pid": os.getpid()}
+             "period": self.beat, "serials": self.serials, "digests": self.digests, "pid": os.getpid()}
         ).encode()  # fmt: skip
 
     def _replace(self, rev: int, kvs: Iterable[KV]) -> None:
@@ -560,12 +655,19 @@ class Cluster:
                         "cluster: another gslb process (pid %s, started %s) uses the node name %r; "
                         "give every node its own --node", d.get("pid"), d.get("started"), node,
                     )  # fmt: skip
-                new = node not in self.peers
+                before = self.peers.get(node)
+                new = before is None
+                if before is not None and before.lease != ev.kv.lease:
+                    for k in self.peer_obs.get(node, {}):  # a new session: its votes' standing changes
+                        self._recount(k)
                 serials = {str(z): int(s) for z, s in dict(d.get("serials", {})).items()}
+                period = d.get("period")
                 self.peers[node] = Peer(
                     node, str(d.get("region", "")), float(d.get("started", 0)), float(d.get("beat", 0)),
                     mono, serials, str(d.get("api", "")),
                     {str(z): str(h) for z, h in dict(d.get("digests", {})).items()},
+                    ev.kv.lease, 0.0 if listing else mono,
+                    float(period) if isinstance(period, (int, float)) and period > 0 else BEAT,
                 )  # fmt: skip
                 if new and node != self.node:
                     log.info("cluster: node %s joined (region %s)", node, d.get("region") or "-")
@@ -583,7 +685,7 @@ class Cluster:
                 if d is None:
                     continue
                 with contextlib.suppress(KeyError, TypeError, ValueError):
-                    self.peer_obs.setdefault(node, {})[key] = Obs.from_json(d)
+                    self.peer_obs.setdefault(node, {})[key] = Obs.from_json(d, ev.kv.lease)
                     changed = True
                 if node in self.peers:
                     self.peers[node].seen = mono
@@ -619,7 +721,7 @@ class Cluster:
         doc = {
             "version": 1,
             "node": self.node,
-            "last_sync": self.last_sync if not self.connected else time.time(),
+            "last_sync": self.synced_at,
             "revision": self.revision,
             "peers": {n: asdict(p) for n, p in self.peers.items() if n != self.node},
             "obs": {n: {_k(k): o.to_json() for k, o in obs.items()} for n, obs in self.peer_obs.items()},
@@ -641,7 +743,7 @@ class Cluster:
             doc = json.loads(path.read_text())
             mono = time.monotonic()
             for n, p in doc["peers"].items():
-                self.peers[n] = Peer(**{**p, "seen": mono})
+                self.peers[n] = Peer(**{**p, "seen": mono, "heard": 0.0})  # stale until heard again
             for n, obs in doc["obs"].items():
                 if n in self.peers:
                     self.peer_obs[n] = {

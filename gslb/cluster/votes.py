@@ -14,6 +14,17 @@ reach the quorum of its check (or zone):
 Nodes that have no observation of a member (it is not in their zones, or they
 have not probed it yet) do not vote. A member nobody has voted on is up
 (fail-open, as without a cluster). A node alone decides alone under every rule.
+
+Stale votes. After the store comes back (or a peer goes quiet), a peer's votes in
+the store may be older than this node's own observations: written before an
+outage, by a peer that has not re-published since. Such votes are *stale*
+(``gslb.cluster.node`` says which) and count one way only: a stale down vote
+still counts as down, a stale up vote waits. The member is down when the
+current votes alone reach the quorum, or when all votes (stale included) do.
+So a node's own fresh "down" wins over a peer's stale "up" (a member every node
+now sees down is never answered again because of votes from before), and a
+member the peers last saw down stays out until they say otherwise (the answers
+never step backwards).
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 QUORUMS = ("majority", "any", "all")
 
@@ -61,12 +72,15 @@ class Obs:
     since: float  # Unix time of the node's last transition (or first knowledge)
     rtt: float | None = None  # seconds the deciding probe took
     load: float | None = None
+    # the store's lease the vote was written under (the voter's session): not part of
+    # the vote's value, set from the store's metadata when a peer's vote is read
+    lease: int = field(default=0, compare=False)
 
     def to_json(self) -> dict[str, object]:
         return {"up": self.up, "reason": self.reason, "since": self.since, "rtt": self.rtt, "load": self.load}
 
     @classmethod
-    def from_json(cls, d: dict[str, object]) -> Obs:
+    def from_json(cls, d: dict[str, object], lease: int = 0) -> Obs:
         rtt, load, since = d.get("rtt"), d.get("load"), d.get("since")
         return cls(
             bool(d["up"]),
@@ -74,6 +88,7 @@ class Obs:
             float(since) if isinstance(since, (int, float)) else 0.0,
             float(rtt) if isinstance(rtt, (int, float)) else None,
             float(load) if isinstance(load, (int, float)) else None,
+            lease,
         )
 
 
@@ -84,6 +99,7 @@ class Tally:
     down: bool
     votes: tuple[tuple[str, Obs], ...]  # (node, its observation), sorted by node
     quorum: str
+    stale: frozenset[str] = frozenset()  # nodes whose votes are stale (counted as down only)
 
     @property
     def down_votes(self) -> int:
@@ -97,10 +113,23 @@ class Tally:
         parts = [", ".join(downs)] if downs else []
         if ups:
             parts.append(", ".join(ups) + " up")
-        return head + (": " + "; ".join(parts) if parts else "")
+        text = head + (": " + "; ".join(parts) if parts else "")
+        if self.stale:
+            text += f" [stale, not re-published yet: {', '.join(sorted(self.stale))}]"
+        return text
 
 
-def tally(votes: Iterable[tuple[str, Obs]], quorum: str) -> Tally:
+def _reaches(votes: tuple[tuple[str, Obs], ...], quorum: str) -> bool:
+    down = sum(1 for _, o in votes if not o.up)
+    return bool(votes) and down >= needed(quorum, len(votes))
+
+
+def tally(votes: Iterable[tuple[str, Obs]], quorum: str, stale: Iterable[str] = ()) -> Tally:
+    """The decision on one member. ``stale``: the nodes whose votes are stale (module
+    docstring): down when the current votes reach the quorum, or all of them do."""
     vs = tuple(sorted(votes, key=lambda v: v[0]))
-    down = sum(1 for _, o in vs if not o.up)
-    return Tally(bool(vs) and down >= needed(quorum, len(vs)), vs, quorum)
+    old = frozenset(stale) & {n for n, _ in vs}
+    if not old:
+        return Tally(_reaches(vs, quorum), vs, quorum)
+    current = tuple(v for v in vs if v[0] not in old)
+    return Tally(_reaches(current, quorum) or _reaches(vs, quorum), vs, quorum, old)
