@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo serve test lint fmt deps conformance bench bench-health clean
 
-# setup.py builds gslb._fastpath (C) when a compiler is there: a change to it rebuilds
-$(STAMP): pyproject.toml setup.py gslb/_fastpath.c
+# setup.py builds gslb.server.transport._fastpath (C) when a compiler is there: a change to it rebuilds
+$(STAMP): pyproject.toml setup.py gslb/server/transport/_fastpath.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -253,7 +253,7 @@ async def traffic(etcd: EtcdCluster, members: int, steady: float = 20.0) -> list
     depends only on what the probers report, not on how they found it."""
     from gslb.cluster.node import Cluster, Options
     from gslb.cluster.votes import Obs
-    from gslb.serverconfig import endpoints
+    from gslb.server.options import endpoints
 
     keys = [("c.test.", "p", f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}") for i in range(members)]
     opts = [Options(tuple(endpoints(etcd.url)), n, prefix=f"/bench{members}/", lease_ttl=10) for n in "abc"]

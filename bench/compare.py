@@ -11,7 +11,8 @@
 
 Servers (each found on PATH or in /usr/sbin; missing ones are skipped, `--install`
 runs apt-get for them): gslb, gslb-py (gslb with GSLB_PURE_PYTHON=1: its pure-Python UDP
-loop, as where gslb._fastpath could not be built), Knot DNS (knot), NSD (nsd), gdnsd (gdnsd), PowerDNS
+loop, as where gslb.server.transport._fastpath could not be built), Knot DNS (knot), NSD
+(nsd), gdnsd (gdnsd), PowerDNS
 with the BIND backend and LUA records (pdns-server, pdns-backend-bind). Each is
 pinned to CPU 0 with taskset and runs one UDP worker (one thread or process where
 it has the choice); the load generator is pinned to CPU 1. Peers' rate limiting is
@@ -288,7 +289,7 @@ def _gslb(work: Path, port: int, extra: str) -> list[str]:
 
 
 def _gslb_py(work: Path, port: int, extra: str) -> list[str]:
-    """gslb with its pure-Python UDP loop (no gslb._fastpath): what serves where the C
+    """gslb with its pure-Python UDP loop (no gslb.server.transport._fastpath): what serves where the C
     extension could not be built."""
     return ["env", "GSLB_PURE_PYTHON=1", *_gslb(work, port, extra)]
 
@@ -297,7 +298,7 @@ def wait_tables(log: Path, proc: subprocess.Popen[bytes]) -> None:
     """A database too big to compile while the zones load (a City-sized one) is compiled
     in the background, and queries take the lookup path meanwhile: measure after."""
     sys.path.insert(0, str(ROOT))
-    from gslb.geo_maxmind import MaxMindGeo
+    from gslb.answer.geo.maxmind import MaxMindGeo
 
     if not GEO_WORKLOADS or MaxMindGeo(GEO_DB).small():
         return

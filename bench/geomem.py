@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gslb.config import load_zone
-from gslb.engine import build_state, with_decisions
-from gslb.geo_maxmind import MaxMindGeo
+from gslb.answer.build import build_state, with_decisions
+from gslb.answer.geo.maxmind import MaxMindGeo
+from gslb.zones.load import load_zone
 
 RULE_SETS = [
     "[{geos: [NA-US-CA], pools: [a]}, {geos: [US], pools: [b]}, {geos: [EU], pools: [c]}, {pools: [d]}]",

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from gslb.health.checks import Target  # noqa: E402
 from gslb.health.checks.http import HttpClient, check  # noqa: E402
-from gslb.model import Check  # noqa: E402
+from gslb.zones.model import Check  # noqa: E402
 
 SERVER = """
 import asyncio, sys

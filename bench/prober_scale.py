@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.many_targets import address  # noqa: E402
-from gslb.runtime import Server  # noqa: E402
-from gslb.serverconfig import ServeOptions  # noqa: E402
+from gslb.server.options import ServeOptions  # noqa: E402
+from gslb.server.runtime import Server  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 

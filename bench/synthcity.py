@@ -1,5 +1,5 @@
 """A synthetic GeoIP2-City database the size of the real one, for benchmarks and the
-memory budget of the compiled routing tables (gslb/geo_compile.py).
+memory budget of the compiled routing tables (gslb/answer/geo/tables.py).
 
     python bench/synthcity.py OUT.mmdb [--v4 N] [--v6 N] [--seed S]
 

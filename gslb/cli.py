@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gslb import __version__
-from gslb.config import iter_zone_files, load_zones
-from gslb.errors import ConfigError
-from gslb.serverconfig import OPTIONS, ServeOptions, add_flags, choices_of
+from gslb.server.options import OPTIONS, ServeOptions, add_flags, choices_of
+from gslb.zones.errors import ConfigError
+from gslb.zones.load import iter_zone_files, load_zones
 
 if TYPE_CHECKING:
-    from gslb.importers.bind import Result
+    from gslb.zones.importers.bind import Result
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -57,16 +57,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from gslb.schema import SCHEMA
+    from gslb.zones.schema import SCHEMA
 
     print(json.dumps(SCHEMA, indent=2))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gslb.geo_maxmind import GeoDatabaseError
-    from gslb.runtime import Server, serve_until_stopped
-    from gslb.workers import WorkerPool
+    from gslb.answer.geo.maxmind import GeoDatabaseError
+    from gslb.server.runtime import Server, serve_until_stopped
+    from gslb.server.workers import WorkerPool
 
     o: ServeOptions = args.options  # resolved in main(): command line, then --config file, then defaults
     if o.workers < 1 or (o.workers > 1 and not hasattr(socket, "SO_REUSEPORT")):
@@ -92,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gslb.demo import run_demo
+    from gslb.server.demo import run_demo
 
     return run_demo(Path(args.dir), args.listen, args.api, args.backend_port)
 
@@ -108,7 +108,7 @@ def _api_call(
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
     )
-    from gslb.runtime import read_token
+    from gslb.server.runtime import read_token
 
     token = read_token(getattr(args, "api_token_file", None))
     if token:
@@ -235,7 +235,7 @@ def cmd_dnssec_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_import_bind(args: argparse.Namespace) -> int:
-    from gslb.importers.bind import ImportError_, import_bind
+    from gslb.zones.importers.bind import ImportError_, import_bind
 
     try:
         res = import_bind(Path(args.file), args.zone, args.skip_unsupported)
@@ -246,8 +246,8 @@ def cmd_import_bind(args: argparse.Namespace) -> int:
 
 
 def cmd_import_octodns(args: argparse.Namespace) -> int:
-    from gslb.importers.bind import ImportError_
-    from gslb.importers.octodns import import_octodns
+    from gslb.zones.importers.bind import ImportError_
+    from gslb.zones.importers.octodns import import_octodns
 
     try:
         res = import_octodns(Path(args.source), args.zone, args.skip_unsupported, tuple(args.ns or ()))
@@ -260,8 +260,8 @@ def cmd_import_octodns(args: argparse.Namespace) -> int:
 def _write_import(args: argparse.Namespace, kind: str, res: Result) -> int:
     import tempfile
 
-    from gslb.config import load_zone
-    from gslb.errors import ConfigError
+    from gslb.zones.errors import ConfigError
+    from gslb.zones.load import load_zone
 
     # what was written must load: checked here, so a surprise is the importer's, not the user's
     with tempfile.TemporaryDirectory() as tmp:
@@ -310,7 +310,7 @@ def cmd_dnssec_ds(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from gslb.explain import explain_offline, render
+    from gslb.answer.explain import explain_offline, render
 
     try:
         if args.api_url:  # ask the running server: its live health, overrides and cluster votes
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="serve the zones in a directory")
-    add_flags(s)  # one flag per option of ServeOptions (gslb/serverconfig.py)
+    add_flags(s)  # one flag per option of ServeOptions (gslb/server/options.py)
     s.add_argument(
         "--config", metavar="FILE", help="server configuration file (YAML); see docs/configuration.md"
     )
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
 
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     from gslb.logs import setup
-    from gslb.serverconfig import load_server_config, resolve
+    from gslb.server.options import load_server_config, resolve
 
     level, fmt = getattr(args, "log_level", "info"), getattr(args, "log_format", "text")
     if args.command == "serve":

@@ -4,7 +4,7 @@
   must load or raise ConfigError with positions: never another exception.
 - packets: mutated real queries (flipped bits, truncations, random lengths,
   compression pointers, huge counts, EDNS and ECS garbage) and random bytes go
-  through ``engine.answer``, the function the transports call: no exception
+  through ``answer.respond.answer``, the function the transports call: no exception
   escapes, the reply is None or a parseable DNS message echoing the ID, and a
   malformed query gets FORMERR (or silence).
 """
@@ -20,10 +20,11 @@ import dns.edns
 import dns.message
 import dns.rcode
 
-from gslb.config import load_zone
-from gslb.engine import answer, build_state
-from gslb.errors import ConfigError
-from gslb.serving import ServingState
+from gslb.answer.build import build_state
+from gslb.answer.respond import answer
+from gslb.answer.state import ServingState
+from gslb.zones.errors import ConfigError
+from gslb.zones.load import load_zone
 
 ROOT = Path(__file__).resolve().parent.parent
 ZONE_SEEDS = [

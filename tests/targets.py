@@ -25,7 +25,7 @@ import threading
 import warnings
 from typing import Literal
 
-from gslb.demo import free_port
+from gslb.server.demo import free_port
 
 __all__ = ["Target", "free_port"]
 

@@ -10,7 +10,7 @@ import dns.edns
 import dns.rcode
 import pytest
 
-from gslb.policies import NO_CLIENT, REGISTRY, Candidates
+from gslb.answer.policies import NO_CLIENT, REGISTRY, Candidates
 from tests.conftest import GslbProcess, rrset_texts
 
 NEG = "bal.test. 60 IN SOA ns1.bal.test. hostmaster.bal.test."

@@ -343,7 +343,7 @@ def test_the_watch_takes_a_message_larger_than_aiohttp_s_line_limit(etcd: EtcdCl
     import asyncio
 
     from gslb.cluster.etcd import Etcd
-    from gslb.serverconfig import endpoints
+    from gslb.server.options import endpoints
 
     async def go() -> int:
         e = Etcd(endpoints(etcd.url))

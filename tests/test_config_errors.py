@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gslb.config import load_zone
-from gslb.errors import ConfigError
+from gslb.zones.errors import ConfigError
+from gslb.zones.load import load_zone
 
 BAD = Path(__file__).resolve().parent / "data" / "bad"
 

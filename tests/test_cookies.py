@@ -22,7 +22,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from gslb.cookies import address_bytes, server_cookie
+from gslb.dns.cookies import address_bytes, server_cookie
 from tests.conftest import GslbProcess
 
 SECRET = bytes.fromhex("e5e973e5a6b2a43f48e7dc849e37bfcf")

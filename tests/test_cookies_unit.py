@@ -1,5 +1,5 @@
 """RFC 9018 server cookies: the published vectors (Appendix A), both SipHash
-implementations, and the verify/renew rules of :class:`gslb.cookies.Cookies`."""
+implementations, and the verify/renew rules of :class:`gslb.dns.cookies.Cookies`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from gslb import cookies
-from gslb.cookies import BadCookie, Cookies, address_bytes, server_cookie
+from gslb.dns import cookies
+from gslb.dns.cookies import BadCookie, Cookies, address_bytes, server_cookie
 
 S1 = bytes.fromhex("e5e973e5a6b2a43f48e7dc849e37bfcf")
 S2 = bytes.fromhex("445536bcd2513298075a5d379663c962")

@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 from gslb.cli import build_parser
-from gslb.config import load_zone
-from gslb.serverconfig import load_server_config
+from gslb.server.options import load_server_config
+from gslb.zones.load import load_zone
 from tests.conftest import ROOT, GslbProcess
 
 DEPLOY = ROOT / "deploy"

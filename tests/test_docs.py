@@ -14,9 +14,9 @@ import jsonschema
 import pytest
 import yaml
 
-from gslb.config import load_zone
-from gslb.policies import REGISTRY
-from gslb.schema import SCHEMA
+from gslb.answer.policies import REGISTRY
+from gslb.zones.load import load_zone
+from gslb.zones.schema import SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]

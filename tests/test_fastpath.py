@@ -1,5 +1,5 @@
-"""Replies kept per routing decision (engine._memo_hit) and the C batch loop
-(gslb/_fastpath.c) give exactly the answers of the straightforward path.
+"""Replies kept per routing decision (answer.cache.memo_hit) and the C batch loop
+(gslb/server/transport/_fastpath.c) give exactly the answers of the straightforward path.
 
 Balanced names here have several members (weighted draws, rotation, the nearest of
 several multi-member pools), so an answer is one of several: equality byte for byte
@@ -23,16 +23,17 @@ import dns.edns
 import dns.message
 import pytest
 
-from gslb import engine
-from gslb.config import load_zone
-from gslb.cookies import Cookies
-from gslb.engine import build_state, respond
-from gslb.geo_maxmind import MaxMindGeo
+from gslb.answer import balanced, cache
+from gslb.answer.build import build_state
+from gslb.answer.geo.maxmind import MaxMindGeo
+from gslb.answer.respond import respond
+from gslb.answer.state import ClientAddr, ServingState
+from gslb.dns.cookies import Cookies
+from gslb.dns.tsig import Keyring
 from gslb.health.view import HealthView
-from gslb.metrics import QueryStats
-from gslb.serving import ClientAddr, ServingState
-from gslb.transport import udp
-from gslb.tsig import Keyring
+from gslb.server.metrics import QueryStats
+from gslb.server.transport import udp
+from gslb.zones.load import load_zone
 from tests.conftest import ROOT
 from tests.geodb import write_asn, write_city
 
@@ -189,7 +190,7 @@ def test_replies_kept_per_decision_equal_the_full_pick(
             fast, slow = fast.with_counts(collections.Counter()), slow.with_counts(collections.Counter())
         got = respond(p, fast, "192.0.2.200", True, rf)
         with monkeypatch.context() as m:
-            m.setattr(engine, "_memo_fill", lambda *a, **k: None)
+            m.setattr(cache, "memo_fill", lambda *a, **k: None)
             want = respond(p, slow, "192.0.2.200", True, rs)
         assert got == want, (i, dns.message.from_wire(p).question)
         if i % 1500 == 1499:
@@ -223,7 +224,7 @@ def test_tables_give_answer_classes(tmp_path: Path, geo: MaxMindGeo) -> None:
         picks = []
         for plan in plans:
             ca = ClientAddr(4, a % 2**32, 24, True)
-            got = engine._pick(plan, 1, None, "", random.Random(0), geo, {}, ca)  # type: ignore[arg-type]
+            got = balanced.pick_tuple(plan, 1, None, "", random.Random(0), geo, {}, ca)  # type: ignore[arg-type]
             picks.append(hash((got[4], got[1])))
         assert seen.setdefault(k, tuple(picks)) == tuple(picks), hex(a)
     assert len(seen) > 3
@@ -231,7 +232,7 @@ def test_tables_give_answer_classes(tmp_path: Path, geo: MaxMindGeo) -> None:
 
 def test_the_c_loop_is_built_where_it_can_be() -> None:
     """Where there is a C compiler and Python's headers (CI installs both: .ci/system-deps),
-    pip has built gslb._fastpath and the server uses it; the test below is not skipped."""
+    pip has built gslb.server.transport._fastpath and the server uses it; the test below is not skipped."""
     import os
     import shutil
     import sysconfig
@@ -240,17 +241,21 @@ def test_the_c_loop_is_built_where_it_can_be() -> None:
     if not (shutil.which("cc") and headers.is_file()):
         pytest.skip("no C compiler or no Python headers: the pure-Python path serves")
     assert os.environ.get("GSLB_PURE_PYTHON", "") in ("", "0")
-    assert udp.FAST_BATCHER is not None, "gslb._fastpath was not built (pip install -e . builds it)"
+    assert udp.FAST_BATCHER is not None, (
+        "gslb.server.transport._fastpath was not built (pip install -e . builds it)"
+    )
     assert udp.udp_path() == "mmsg (C)"
 
 
-needs_c = pytest.mark.skipif(udp.FAST_BATCHER is None, reason="gslb._fastpath is not built here")
+needs_c = pytest.mark.skipif(
+    udp.FAST_BATCHER is None, reason="gslb.server.transport._fastpath is not built here"
+)
 
 
 @needs_c
 def test_c_loop_answers_as_python_does(tmp_path: Path, geo: MaxMindGeo) -> None:
-    """gslb._fastpath.Batcher over a real UDP socket on loopback, against
-    gslb.transport.udp.handle on a twin state: every reply byte for byte, the query
+    """gslb.server.transport._fastpath.Batcher over a real UDP socket on loopback, against
+    gslb.server.transport.udp.handle on a twin state: every reply byte for byte, the query
     and balanced counters, the RNG's state; most datagrams answered in C."""
     a, b = _holder(_state(tmp_path, geo), 9), _holder(_state(tmp_path, geo), 9)
     server = udp.udp_socket("127.0.0.1", 0)

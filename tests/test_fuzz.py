@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gslb.config import load_zone
-from gslb.errors import ConfigError
+from gslb.zones.errors import ConfigError
+from gslb.zones.load import load_zone
 from tests.fuzzing import fuzz_packets, fuzz_zones, serving_state
 
 CORPUS = Path(__file__).resolve().parent / "data" / "fuzz"

@@ -1,6 +1,6 @@
 """Property-based fuzzing of the packet path with Hypothesis: structured queries with
 arbitrary names, types, classes, flags, opcodes and EDNS options (ECS included), and
-arbitrary bytes. engine.answer must never raise, must answer only what it should, and
+arbitrary bytes. answer.respond.answer must never raise, must answer only what it should, and
 a query it answers NOERROR must carry its own question back."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dns.message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gslb.engine import answer
+from gslb.answer.respond import answer
 from tests.fuzzing import serving_state
 
 STATE = serving_state()

@@ -1,5 +1,5 @@
-"""The compiled routing tables (gslb.geo_compile) give what the straightforward path
-gives (gslb.serving.match_rule with a database lookup per query): the same rule and
+"""The compiled routing tables (gslb.answer.geo.tables) give what the straightforward path
+gives (gslb.answer.state.match_rule with a database lookup per query): the same rule and
 the same ECS scope for any client address and source prefix, over databases built by
 the tests and MaxMind's own test databases (../shared/geoip), for random rule sets of
 geos, subnets and AS numbers."""
@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gslb.config.balanced import parse_geo
-from gslb.geo_compile import compile_rules
-from gslb.geo_maxmind import MaxMindGeo
-from gslb.model import GeoMatch
-from gslb.serving import RuleMatch, match_rule
+from gslb.answer.geo.maxmind import MaxMindGeo
+from gslb.answer.geo.tables import compile_rules
+from gslb.answer.state import RuleMatch, match_rule
+from gslb.zones.load.balanced import parse_geo
+from gslb.zones.model import GeoMatch
 from tests.conftest import ROOT
 from tests.geodb import write_asn, write_city
 
@@ -122,8 +122,8 @@ def test_classes_for_a_pick_by_coordinates(databases: list[MaxMindGeo], data: st
     """select: closest: the table's class is the rule and the order the policy takes the
     rule's pools in from the client's coordinates (as looked up), its scope the rule's
     scope and the City network's length, capped at the source."""
-    from gslb.policies import PickContext
-    from gslb.policies.closest import POLICY as CLOSEST
+    from gslb.answer.policies import PickContext
+    from gslb.answer.policies.closest import POLICY as CLOSEST
 
     plan = data.draw(st.composite(rules)())
     places = tuple(
@@ -168,9 +168,9 @@ ALIASES = _Aliases()
 
 
 def test_tables_are_shared_and_survive_health_changes(tmp_path: Path) -> None:
-    from gslb.config import load_zone
-    from gslb.engine import build_state
+    from gslb.answer.build import build_state
     from gslb.health.view import ALL_UP, HealthView
+    from gslb.zones.load import load_zone
 
     geo = MaxMindGeo(write_city(tmp_path / "c.mmdb"), write_asn(tmp_path / "a.mmdb"))
     z = load_zone(ROOT / "tests/data/geo/geo.test.yaml", geo_db=True, asn_db=True)
@@ -195,8 +195,9 @@ def test_answers_with_tables_equal_answers_without(tmp_path: Path) -> None:
     import dns.edns
     import dns.message
 
-    from gslb.config import load_zone
-    from gslb.engine import answer, build_state, respond
+    from gslb.answer.build import build_state
+    from gslb.answer.respond import answer, respond
+    from gslb.zones.load import load_zone
 
     geo = (
         MaxMindGeo(SHARED / "GeoIP2-City-Test.mmdb", write_asn(tmp_path / "a.mmdb"))
@@ -236,8 +237,9 @@ def test_big_databases_compile_later_with_the_same_answers(tmp_path: Path) -> No
     import dns.edns
     import dns.message
 
-    from gslb.config import load_zone
-    from gslb.engine import answer, build_state, needs_decisions, with_decisions
+    from gslb.answer.build import build_state, needs_decisions, with_decisions
+    from gslb.answer.respond import answer
+    from gslb.zones.load import load_zone
 
     class Big(MaxMindGeo):
         def small(self) -> bool:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from gslb.config import load_zone
 from gslb.health.prober import Prober
 from gslb.health.view import HealthView
+from gslb.zones.load import load_zone
 from tests.conftest import GslbProcess
 from tests.targets import Target, free_port
 from tests.test_health import FALL, INTERVAL, answers, prober_pid, wait_until, zone

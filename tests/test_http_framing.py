@@ -16,7 +16,7 @@ import pytest
 
 from gslb.health.checks import Target as ProbeTarget
 from gslb.health.checks.http import HttpClient, check
-from gslb.model import Check, StatusRange
+from gslb.zones.model import Check, StatusRange
 from tests.conftest import GslbProcess
 from tests.targets import Target
 

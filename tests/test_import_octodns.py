@@ -22,7 +22,7 @@ import dns.zone
 import pytest
 import yaml
 
-from gslb.explain import explain_offline
+from gslb.answer.explain import explain_offline
 from tests.conftest import ROOT, GslbProcess
 from tests.geodb import write_city
 

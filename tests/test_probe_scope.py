@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gslb.config import load_zone
 from gslb.health.prober import targets_of
+from gslb.zones.load import load_zone
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVED = (

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gslb.config import load_zone
 from gslb.health.prober import Prober, targets_of
 from gslb.health.view import HealthView
+from gslb.zones.load import load_zone
 from tests.targets import Target, free_port
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import dns.edns
 import pytest
 
-from gslb.policies import REGISTRY, Candidates, PickContext
+from gslb.answer.policies import REGISTRY, Candidates, PickContext
 from tests.conftest import DATA, ROOT, GslbProcess
 from tests.geodb import write_asn, write_city
 
@@ -137,7 +137,7 @@ def test_hashed_respects_weights() -> None:
 
 
 def test_closest_great_circle() -> None:
-    from gslb.policies.closest import great_circle_km
+    from gslb.answer.policies.closest import great_circle_km
 
     assert abs(great_circle_km(51.5074, -0.1278, 40.7128, -74.0060) - 5570) < 15  # London - New York
     closest = REGISTRY["closest"]

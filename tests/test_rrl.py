@@ -12,7 +12,7 @@ import dns.message
 import dns.rcode
 import dns.rrset
 
-from gslb.rrl import RateLimiter, truncated
+from gslb.dns.rrl import RateLimiter, truncated
 from tests.conftest import ROOT, GslbProcess
 
 

@@ -27,7 +27,7 @@ import dns.xfr
 import dns.zone
 import pytest
 
-from gslb import tsig
+from gslb.dns import tsig
 from tests.conftest import ROOT, GslbProcess
 from tests.test_axfr import rrsets
 
@@ -323,10 +323,10 @@ def test_notify_retries_until_answered_and_gslb_notify(tmp_path: Path) -> None:
 def test_notify_to_nobody_gives_up_and_says_so(tmp_path: Path) -> None:
     import asyncio
 
-    from gslb import notify
-    from gslb.engine import build_state
-    from gslb.xfr import Target
-    from gslb.zoneset import ZoneSet
+    from gslb.answer.build import build_state
+    from gslb.secondaries import notify
+    from gslb.secondaries.xfr import Target
+    from gslb.zones.directory import ZoneSet
 
     zdir = tmp_path / "zones"
     zdir.mkdir()
@@ -342,9 +342,9 @@ def test_notify_to_nobody_gives_up_and_says_so(tmp_path: Path) -> None:
 
 
 def test_journal_keeps_its_bound_and_falls_back(tmp_path: Path) -> None:
-    from gslb.engine import build_state
-    from gslb.xfr import Journal
-    from gslb.zoneset import ZoneSet
+    from gslb.answer.build import build_state
+    from gslb.secondaries.xfr import Journal
+    from gslb.zones.directory import ZoneSet
 
     zdir = tmp_path / "zones"
     zdir.mkdir()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gslb.errors import ConfigError
-from gslb.serverconfig import FILE_ONLY, OPTIONS, ServeOptions, load_server_config, resolve
+from gslb.server.options import FILE_ONLY, OPTIONS, ServeOptions, load_server_config, resolve
+from gslb.zones.errors import ConfigError
 from tests.conftest import ROOT, GslbProcess
 
 

@@ -24,10 +24,10 @@ import dns.message
 import dns.rcode
 import pytest
 
-from gslb.engine import respond
-from gslb.metrics import QueryStats
-from gslb.serving import BalancedEntry
-from gslb.transport.udp import mmsg_available
+from gslb.answer.respond import respond
+from gslb.answer.state import BalancedEntry
+from gslb.server.metrics import QueryStats
+from gslb.server.transport.udp import mmsg_available
 from tests.conftest import DATA, ROOT, GslbProcess
 from tests.test_differential_knot import QUERIES
 
@@ -165,11 +165,11 @@ def test_cached_answers_follow_reloads(tmp_path: Path, server_factory: object) -
 
 
 def test_cache_is_bounded_and_skips_balanced_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gslb.engine as engine
-    from gslb.config import load_zone
-    from gslb.engine import build_state
+    import gslb.answer.cache as cache
+    from gslb.answer.build import build_state
+    from gslb.zones.load import load_zone
 
-    monkeypatch.setattr(engine, "CACHE_MAX", 100)
+    monkeypatch.setattr(cache, "CACHE_MAX", 100)
     zone = load_zone(DATA / "zones" / "bal.test.yaml")
     state = build_state([(zone, 1)])
     rng = random.Random(1)
@@ -193,10 +193,10 @@ def test_cache_is_bounded_and_skips_balanced_names(monkeypatch: pytest.MonkeyPat
 
 def test_remembered_picks_follow_health() -> None:
     """Hashed picks and closest pools are remembered per health snapshot, never across one."""
-    from gslb.config import load_zone
-    from gslb.engine import build_state
-    from gslb.geo_maxmind import MaxMindGeo
+    from gslb.answer.build import build_state
+    from gslb.answer.geo.maxmind import MaxMindGeo
     from gslb.health.view import HealthView
+    from gslb.zones.load import load_zone
     from tests.geodb import write_asn, write_city
 
     tmp = Path(__import__("tempfile").mkdtemp())
@@ -228,9 +228,10 @@ def test_remembered_picks_follow_health() -> None:
 def test_cached_balanced_answers_are_the_full_paths_bytes(udp: bool) -> None:
     """The reply cache's balanced shortcut splices what the full lookup would encode:
     same pick (same RNG state), same header, question case, OPT, ECS scope, truncation."""
-    from gslb.config import load_zone
-    from gslb.engine import answer, build_state
-    from gslb.geo_maxmind import MaxMindGeo
+    from gslb.answer.build import build_state
+    from gslb.answer.geo.maxmind import MaxMindGeo
+    from gslb.answer.respond import answer
+    from gslb.zones.load import load_zone
     from tests.geodb import write_asn, write_city
 
     tmp = Path(__import__("tempfile").mkdtemp())
@@ -293,8 +294,8 @@ def test_cached_balanced_answers_are_the_full_paths_bytes(udp: bool) -> None:
 def test_a_balanced_nodata_answer_counts_once(tmp_path: Path) -> None:
     """when_all_down: nodata with every member down: one answer, one count (the fast path
     used to count it and then hand it to the general lookup, which counted it again)."""
-    from gslb.config import load_zone
-    from gslb.engine import build_state
+    from gslb.answer.build import build_state
+    from gslb.zones.load import load_zone
 
     f = tmp_path / "n.test.yaml"
     f.write_text("""zone: n.test.
@@ -318,11 +319,12 @@ records:
 @pytest.mark.parametrize("udp", [True, False])
 def test_other_subnets_answers_are_the_full_paths_bytes(udp: bool) -> None:
     """An ECS query from a client subnet not seen before is answered from the entry of the
-    same query from another subnet (engine._balanced_ecs): the bytes the full lookup gives
+    same query from another subnet (answer.cache.balanced_ecs): the bytes the full lookup gives
     for that subnet (rule, pool, pick, ECS scope, echoed address), and counted once."""
-    from gslb.config import load_zone
-    from gslb.engine import answer, build_state
-    from gslb.geo_maxmind import MaxMindGeo
+    from gslb.answer.build import build_state
+    from gslb.answer.geo.maxmind import MaxMindGeo
+    from gslb.answer.respond import answer
+    from gslb.zones.load import load_zone
     from tests.geodb import CITY, write_asn, write_city
 
     tmp = Path(__import__("tempfile").mkdtemp())

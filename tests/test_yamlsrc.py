@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import yaml
 
-from gslb import yamlsrc
+from gslb.zones import yamlsrc
 
 SCALARS = [
     "yes", "No", "on", "OFF", "true", "False", "y", "n", "null", "Null", "~", "", "0", "-1", "+7",

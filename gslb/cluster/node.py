@@ -56,8 +56,8 @@ from urllib.parse import quote, unquote
 
 from gslb.cluster.etcd import KV, Etcd, EtcdError, Event
 from gslb.cluster.votes import Obs, Tally, tally
+from gslb.health.overrides import ACTIONS, Override
 from gslb.health.view import HealthView, MemberKey
-from gslb.overrides import ACTIONS, Override
 
 log = logging.getLogger("gslb.cluster")
 

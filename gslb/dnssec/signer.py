@@ -116,7 +116,7 @@ class Signer:
 
     def answer_rrsigs(self, owner: bytes, frags: list[bytes], now: float) -> tuple[bytes, int]:
         """The RRSIG RRs for an answer made of ``frags`` (RR fragments whose owner is the
-        question, ``gslb.wire.member_fragment``) and how many there are; kept per validity
+        question, ``gslb.dns.wire.member_fragment``) and how many there are; kept per validity
         step like whole replies, so the same picked set is signed and encoded once."""
         step = int(now) // self.validity.step
         if step != self._answers_step:

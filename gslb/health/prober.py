@@ -39,13 +39,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gslb import names
 from gslb.cluster.votes import Obs
+from gslb.dns import names
 from gslb.health.checks import CheckFn, Target, TargetKey, registry
 from gslb.health.checks.http import HttpClient
 from gslb.health.state import Result, TargetState, Transition, observe
 from gslb.health.view import HealthView, MemberKey, TargetStates, member_key
-from gslb.model import CHECK_SCHEDULE_KEYS, Zone
+from gslb.zones.model import CHECK_SCHEDULE_KEYS, Zone
 
 log = logging.getLogger("gslb.health")
 

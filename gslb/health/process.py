@@ -44,7 +44,7 @@ from gslb.health.prober import Prober, load_state, targets_of
 from gslb.health.view import HealthView, MemberKey, TargetStates, down_from_states
 from gslb.logs import current as current_logging
 from gslb.logs import setup as setup_logging
-from gslb.model import Zone
+from gslb.zones.model import Zone
 
 log = logging.getLogger("gslb.health")
 

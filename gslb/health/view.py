@@ -20,9 +20,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gslb import names
 from gslb.cluster.votes import Tally
-from gslb.model import Member, Zone
+from gslb.dns import names
+from gslb.zones.model import Member, Zone
 
 MemberKey = tuple[str, str, str]  # (zone origin text, pool name, member address)
 

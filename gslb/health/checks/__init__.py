@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gslb.model import Check
+from gslb.zones.model import Check
 
 if TYPE_CHECKING:
     from gslb.health.checks.http import HttpClient

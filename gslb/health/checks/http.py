@@ -29,7 +29,7 @@ import re
 import ssl
 
 from gslb.health.checks import Target
-from gslb.model import Check
+from gslb.zones.model import Check
 
 MAX_BODY = 64 * 1024
 MAX_HEADER = 32 * 1024  # status lines and headers of all responses, interim ones included

@@ -1,0 +1,3 @@
+"""Feeding secondary servers: AXFR and IXFR with the journal of served versions
+and who may transfer (``xfr``), NOTIFY on serial changes (``notify``).
+"""

@@ -1,0 +1,123 @@
+"""``pools:``: groups of load-balancer instances and their members."""
+
+from __future__ import annotations
+
+import re
+
+from gslb.zones.load.ctx import _Ctx, _kind, _opt
+from gslb.zones.model import (
+    WEIGHT_MAX,
+    Check,
+    Location,
+    Member,
+    Pool,
+)
+from gslb.zones.yamlsrc import Located
+
+
+def _defined(loc: Located | None) -> frozenset[str]:
+    """Names defined under a mapping key, valid or not (no cascade of 'undefined')."""
+    return frozenset(loc.value) if loc is not None and isinstance(loc.value, dict) else frozenset()
+
+
+def _used_checks(pools_loc: Located | None) -> set[str]:
+    """Check names referenced by any pool, valid or not."""
+    out: set[str] = set()
+    if pools_loc is not None and isinstance(pools_loc.value, dict):
+        for pl in pools_loc.value.values():
+            if isinstance(pl.value, dict) and "check" in pl.value:
+                out.add(str(pl.value["check"].value))
+    return out
+
+
+def _pools(
+    ctx: _Ctx, loc: Located | None, checks: dict[str, tuple[Check, Located]], check_names: frozenset[str]
+) -> dict[str, tuple[Pool, Located]]:
+    out: dict[str, tuple[Pool, Located]] = {}
+    if loc is None:
+        return out
+    if not isinstance(loc.value, dict):
+        ctx.err(loc, "pools", f"expected a mapping of pool name -> pool, got {_kind(loc)}")
+        return out
+    for name, pl in loc.value.items():
+        p = _pool(ctx, name, pl, check_names)
+        if p is not None:
+            out[name] = (p, pl)
+    return out
+
+
+def _pool(ctx: _Ctx, name: str, loc: Located, checks: frozenset[str]) -> Pool | None:
+    key = f"pools.{name}"
+    m = ctx.mapping(loc, key, ("members",), ("check", "min_healthy", "location"))
+    if m is None:
+        return None
+    before = len(ctx.problems)
+    check = _opt(m, "check", lambda v: ctx.str_(v, f"{key}.check"), None)
+    if check is not None and check not in checks:
+        known = ", ".join(sorted(checks)) or "none defined"
+        ctx.err(m["check"], f"{key}.check", f"undefined check {check!r} (checks: {known})")
+    members: list[Member] = []
+    seen: dict[str, int] = {}
+    items = ctx.seq(m["members"], f"{key}.members") if "members" in m else None
+    if items is not None and not items:
+        ctx.err(m["members"], f"{key}.members", "a pool needs at least one member")
+    for i, ml in enumerate(items or []):
+        mk = f"{key}.members[{i}]"
+        mem = _member(ctx, mk, ml)
+        if mem is None:
+            continue
+        a = str(mem.address)
+        if a in seen:
+            ctx.err(ml, mk, f"duplicate member address {a} (also members[{seen[a]}])")
+            continue
+        seen[a] = i
+        members.append(mem)
+    min_count, min_pct = 1, None
+    if "min_healthy" in m:
+        v = m["min_healthy"]
+        if isinstance(v.value, str) and (pm := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", v.value)):
+            min_pct = float(pm.group(1))
+            if not 0 < min_pct <= 100:
+                ctx.err(v, f"{key}.min_healthy", f"percentage must be in (0%, 100%], got {v.value}")
+        else:
+            n = ctx.int_(v, f"{key}.min_healthy", 0, 100000)
+            if n is not None:
+                if items is not None and n > len(items):
+                    ctx.err(v, f"{key}.min_healthy", f"is {n} but the pool has {len(items)} members")
+                min_count = n
+    location = None
+    if "location" in m:
+        lm = ctx.mapping(m["location"], f"{key}.location", ("lat", "lon"), ())
+        if lm is not None and "lat" in lm and "lon" in lm:
+            lat = ctx.float_(lm["lat"], f"{key}.location.lat", -90, 90)
+            lon = ctx.float_(lm["lon"], f"{key}.location.lon", -180, 180)
+            if lat is not None and lon is not None:
+                location = Location(lat, lon)
+    if len(ctx.problems) > before or not members:
+        return None
+    return Pool(name, tuple(members), check, min_count, min_pct, location)
+
+
+def _member(ctx: _Ctx, key: str, loc: Located) -> Member | None:
+    m = ctx.mapping(loc, key, ("address",), ("weight", "name", "status", "check_address", "check_port"))
+    if m is None or "address" not in m:
+        return None
+    before = len(ctx.problems)
+    addr = ctx.ip(m["address"], f"{key}.address")
+    weight = _opt(m, "weight", lambda v: ctx.int_(v, f"{key}.weight", 0, WEIGHT_MAX), 1)
+    name = _opt(m, "name", lambda v: ctx.str_(v, f"{key}.name"), None)
+    status = _opt(m, "status", lambda v: ctx.str_(v, f"{key}.status"), "obey")
+    if status not in (None, "up", "down", "obey"):
+        ctx.err(m["status"], f"{key}.status", f"must be up, down or obey, got {status!r}")
+    check_addr = _opt(m, "check_address", lambda v: ctx.ip(v, f"{key}.check_address"), None)
+    check_port = _opt(m, "check_port", lambda v: ctx.int_(v, f"{key}.check_port", 1, 65535), None)
+    if len(ctx.problems) > before or addr is None or weight is None:
+        return None
+    return Member(
+        address=addr,
+        name=name or str(addr),
+        weight=weight,
+        status=status,  # type: ignore[arg-type]
+        check_address=check_addr,
+        check_port=check_port,
+    )
