@@ -15,12 +15,15 @@ import ipaddress
 import random
 import select
 import socket
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dns.edns
 import dns.message
+import dns.rdatatype
 import pytest
 
 from gslb.answer import balanced, cache
@@ -104,8 +107,11 @@ def geo(tmp_path_factory: pytest.TempPathFactory) -> MaxMindGeo:
 
 
 def _state(tmp_path: Path, geo: MaxMindGeo, serial: int = 1) -> ServingState:
+    """The zone's state; signed (Ed25519: deterministic signatures, so twin states sign
+    alike) when the test has put a key at fp.key."""
     f = tmp_path / "fp.test.yaml"
-    f.write_text(_zone_text())
+    key = tmp_path / "fp.key"
+    f.write_text(_zone_text() + (f"dnssec: {{key: {key}}}\n" if key.exists() else ""))
     z = load_zone(f, geo_db=True, asn_db=True)
     return build_state([(z, serial)], geo=geo).with_counts(collections.Counter())
 
@@ -250,6 +256,7 @@ def test_the_c_loop_is_built_where_it_can_be() -> None:
 needs_c = pytest.mark.skipif(
     udp.FAST_BATCHER is None, reason="gslb.server.transport._fastpath is not built here"
 )
+BATCHER: Any = udp.FAST_BATCHER
 
 
 @needs_c
@@ -262,7 +269,7 @@ def test_c_loop_answers_as_python_does(tmp_path: Path, geo: MaxMindGeo) -> None:
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     client.settimeout(2)
     ctr = types.SimpleNamespace(errors=0, seen=0)
-    batcher = udp.FAST_BATCHER(server.fileno(), a, udp.handle, ctr)
+    batcher = BATCHER(server.fileno(), a, udp.handle, ctr)
     try:
         for i, p in enumerate(_queries(geo, 8000, 3)):
             if i and i % 2000 == 0:
@@ -282,6 +289,155 @@ def test_c_loop_answers_as_python_does(tmp_path: Path, geo: MaxMindGeo) -> None:
         # two of the nine names are never kept (hashed, count 2), nor cookie queries, nor
         # IPv6 clients of a name with IPv6 subnet rules; after each event the memos refill
         assert batcher.fast > 0.45 * (batcher.fast + batcher.slow), (batcher.fast, batcher.slow)
+    finally:
+        server.close()
+        client.close()
+
+
+SECRETS = (b"k" * 16, b"o" * 16)  # the first makes cookies, the second is still accepted
+
+
+def _resolver_queries(geo: MaxMindGeo, n: int, seed: int) -> Iterator[bytes]:
+    """Queries as validating resolvers send them: EDNS with DO=1 and a client cookie,
+    then the server cookie the server gave them (made here as gslb would: the current
+    secret, the old one, one past its renewal age, one forged), names in random case
+    (0x20), ECS from many subnets; now and then a malformed cookie, a small UDP size, no
+    EDNS."""
+    from gslb.dns.cookies import address_bytes, server_cookie
+
+    rnd = random.Random(seed)
+    base = list(_queries(geo, n, seed))
+    addr = address_bytes("127.0.0.1")
+    now = int(time.time())
+    clients = [rnd.randbytes(8) for _ in range(50)]
+    for i, wire in enumerate(base):
+        q = dns.message.from_wire(wire)
+        name = q.question[0].name.to_text()
+        if rnd.random() < 0.6:  # 0x20
+            name = "".join(ch.upper() if rnd.random() < 0.5 else ch for ch in name)
+        opts = [o for o in q.options if o.otype != dns.edns.OptionType.COOKIE]
+        client = rnd.choice(clients)
+        kind = rnd.random()
+        if kind < 0.25:
+            cookie = client
+        elif kind < 0.75:
+            cookie = client + server_cookie(SECRETS[0], client, addr, now - now % 300)
+        elif kind < 0.8:
+            cookie = client + server_cookie(SECRETS[1], client, addr, now - 60)  # rotation
+        elif kind < 0.85:
+            cookie = client + server_cookie(SECRETS[0], client, addr, now - 2000)  # renewed
+        elif kind < 0.9:
+            cookie = client + rnd.randbytes(16)  # forged
+        elif kind < 0.92:
+            cookie = rnd.randbytes(rnd.choice([5, 12, 41]))  # malformed: FORMERR
+        else:
+            cookie = b""
+        if cookie:
+            opts.append(dns.edns.GenericOption(dns.edns.OptionType.COOKIE, cookie))
+        if rnd.random() < 0.5:
+            rnd.shuffle(opts)  # the cookie before or after the ECS option
+        payload = rnd.choice([1232, 1232, 4096, 1400, 512, 540])
+        edns = -1 if rnd.random() < 0.04 else 0
+        m = dns.message.make_query(
+            name, q.question[0].rdtype, use_edns=edns, options=opts if edns == 0 else None, payload=payload,
+            want_dnssec=edns == 0 and rnd.random() < 0.8,
+        )  # fmt: skip
+        m.id = i & 0xFFFF
+        yield m.to_wire()
+
+
+@needs_c
+@pytest.mark.parametrize(
+    ("rrl", "signed"),
+    [
+        (None, False),
+        ((1e9, 2), False),
+        ((0.001, 2), False),
+        ((0.001, 1), False),
+        (None, True),
+        ((0.001, 2), True),
+    ],
+    ids=["rrl-off", "rrl-high", "rrl-limits", "rrl-slip-all", "signed", "signed-rrl-limits"],
+)
+def test_c_loop_answers_resolver_traffic_as_python_does(
+    tmp_path: Path,
+    geo: MaxMindGeo,
+    rrl: tuple[float, int] | None,
+    signed: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Resolver traffic (cookies, DO=1, 0x20, ECS), rate limiting on or off and the query
+    log sampled, through the C loop (its rate limiter in C) and through
+    gslb.server.transport.udp.handle (gslb.dns.rrl in Python): every reply byte for byte
+    (slips and BADCOOKIE included), every counter, the RNG, the logged lines; and most
+    datagrams answered in C. A rate of 0.001/s limits every answer after a key's first
+    (the two clocks cannot disagree about a refill)."""
+    import logging
+
+    from gslb.dns.rrl import RateLimiter
+    from gslb.server.metrics import log_query
+
+    if signed:
+        from gslb.dnssec import keys
+
+        keys.write_new(tmp_path / "fp.key", "ed25519")
+    a, b = _holder(_state(tmp_path, geo), 9), _holder(_state(tmp_path, geo), 9)
+    assert bool(a.state.signers) == signed
+    a.cookies, b.cookies = Cookies(SECRETS), Cookies(SECRETS)
+    a.query_log_every = b.query_log_every = 7
+    if rrl is not None:
+        a.rrl, b.rrl = udp.rate_limiter(*rrl), RateLimiter(*rrl)
+        assert type(a.rrl).__module__ == "gslb.server.transport._fastpath"
+    server = udp.udp_socket("127.0.0.1", 0)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(2)
+    ca, cb = types.SimpleNamespace(errors=0, seen=0), types.SimpleNamespace(errors=0, seen=0)
+    batcher = BATCHER(server.fileno(), a, udp.handle, ca, log_query, udp.SLIP_OPT)
+    logged: list[list[str]] = [[], []]
+    sigs = 0
+    caplog.set_level(logging.INFO, logger="gslb.query")
+    try:
+        for i, p in enumerate(_resolver_queries(geo, 6000, 4)):
+            if i and i % 2000 == 0:
+                a.state = _events(a.state, i // 2000, tmp_path, geo).with_counts(a.state.balanced_counts)
+                b.state = _events(b.state, i // 2000, tmp_path, geo).with_counts(b.state.balanced_counts)
+            client.sendto(p, server.getsockname())
+            select.select([server], [], [], 2)
+            caplog.clear()
+            assert batcher.run() == 1
+            logged[0] += [r.getMessage() for r in caplog.records]
+            caplog.clear()
+            want = udp.handle(cb, b, p, "127.0.0.1")
+            logged[1] += [r.getMessage() for r in caplog.records]
+            if want is None:  # dropped: nothing came (loopback delivers within sendmmsg)
+                client.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    client.recv(4096)
+                client.settimeout(2)
+                continue
+            got = client.recv(4096)
+            assert got == want, (i, dns.message.from_wire(p))
+            if signed and i % 10 == 0:
+                r = dns.message.from_wire(got)
+                sigs += any(rr.rdtype == dns.rdatatype.RRSIG for rr in r.answer + r.authority)
+        assert a.stats.queries == b.stats.queries
+        assert a.stats.cookies == b.stats.cookies and a.stats.cookies["valid"] > 1000
+        assert (a.cookies.stats.valid, a.cookies.stats.fresh) == (
+            b.cookies.stats.valid,
+            b.cookies.stats.fresh,
+        )
+        assert a.stats.rrl == b.stats.rrl
+        if rrl is not None and rrl[0] < 1:
+            assert a.stats.rrl["dropped" if rrl[1] > 1 else "slipped"] > 1000
+            assert a.stats.cookies["badcookie"] > 100
+        assert a.state.balanced_counts == b.state.balanced_counts
+        assert a.rng.getstate() == b.rng.getstate()
+        assert ca.seen == cb.seen > 0 and logged[0] == logged[1] and len(logged[0]) == ca.seen // 7
+        assert not signed or sigs > 150  # of 600 sampled (DO=1 for 80%, some limited or malformed)
+        assert batcher.errors == 0
+        # besides what the test above leaves to Python: each ECS subnet's first query of a
+        # static name (its reply is kept per query), malformed cookies
+        assert batcher.fast > 0.35 * (batcher.fast + batcher.slow), (batcher.fast, batcher.slow)
     finally:
         server.close()
         client.close()

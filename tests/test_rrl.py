@@ -3,17 +3,27 @@ every slip-th answer truncated), other networks and TCP are not."""
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import dns.flags
 import dns.message
 import dns.rcode
 import dns.rrset
+import pytest
 
 from gslb.dns.rrl import RateLimiter, truncated
+from gslb.server.transport import udp
 from tests.conftest import ROOT, GslbProcess
+
+# the limiter in Python and its twin in C (what the server uses where the C loop is built)
+LIMITERS: list[Any] = [RateLimiter]
+if udp._FAST is not None:
+    LIMITERS.append(udp._FAST.RateLimiter)
+IDS = ["python", "c"][: len(LIMITERS)]
 
 
 def reply_for(name: str, answers: int = 1, rcode: int = 0) -> bytes:
@@ -25,7 +35,9 @@ def reply_for(name: str, answers: int = 1, rcode: int = 0) -> bytes:
     return r.to_wire()
 
 
-def test_token_bucket_with_slip() -> None:
+@pytest.mark.parametrize("limiter", LIMITERS, ids=IDS)
+def test_token_bucket_with_slip(limiter: Any) -> None:
+    RateLimiter = limiter
     rl = RateLimiter(rate=5, slip=2)
     a = reply_for("www.example.")
     got = [rl.check("192.0.2.7", a, 0.0) for _ in range(11)]
@@ -42,6 +54,39 @@ def test_token_bucket_with_slip() -> None:
     assert v6.check("2001:db8:0:1::1", a, 0.0) == "send"
     assert v6.check("2001:db8:0:1::2", a, 0.0) == "drop"  # same /56
     assert v6.check("2001:db8:0:100::1", a, 0.0) == "send"  # another /56
+
+
+def test_the_c_limiter_decides_as_the_python_one() -> None:
+    """The same events (clients of a few networks, positive, negative and error replies,
+    times that advance unevenly, a table small enough to be swept) through both: the same
+    action every time, the same counts."""
+    if len(LIMITERS) < 2:
+        pytest.skip("gslb.server.transport._fastpath is not built here")
+    rnd = random.Random(7)
+    replies = [reply_for(f"n{i}.Example.") for i in range(6)]
+    replies += [
+        reply_for("www.example.", 0, 3),
+        reply_for("www.example.", 0, 0),
+        reply_for("x.example.", 0, 2),
+    ]
+    clients = [f"192.0.{rnd.randrange(8)}.{rnd.randrange(256)}" for _ in range(40)]
+    clients += [f"2001:db8:0:{rnd.randrange(4) * 256:x}::{rnd.randrange(99)}" for _ in range(20)]
+    clients += ["::ffff:192.0.1.9", "fe80::1%lo"]
+    for rate, slip, keys in ((3.0, 2, 50), (0.5, 3, 8), (40.0, 0, 200_000), (1.5, 1, 20)):
+        py, c = RateLimiter(rate, slip, keys), LIMITERS[1](rate, slip, keys)
+        now = 100.0
+        for _ in range(20_000):
+            now += rnd.choice([0.0, 0.0, 0.001, 0.01, 0.2, 1.5]) if rnd.random() < 0.3 else 0.0
+            host, reply = rnd.choice(clients), rnd.choice(replies)
+            if rnd.random() < 0.05:
+                assert py.negative_exhausted(host, now) == c.negative_exhausted(host, now)
+            assert py.check(host, reply, now) == c.check(host, reply, now), (rate, slip, host, now)
+        assert (py.dropped, py.slipped) == (c.dropped, c.slipped)
+        if rate < 10:  # the slow ones limit, and slip when they slip
+            assert py.dropped + py.slipped and (py.slipped or not slip)
+        assert len(c) <= keys
+    with pytest.raises(ValueError):
+        LIMITERS[1](0, 2)
 
 
 def test_truncated_slip_reply() -> None:

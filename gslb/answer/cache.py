@@ -64,7 +64,9 @@ def memo_hit(
     m = e.memo.get(key) if key is not None else None
     if m is None:
         return None
-    kind, replies, cum, ckey = m
+    if len(m) == 5 and time.time() >= m[4]:  # signed: its signatures are due for renewal
+        return None
+    kind, replies, cum, ckey = m[:4]
     if kind == ONE:
         r = replies[0]
     elif kind == CHOICE:
@@ -102,14 +104,24 @@ def memo_fill(
         return
     replies = []
     fixed = 12 + len(e.question) + len(end) + e.tail
+    sign, now = e.sign, time.time()
     for items in variants.answers:
-        body = b"".join(items)
+        body, an = b"".join(items), len(items)
+        if sign is not None:  # a signed zone, DO=1: each set with its RRSIGs, made once
+            sigs, n = sign(e.q.key, list(items), now)
+            body += sigs
+            an += n
         if fixed + len(body) > e.limit:
             return
-        replies.append(HDR_TAIL.pack(e.flags, 1, len(items), 0, e.ar) + e.question + body + end)
+        replies.append(HDR_TAIL.pack(e.flags, 1, an, 0, e.ar) + e.question + body + end)
     if len(e.memo) >= MEMO_MAX:
         e.memo.clear()
-    e.memo[key] = (variants.kind, tuple(replies), variants.cum_weights, (e.name, pool, outcome.kind))
+    ckey = (e.name, pool, outcome.kind)
+    if sign is None:
+        e.memo[key] = (variants.kind, tuple(replies), variants.cum_weights, ckey)
+    else:  # until the signatures' step ends (then memo_hit misses and this refills)
+        due = float((int(now) // e.sign_step + 1) * e.sign_step)
+        e.memo[key] = (variants.kind, tuple(replies), variants.cum_weights, ckey, due)
 
 
 def balanced_cached(
@@ -210,13 +222,19 @@ def balanced_ecs(
     if e.tail >= 0:
         memo_fill(e, state, host, t[1], picked, head)
     body = frags[0] if len(frags) == 1 else b"".join(frags)
+    an = len(frags)
+    sign = e.sign
+    if sign is not None:  # a signed zone, DO=1: the picked set's cached RRSIGs
+        sigs, n = sign(e.q.key, frags, time.time())
+        body += sigs
+        an += n
     question = e.question
     if 12 + len(question) + len(body) + len(head) + len(t[2]) > e.limit:
         return None
     counts = state.balanced_counts
     if counts is not None:
         counts[(e.name, pool, outcome.kind)] += 1
-    return data[:2] + HDR_TAIL.pack(e.flags, 1, len(frags), 0, e.ar) + question + body + head + t[2], e.skey
+    return data[:2] + HDR_TAIL.pack(e.flags, 1, an, 0, e.ar) + question + body + head + t[2], e.skey
 
 
 def lookup(
@@ -230,6 +248,8 @@ def lookup(
     hit = cache.get(data[2:])
     if hit is not None:
         if type(hit) is tuple:  # a FixedReply
+            if len(hit) == 3 and time.time() >= hit[2]:  # signed, due for new signatures
+                return None
             return data[:2] + hit[0], hit[1]
         e = cast(BalancedEntry, hit)
         fast = memo_hit(e, data, state, host, rng, e.ecs_client)
@@ -252,13 +272,14 @@ def keep(
     cache: dict[bytes | tuple[str, bytes], CacheEntry],
     data: bytes,
     reply: bytes,
-    token: bool | Query,
+    token: bool | float | Query,
     skey: StatsKey,
     state: ServingState,
     udp: bool,
 ) -> None:
     """The last stage: keep what the full path answered, as ``token`` allows (True: the
-    reply itself; a parsed query: a balanced entry; False: nothing)."""
+    reply itself; a float: the reply until that time, when its signatures are due; a
+    parsed query: a balanced entry; False: nothing)."""
     if token is False or len(data) < 12:
         return
     if len(cache) >= CACHE_MAX:
@@ -267,6 +288,10 @@ def keep(
     if token is True:
         cache[key] = (reply[2:], skey)
         return
+    if type(token) is float:
+        cache[key] = (reply[2:], skey, token)
+        return
+    assert isinstance(token, Query)
     if reply[3] & 0xF != NOERROR:
         return
     q = token
@@ -279,12 +304,12 @@ def keep(
         signer = state.signers.get(skey[0])
         if signer is not None:
             entry.sign = signer.answer_rrsigs
+            entry.sign_step = signer.validity.step
     cache[key] = entry
-    if entry.sign is None:
-        if entry.ecs_client is None:
-            entry.tail = 0
-        else:
-            t = ecs_template(data)
-            if t is not None:
-                entry.tail = len(t[2])
-                cache[t[0]] = entry
+    if entry.ecs_client is None:
+        entry.tail = 0
+    else:
+        t = ecs_template(data)
+        if t is not None:
+            entry.tail = len(t[2])
+            cache[t[0]] = entry

@@ -112,9 +112,10 @@ def stats_key(reply: bytes, udp: bool, state: ServingState) -> StatsKey:
 
 def _answer(
     data: bytes, state: ServingState, client: Client, rng: random.Random
-) -> tuple[bytes | None, bool | Query]:
+) -> tuple[bytes | None, bool | float | Query]:
     """The reply (None: send nothing) and how it may be cached (see :func:`respond`):
-    True (the reply), False (not at all), or the parsed query of a balanced name."""
+    True (the reply), a time (the reply until then: a signed reply, until its signatures
+    are due), False (not at all), or the parsed query of a balanced name."""
     if not header_ok(data):
         return None, False
     try:

@@ -42,20 +42,25 @@ def signed(
     signer: Signer,
     client: Client,
     rng: random.Random,
-) -> tuple[bytes, bool | Query]:
+) -> tuple[bytes, bool | float | Query]:
     """The answer to a DO=1 query for a signed zone: RRSIGs on every authoritative
     RRset, compact denial (RFC 9824) for names and types that do not exist, DS or a
     signed proof of no DS at delegations. Signatures come from the signer's cache;
     whole replies that depend on the query alone (not on health or the client) are
-    kept per signature window (``Signer.replies``), so a repeated static question is
-    a lookup and an ID splice. A balanced name's NOERROR answer is a pick plus the
-    picked set's RRSIGs (``Signer.answer_rrsigs``), and its token lets the reply cache
-    keep the parsed query, as for unsigned balanced answers (:func:`respond`)."""
+    kept per signature window (``Signer.replies``, and in the reply cache until the
+    window ends: the token is that time, so the C loop serves them as it serves
+    unsigned ones), so a repeated static question is a lookup and an ID splice. A
+    balanced name's NOERROR answer is a pick plus the picked set's RRSIGs
+    (``Signer.answer_rrsigs``), and its token lets the reply cache keep the parsed
+    query, as for unsigned balanced answers (:func:`respond`): the replies kept per
+    routing decision then carry the RRSIGs, until the signatures are due."""
     now = time.time()
+    step = signer.validity.step
+    due = float((int(now) // step + 1) * step)  # the reply cache keeps a reply until then
     ck = (data[2:], client.udp)
     cached = signer.cached_reply(ck, now)
     if cached is not None:
-        return data[:2] + cached, False
+        return data[:2] + cached, due
     key = q.key
     ref = state.fast.get((key, q.qtype))
     if type(ref) is BalancedRef:  # pick, then the cached RRSIG of the picked set
@@ -120,6 +125,7 @@ def signed(
             reply = finish(q, True, rcode, b"".join(parts), counts, None, client, p.scope)
             if not p.dynamic:
                 signer.keep_reply(ck, reply[2:])
+                return reply, due
             return reply, False
         authority = [
             neg,
@@ -137,6 +143,7 @@ def signed(
     reply = finish(q, p.aa, rcode, body, (an, ns, ar), small, client, p.scope)
     if not p.dynamic:
         signer.keep_reply(ck, reply[2:])
+        return reply, due
     return reply, False
 
 

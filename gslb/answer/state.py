@@ -320,7 +320,9 @@ class BalancedRef(NamedTuple):
 # the ID, its stats key). A plain tuple, told apart by ``type(entry) is tuple``: CPython's
 # specialised tuple indexing applies to exact tuples only, and a NamedTuple here cost 4% of
 # a cached static answer (callgrind, 193 instructions of 4,482).
-FixedReply = tuple[bytes, StatsKey]
+# A signed zone's reply (DO=1) carries a third item: the time its signatures are due for
+# renewal (the signer's validity step ends), when it stops being served.
+FixedReply = tuple[bytes, StatsKey] | tuple[bytes, StatsKey, float]
 
 
 class BalancedEntry:
@@ -345,6 +347,7 @@ class BalancedEntry:
         "qtype",
         "question",
         "sign",
+        "sign_step",
         "skey",
         "tail",
     )
@@ -363,6 +366,7 @@ class BalancedEntry:
         self.ecs_heads: dict[int, bytes] = {}
         # a signed zone's DO=1 query: (owner, fragments, now) -> the RRSIG RRs and their count
         self.sign: Callable[[bytes, list[bytes], float], tuple[bytes, int]] | None = None
+        self.sign_step = 0  # the signer's validity step (s): kept signed replies end with it
         # whole replies (after the ID, before the last ``tail`` octets of the query: its
         # ECS address) per routing decision, for the plan ``memo_plan`` (answer.cache.memo_hit);
         # tail -1: none kept for this entry
@@ -371,8 +375,12 @@ class BalancedEntry:
         self.memo_plan: BalancedPlan | None = None
 
 
-# answer.cache.memo_hit: (Variants kind, the replies, cum_weights, the balanced_counts key)
-Memo = tuple[int, tuple[bytes, ...], tuple[int, ...], tuple[bytes, str, str]]
+# answer.cache.memo_hit: (Variants kind, the replies, cum_weights, the balanced_counts key),
+# and for a signed answer the time its signatures are due for renewal
+Memo = (
+    tuple[int, tuple[bytes, ...], tuple[int, ...], tuple[bytes, str, str]]
+    | tuple[int, tuple[bytes, ...], tuple[int, ...], tuple[bytes, str, str], float]
+)
 
 
 # a reply cache entry: a fixed reply, or what a balanced name's reply needs but the pick

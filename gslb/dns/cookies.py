@@ -12,7 +12,9 @@ the old one an hour later (a cookie lives an hour).
 
 SipHash comes from the ``siphash24`` package (C, 1.2 us a hash; a pure-Python
 fallback takes 47 us), and the work is bounded by memos anyway: a client's fresh
-server cookie is reused for five minutes, and a verified cookie is remembered
+server cookie is stamped with the time rounded down to five minutes (so it is the
+same cookie for five minutes, from any worker or node, and from the C loop, which
+computes the same cookies itself), and a verified cookie is remembered
 until it ages out, so a resolver that presents the same cookie again costs a
 dict lookup. A flood of forged server cookies costs one hash each, which is what
 validating them costs any server.
@@ -207,12 +209,17 @@ class Cookies:
         return hit
 
     def _fresh(self, client: bytes, addr: bytes, now: int) -> bytes:
+        """The client's fresh server cookie: stamped with ``now`` rounded down to
+        :data:`REUSE` seconds, so for those five minutes every worker, every node with
+        the secret and the C loop (gslb/server/transport/_fastpath.c) hand out the
+        same one; the hash is memoised per client."""
+        ts = (now - now % REUSE) & 0xFFFFFFFF
         key = (client, addr)
         made = self._made.get(key)
-        if made is not None and 0 <= _age(struct.unpack_from("!I", made, 4)[0], now) < REUSE:
+        if made is not None and struct.unpack_from("!I", made, 4)[0] == ts:
             return made
         self.stats.hashes += 1
-        made = server_cookie(self.secrets[0], client, addr, now)
+        made = server_cookie(self.secrets[0], client, addr, ts)
         if len(self._made) >= MEMO_MAX:
             self._made.clear()
         self._made[key] = made

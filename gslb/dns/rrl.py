@@ -15,11 +15,24 @@ Pure bookkeeping: the caller passes the time in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from gslb.dns.wire import client_of, question_end
 
 Action = Literal["send", "drop", "slip"]
+
+
+class Limiter(Protocol):
+    """A rate limiter: :class:`RateLimiter`, or its twin in C
+    (``gslb.server.transport._fastpath.RateLimiter``: the same buckets, which the C loop
+    checks without leaving C; tests/test_rrl.py drives both with the same events)."""
+
+    rate: float
+    slip: int
+
+    def check(self, client: str, reply: bytes, now: float) -> Action: ...
+
+    def negative_exhausted(self, client: str, now: float) -> bool: ...
 
 
 @dataclass(slots=True)

@@ -39,7 +39,6 @@ from gslb.cluster.node import Cluster
 from gslb.cluster.node import Options as ClusterOptions
 from gslb.dns import names, tsig
 from gslb.dns.cookies import Cookies, load_secrets, random_secret
-from gslb.dns.rrl import RateLimiter
 from gslb.health.overrides import Overrides
 from gslb.health.process import ProberProcess
 from gslb.health.view import ALL_UP, HealthView, MemberKey, member_key
@@ -50,7 +49,7 @@ from gslb.server.api import SAMPLE_INTERVAL, make_app, sample
 from gslb.server.metrics import QueryStats, RuntimeFacts
 from gslb.server.options import ServeOptions, endpoints
 from gslb.server.transport.tcp import TcpLimits, serve_tcp
-from gslb.server.transport.udp import MmsgTransport, serve_udp, udp_path
+from gslb.server.transport.udp import MmsgTransport, rate_limiter, serve_udp, udp_path
 from gslb.zones.directory import ZoneSet, no_gc
 from gslb.zones.errors import Problem
 from gslb.zones.model import Zone
@@ -96,7 +95,7 @@ class Answerer:
         self.reuse_port = opts.workers > 1
         self.serving = False  # set once the event loop answers: loads from then on are reloads
         self.query_log_every = opts.query_log_sample
-        self.rrl = RateLimiter(opts.rrl_rate, opts.rrl_slip) if opts.rrl_rate > 0 else None
+        self.rrl = rate_limiter(opts.rrl_rate, opts.rrl_slip) if opts.rrl_rate > 0 else None
         # DNS cookies: the secrets come from the file, else the primary's random one
         # (``cookie_secrets``, which it hands to its workers so they accept each other's)
         if cookie_secrets is None:

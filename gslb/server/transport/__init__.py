@@ -27,11 +27,11 @@ from gslb.dns.cookies import (
     BadCookie,
     Cookies,
     add_option,
-    find_cookie,
     rewrite_query,
 )
-from gslb.dns.rrl import RateLimiter, truncated
-from gslb.dns.wire import Malformed, header, opt_record, parse_query, query_opt, question_end
+from gslb.dns.request import Request, parse_request, restore_case
+from gslb.dns.rrl import Limiter, truncated
+from gslb.dns.wire import Malformed, header, opt_record, parse_query, question_end
 from gslb.server.metrics import QueryStats
 
 # what a query's cookie was: none sent, a client cookie (or a server cookie not ours),
@@ -47,7 +47,7 @@ class StateHolder(Protocol):
     rng: random.Random
     stats: QueryStats
     query_log_every: int  # log one query in this many (0: no query log)
-    rrl: RateLimiter | None  # response rate limiting for UDP, or None
+    rrl: Limiter | None  # response rate limiting for UDP, or None
     cookies: Cookies | None  # DNS cookies, or None (off)
     nocookie_udp: int  # UDP size for queries without a valid server cookie; 0 = no cap
     keyring: tsig.Keyring  # TSIG keys (empty: a signed query gets BADKEY)
@@ -58,43 +58,54 @@ class Answer(NamedTuple):
     skey: StatsKey
     cookie: int  # NO_COOKIE, CLIENT_COOKIE or VALID_COOKIE (also: a valid TSIG; RRL lets it by)
     option: bytes  # the reply's whole COOKIE option (b"" without one)
+    edns: bool = False  # the query had EDNS (a lone OPT record): a slip carries an OPT too
 
 
 def answer(holder: StateHolder, data: bytes, host: str, udp: bool, limited: bool = False) -> Answer | None:
-    """:func:`gslb.answer.respond.respond` with DNS cookies: the query's cookie checked, the
-    reply's put in, cookie-less UDP capped. ``limited``: see ``respond`` (ignored for a
+    """The stages of one query (:mod:`gslb.dns.request` lists them) up to the rate limit,
+    which the UDP transport runs on the result: parse once, TSIG, the cookie checked and
+    taken out, the reply cache or the engine (:func:`gslb.answer.respond.respond`) on the
+    query with its name in lower case, the reply's cookie put in and the question's case
+    given back; cookie-less UDP capped. ``limited``: see ``respond`` (ignored for a
     valid server cookie, which rate limiting lets through)."""
-    if len(data) > 12 and (data[10] or data[11] > 1 or (data[11] == 1 and query_opt(data) < 0)):
+    req = parse_request(data)
+    if req.maybe_tsig:
         try:
             t = tsig.find(data)
         except Malformed:
             t = None  # the engine says FORMERR
         if t is not None:
             return _signed(holder, data, t, host, udp)
+    res = _answer(holder, req, host, udp, limited)
+    if res is None or req.folded is data:
+        return res
+    return res._replace(reply=restore_case(res.reply, req))
+
+
+def _answer(holder: StateHolder, req: Request, host: str, udp: bool, limited: bool) -> Answer | None:
     cj = holder.cookies
-    # ARCOUNT 1 (an OPT) is looked at further; anything else has no cookie we answer
-    opt = query_opt(data) if cj is not None and len(data) > 22 and data[11] == 1 and not data[10] else -1
-    if opt < 0:  # cookies off, or no EDNS: no cookie to answer
+    data, opt = req.folded, req.opt
+    edns = opt >= 0
+    if cj is None or opt < 0:  # cookies off, or no EDNS: no cookie to answer
         res = respond(data, holder.state, host, udp, holder.rng, limited)
-        return None if res is None else Answer(res[0], res[1], NO_COOKIE, b"")
-    assert cj is not None
-    payload = max(512, min((data[opt + 3] << 8) | data[opt + 4], EDNS_MAX_UDP))
-    s, e = find_cookie(data, opt)
+        return None if res is None else Answer(res[0], res[1], NO_COOKIE, b"", edns)
+    payload = req.payload
+    s, e = req.cookie
     if s < 0:
         cap = holder.nocookie_udp
         if udp and cap and payload > cap:
             data = rewrite_query(data, opt, (opt + 11, opt + 11), cap)
         res = respond(data, holder.state, host, udp, holder.rng, limited)
-        return None if res is None else Answer(res[0], res[1], NO_COOKIE, b"")
+        return None if res is None else Answer(res[0], res[1], NO_COOKIE, b"", edns)
     stats = holder.stats.cookies
     try:
         valid, option = cj.verdict(data[s + 4 : e], host, int(time.time()))
     except BadCookie:  # RFC 7873 5.2.2: FORMERR
         stats["malformed"] += 1
-        end = question_end(data) + 5
+        end = req.qend
         qid, qflags = (data[0] << 8) | data[1], (data[2] << 8) | data[3]
         reply = header(qid, qflags, False, 1, 1, 0, 0, 1) + data[12:end] + opt_record(False)
-        return Answer(reply, (b"", 0, 1, "udp" if udp else "tcp"), NO_COOKIE, b"")
+        return Answer(reply, (b"", 0, 1, "udp" if udp else "tcp"), NO_COOKIE, b"", edns)
     stats["valid" if valid else "fresh"] += 1
     limit = payload
     if udp and not valid and holder.nocookie_udp:
@@ -104,13 +115,14 @@ def answer(holder: StateHolder, data: bytes, host: str, udp: bool, limited: bool
     if res is None:
         return None
     reply, skey = res
+    kind = VALID_COOKIE if valid else CLIENT_COOKIE
     out = add_option(reply, option, opt)  # the reply's records start where the query's OPT did
     if out is None:
-        return Answer(reply, skey, VALID_COOKIE if valid else CLIENT_COOKIE, option)
+        return Answer(reply, skey, kind, option, edns)
     if udp and len(out) > limit:  # only for a client whose limit is 512 octets
         do = bool(data[opt + 7] & 0x80)
         out = truncated(reply, opt_record(do, 0, option))
-    return Answer(out, skey, VALID_COOKIE if valid else CLIENT_COOKIE, option)
+    return Answer(out, skey, kind, option, edns)
 
 
 def badcookie(reply: bytes, option: bytes) -> bytes:
