@@ -43,6 +43,19 @@ Workloads (query files written here):
             file repeats, so after its first pass the random names are known too
   flood     600,000 random names under bench.test., none asked twice in a run
 
+Resolver traffic (--generator rawload; 16 sockets, each from its own /24 on loopback,
+127.1.0.1, 127.1.1.1, ...: as many resolvers' networks reach a server). The names are
+the static ten and the weighted one:
+  res_plain   plain queries (no EDNS): what docs/performance.md measured before
+  res_cookie  EDNS (1232) with DO=1, a client cookie (512 of them), the name in random
+              case (0x20): a validating resolver's first query
+  res_steady  the same with the server cookie each server gave: fetched from each server
+              before its run, per socket address and client cookie (4 per socket), as
+              BIND and Unbound send once they know it
+Peers here: gdnsd (cookies on, its default) and Knot (mod-cookies loaded). --rrl turns
+response rate limiting on at a rate no query reaches (gslb --rrl-rate, Knot mod-rrl;
+gdnsd has none, so it has no --rrl rows); --signed signs bench.test. for these too.
+
 --signed: bench.test. is signed (gslb: `dnssec: {key:}` with a new ECDSA P-256 key;
 Knot: `mod-onlinesign`, ECDSA P-256, its own key; PowerDNS: live signing with the bind
 backend's DNSSEC database, `pdnsutil secure-zone`, ECDSA P-256) and every query has
@@ -88,6 +101,12 @@ TIMEOUT = 1.0  # --timeout: seconds rawload waits for an answer (short for a rat
 SIGNED = False  # --signed: the servers sign bench.test., the queries ask with DO=1
 GEO_DB = SHARED / "geoip" / "GeoIP2-City-Test.mmdb"  # --geo-db: geo_many and geo_one
 GEO_WORKLOADS = False  # geo_many or geo_one asked for: geobench.test. is served
+RESOLVER = False  # a resolver-traffic workload asked for: Knot loads mod-cookies
+RRL = False  # --rrl: rate limiting on (at a rate nothing reaches) where the server has it
+RES_WORKLOADS = ("res_plain", "res_cookie", "res_steady")
+RES_SOCKETS = 16  # rawload sockets for resolver traffic, each its own source /24
+RES_BASE = "127.1.0.1"  # socket i sends from 127.1.i.1
+RRL_RATE = 10_000_000  # answers per second per key: limiting on, nothing limited
 # geo_many's distinct client subnets: more than a 10 s run sends (about 30,000 q/s), so
 # no subnet is asked twice in a run and no reply cache can keep them
 GEO_SUBNETS = 400_000
@@ -283,8 +302,9 @@ def _gslb(work: Path, port: int, extra: str) -> list[str]:
         shutil.copy(ROOT / "tests/data/geo/geo.test.yaml", zdir)
         city, asn = write_city(work / "city.mmdb"), write_asn(work / "asn.mmdb")
         geo_args = ["--geoip-db", str(city), "--asn-db", str(asn)]
+    rrl = ["--rrl-rate", str(RRL_RATE)] if RRL else []
     return [sys.executable, "-m", "gslb", "--log-level", "info", "serve", "--zones", str(zdir),
-            "--listen", f"127.0.0.1:{port}", "--state-dir", "", "--no-api", *geo_args,
+            "--listen", f"127.0.0.1:{port}", "--state-dir", "", "--no-api", *geo_args, *rrl,
             *shlex.split(extra)]  # fmt: skip
 
 
@@ -339,8 +359,18 @@ zone:
     journal-content: none
 """
         + ("    module: mod-onlinesign\n" if SIGNED else "")
+        + _knot_modules()
     )
     return [shutil.which("knotd") or "/usr/sbin/knotd", "-c", str(work / "knot.conf")]
+
+
+def _knot_modules() -> str:
+    """mod-cookies for resolver traffic, mod-rrl with --rrl: loaded for every zone."""
+    mods = (["mod-cookies"] if RESOLVER else []) + (["mod-rrl/bench"] if RRL else [])
+    if not mods:
+        return ""
+    out = f"mod-rrl:\n  - id: bench\n    rate-limit: {RRL_RATE}\n    slip: 2\n" if RRL else ""
+    return out + "template:\n  - id: default\n    global-module: [" + ", ".join(mods) + "]\n"
 
 
 def _nsd(work: Path, port: int, extra: str) -> list[str]:
@@ -470,19 +500,30 @@ SERVERS = {
             sys.executable,
             [],
             _gslb,
-            {"static", "weighted", "geo_ecs", "mix", "flood", "geo_many", "geo_one"},
+            {"static", "weighted", "geo_ecs", "mix", "flood", "geo_many", "geo_one", *RES_WORKLOADS},
         ),
         Server(
             "gslb-py",
             sys.executable,
             [],
             _gslb_py,
-            {"static", "weighted", "geo_ecs", "mix", "flood", "geo_many", "geo_one"},
+            {"static", "weighted", "geo_ecs", "mix", "flood", "geo_many", "geo_one", *RES_WORKLOADS},
         ),
-        Server("knot", "knotd", ["knot"], _knot, note="weighted: static RRset"),
+        Server(
+            "knot",
+            "knotd",
+            ["knot"],
+            _knot,
+            {"static", "weighted", "mix", "flood", *RES_WORKLOADS},
+            note="weighted: static RRset",
+        ),
         Server("nsd", "nsd", ["nsd"], _nsd, note="weighted: static RRset"),
         Server(
-            "gdnsd", "gdnsd", ["gdnsd"], _gdnsd, {"static", "weighted", "mix", "flood", "geo_many", "geo_one"}
+            "gdnsd",
+            "gdnsd",
+            ["gdnsd"],
+            _gdnsd,
+            {"static", "weighted", "mix", "flood", "geo_many", "geo_one", *RES_WORKLOADS},
         ),
         Server("pdns", "pdns_server", ["pdns-server", "pdns-backend-bind", "pdns-backend-sqlite3"], _pdns),
     ]
@@ -606,17 +647,85 @@ def geo_packets(work: Path, many: bool) -> Path:
     return out
 
 
+RES_NAMES = [*STATIC_QUERIES, "w.bench.test. A"]
+
+
+def _mixed_case(rnd: random.Random, name: str) -> str:
+    return "".join(c.upper() if rnd.random() < 0.5 else c for c in name)
+
+
+def _res_query(rnd: random.Random, cookie: bytes | None) -> bytes:
+    import dns.edns
+    import dns.flags
+    import dns.message
+
+    name, rdtype = rnd.choice(RES_NAMES).split()
+    if cookie is None:  # res_plain
+        q = dns.message.make_query(name, rdtype, use_edns=False)
+    else:
+        opt = dns.edns.CookieOption(cookie[:8], cookie[8:])
+        q = dns.message.make_query(_mixed_case(rnd, name), rdtype, use_edns=0, payload=1232,
+                                   want_dnssec=True, options=[opt])  # fmt: skip
+    q.flags &= ~dns.flags.RD
+    return q.to_wire()
+
+
+def server_cookie_of(port: int, source: str, client: bytes) -> bytes:
+    """The server cookie a server gives ``client`` at ``source`` (a resolver's first query)."""
+    import dns.edns
+    import dns.message
+    import dns.query
+
+    q = dns.message.make_query(
+        "www.bench.test.", "A", use_edns=0, options=[dns.edns.CookieOption(client, b"")]
+    )
+    for _ in range(5):
+        try:
+            r = dns.query.udp(q, "127.0.0.1", port=port, source=source, timeout=1)
+        except TimeoutError:
+            continue
+        for o in r.options:
+            if isinstance(o, dns.edns.CookieOption) and o.client == client and o.server:
+                return bytes(o.server)
+        raise SystemExit(f"the server on port {port} gave no server cookie (cookies off?)")
+    raise SystemExit(f"no answer from port {port} for a server cookie")
+
+
+def resolver_packets(work: Path, wl: str, port: int) -> Path:
+    """res_plain / res_cookie / res_steady packets; res_steady's carry the server cookies
+    this server (on ``port``) gave each socket's address and client cookie."""
+    rnd = random.Random(2)
+    lines = []
+    if wl == "res_plain":
+        lines = [_res_query(rnd, None).hex() for _ in range(20_000)]
+    elif wl == "res_cookie":
+        clients = [rnd.randbytes(8) for _ in range(512)]
+        lines = [_res_query(rnd, rnd.choice(clients)).hex() for _ in range(20_000)]
+    else:
+        for i in range(RES_SOCKETS):
+            source = RES_BASE.rsplit(".", 3)[0] + f".1.{i}.1"
+            for _ in range(4):
+                client = rnd.randbytes(8)
+                cookie = client + server_cookie_of(port, source, client)
+                lines += [f"{i}:" + _res_query(rnd, cookie).hex() for _ in range(1250)]
+        rnd.shuffle(lines)
+    out = work / f"{wl}-{port}.hex"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 def generator_cmd(
     gen: str, port: int, qfile: Path, seconds: int, workload: str, tcp: bool, rate: int
 ) -> list[str]:
     ecs = workload == "geo_ecs"
-    if workload in ("geo_many", "geo_one") and gen != "rawload":
-        raise SystemExit(f"{workload} needs --generator rawload (a packet per client subnet)")
+    if workload in ("geo_many", "geo_one", *RES_WORKLOADS) and gen != "rawload":
+        raise SystemExit(f"{workload} needs --generator rawload (prebuilt packets)")
     if gen == "rawload" and not tcp:
-        geo = workload in ("geo_many", "geo_one")
-        packets = qfile if geo else hex_queries(qfile, ecs)
+        res = workload in RES_WORKLOADS
+        packets = qfile if workload in ("geo_many", "geo_one") or res else hex_queries(qfile, ecs)
+        socks = ["-c", str(RES_SOCKETS), "-q", "16", "-b", RES_BASE] if res else ["-c", "8", "-q", "32"]
         cmd = [compiled(ROOT / "bench" / "rawload.c", "rawload"), "-s", "127.0.0.1", "-p", str(port),
-               "-f", str(packets), "-l", str(seconds), "-c", "8", "-q", "32", "-t", str(TIMEOUT)]  # fmt: skip
+               "-f", str(packets), "-l", str(seconds), *socks, "-t", str(TIMEOUT)]  # fmt: skip
         return cmd + (["-Q", str(rate)] if rate else [])
     if gen == "dnsblast" and not ecs and not tcp:
         cmd = [compiled(SHARED / "bench" / "dnsblast.c", "dnsblast"), "-s", "127.0.0.1", "-p", str(port),
@@ -686,6 +795,9 @@ def main() -> int:
     ap.add_argument("--install", action="store_true", help="apt-get install missing peers and dnsperf")
     ap.add_argument("--signed", action="store_true", help="DNSSEC: signed zone, DO=1 queries (dnsperf)")
     ap.add_argument(
+        "--rrl", action="store_true", help="rate limiting on where the server has it (none limited)"
+    )
+    ap.add_argument(
         "--timeout", type=float, default=1.0, help="rawload: seconds before a query counts as lost"
     )
     ap.add_argument(
@@ -694,9 +806,10 @@ def main() -> int:
         help="City database for geo_many and geo_one",
     )
     args = ap.parse_args()
-    global SIGNED, TIMEOUT, GEO_DB, GEO_WORKLOADS
+    global SIGNED, TIMEOUT, GEO_DB, GEO_WORKLOADS, RESOLVER, RRL
     TIMEOUT = args.timeout
     SIGNED = args.signed
+    RRL = args.rrl
     if SIGNED and args.generator not in ("dnsperf", "rawload"):
         print("--signed needs --generator dnsperf or rawload (the others send no DO bit)", file=sys.stderr)
         return 2
@@ -704,6 +817,7 @@ def main() -> int:
     workloads = [w for w in args.workloads.split(",") if w]
     GEO_DB = Path(args.geo_db).resolve()
     GEO_WORKLOADS = any(w in ("geo_many", "geo_one") for w in workloads)
+    RESOLVER = any(w in RES_WORKLOADS for w in workloads)
     if args.install:
         pkgs = ["dnsperf"] if not shutil.which("dnsperf") else []
         pkgs += [p for s in wanted if not find(SERVERS[s].binary) for p in SERVERS[s].packages]
@@ -749,6 +863,10 @@ def main() -> int:
                         continue
                     if args.tcp and wl != "static":
                         continue
+                    if RRL and sname == "gdnsd":  # it has no rate limiting: no RRL-on row
+                        continue
+                    if wl in RES_WORKLOADS:
+                        qf[wl] = resolver_packets(work, wl, port)
                     runs = []
                     for _ in range(args.runs):
                         if wl == "flood":
@@ -808,12 +926,14 @@ def print_table(results: dict[tuple[str, str], tuple[float, float | None, float 
     print(f"\n{args.runs} runs x {args.seconds} s, {mode}, generator {gen} on CPU {LOAD_CPU}{rate}, "
           f"servers on CPU {SERVER_CPU}, medians; geo_ecs rows are compared with "
           "Knot's static figure")  # fmt: skip
-    for wl in ("geo_many", "geo_one", "static", "weighted"):
+    for wl in ("geo_many", "geo_one", "static", "weighted", *RES_WORKLOADS):
         for gname in ("gslb", "gslb-py"):
-            g, d = results.get((gname, wl)), results.get(("gdnsd", wl))
+            g, d, k = results.get((gname, wl)), results.get(("gdnsd", wl)), results.get(("knot", wl))
             if g and d:
                 print(f"{wl}: {gname} {g[0]:,.0f} q/s, gdnsd {d[0]:,.0f} q/s: {g[0] / d[0]:.2f}x gdnsd; "
                       f"CPU per query {g[3]:.1f} against {d[3]:.1f} us")  # fmt: skip
+            if g and k and wl in RES_WORKLOADS:
+                print(f"{wl}: {gname} {g[0]:,.0f} q/s, Knot {k[0]:,.0f} q/s: {g[0] / k[0]:.2f}x Knot")
 
 
 if __name__ == "__main__":

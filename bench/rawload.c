@@ -8,13 +8,19 @@
  * summary lines, plus latency percentiles.
  *
  *   gcc -O2 -o rawload bench/rawload.c
- *   ./rawload -s 127.0.0.1 -p 5353 -f queries.hex -l 10 [-c 8] [-q 32] [-t 1] [-Q qps]
+ *   ./rawload -s 127.0.0.1 -p 5353 -f queries.hex -l 10 [-c 8] [-q 32] [-t 1] [-Q qps] [-b 127.1.0.1]
  *
  * -Q caps the send rate (queries per second over all sockets), so a workload the
  * server drops on purpose (a rate-limited flood) is sent at a known rate whatever
  * comes back; pair it with a short -t.
  *
- * queries.hex: one DNS query message per line, in hex (the ID is overwritten).
+ * -b gives each socket a source address of its own: socket i binds to the base address
+ * plus i in its third octet (127.1.0.1, 127.1.1.1, ...: one /24 per socket, as many
+ * resolvers' networks are), all on the loopback interface.
+ *
+ * queries.hex: one DNS query message per line, in hex (the ID is overwritten). A line
+ * "N:hex" is sent by socket N only (a query whose server cookie was made for that
+ * socket's address); other lines by any socket.
  * Loopback only by intent: bench/compare.py points it at 127.0.0.1.
  */
 #define _GNU_SOURCE
@@ -34,7 +40,7 @@
 #define BATCH 32
 #define HIST_US 200000
 
-typedef struct { unsigned char buf[512]; int len; } query_t;
+typedef struct { unsigned char buf[512]; int len, sock; } query_t;
 typedef struct {
     int fd, outstanding;
     uint16_t next_id;
@@ -43,7 +49,8 @@ typedef struct {
     uint32_t head, tail;
 } sock_t;
 
-static query_t *qs; static int nq, qpos;
+static query_t *qs; static int nq;
+static int *per[MAXSOCK], nper[MAXSOCK], pos[MAXSOCK]; /* each socket's queries (indexes into qs) */
 static uint64_t hist[HIST_US + 1], n_sent, n_done, n_lost, rcodes[16];
 
 static uint64_t now_ns(void) {
@@ -57,13 +64,16 @@ static void load(const char *path) {
     char line[1200]; int cap = 1024;
     qs = malloc(sizeof(query_t) * cap);
     while (fgets(line, sizeof line, f)) {
-        int n = 0;
-        for (char *p = line; p[0] && p[1] && p[0] != '\n' && n < 512; p += 2) {
+        int n = 0, sock = -1;
+        char *p = line, *colon = strchr(line, ':');
+        if (colon) { sock = atoi(line); p = colon + 1; }
+        for (; p[0] && p[1] && p[0] != '\n' && n < 512; p += 2) {
             unsigned v; if (sscanf(p, "%2x", &v) != 1) break;
             qs[nq].buf[n++] = (unsigned char)v;
         }
         if (n < 12) continue;
         qs[nq].len = n;
+        qs[nq].sock = sock;
         if (++nq == cap) { cap *= 2; qs = realloc(qs, sizeof(query_t) * cap); }
     }
     fclose(f);
@@ -80,7 +90,8 @@ int main(int argc, char **argv) {
     const char *server = "127.0.0.1", *file = NULL;
     int port = 53, secs = 10, nsock = 8, window = 32, opt;
     double timeout = 1.0, rate = 0;
-    while ((opt = getopt(argc, argv, "s:p:f:l:c:q:t:Q:")) != -1) {
+    const char *base = NULL;
+    while ((opt = getopt(argc, argv, "s:p:f:l:c:q:t:Q:b:")) != -1) {
         switch (opt) {
         case 's': server = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -90,8 +101,9 @@ int main(int argc, char **argv) {
         case 'q': window = atoi(optarg); break;
         case 't': timeout = atof(optarg); break;
         case 'Q': rate = atof(optarg); break;
+        case 'b': base = optarg; break;
         default:
-            fprintf(stderr, "usage: %s -s addr -p port -f queries.hex [-l s] [-c socks] [-q win] [-t s] [-Q qps]\n", argv[0]);
+            fprintf(stderr, "usage: %s -s addr -p port -f queries.hex [-l s] [-c socks] [-q win] [-t s] [-Q qps] [-b base]\n", argv[0]);
             return 2;
         }
     }
@@ -99,6 +111,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "-f file required; 1 <= -c <= %d; 1 <= -q <= 4096\n", MAXSOCK); return 2;
     }
     load(file);
+    for (int i = 0; i < nsock; i++) {
+        per[i] = malloc(sizeof(int) * (size_t)nq);
+        for (int j = 0; j < nq; j++)
+            if (qs[j].sock < 0 || qs[j].sock == i) per[i][nper[i]++] = j;
+        if (!nper[i]) { fprintf(stderr, "no queries for socket %d in %s\n", i, file); return 2; }
+    }
+    struct in_addr src = {0};
+    if (base && inet_pton(AF_INET, base, &src) != 1) { fprintf(stderr, "bad -b address\n"); return 2; }
     struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, server, &dst.sin_addr) != 1) { fprintf(stderr, "bad address\n"); return 2; }
     sock_t *s = calloc((size_t)nsock, sizeof(sock_t));
@@ -108,6 +128,11 @@ int main(int argc, char **argv) {
         int sz = 4 << 20;
         setsockopt(s[i].fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
         setsockopt(s[i].fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+        if (base) {
+            struct sockaddr_in me = {.sin_family = AF_INET};
+            me.sin_addr.s_addr = htonl(ntohl(src.s_addr) + ((uint32_t)i << 8));
+            if (bind(s[i].fd, (struct sockaddr *)&me, sizeof me) < 0) { perror("bind"); return 2; }
+        }
         if (connect(s[i].fd, (struct sockaddr *)&dst, sizeof dst) < 0) { perror("connect"); return 2; }
         s[i].next_id = (uint16_t)(i * 7919);
         pfd[i].fd = s[i].fd; pfd[i].events = POLLIN;
@@ -136,7 +161,7 @@ int main(int argc, char **argv) {
             while (room > 0 && m < BATCH) {
                 uint16_t id = k->next_id++;
                 if (k->sent_ns[id]) continue; /* still in flight: skip this id */
-                query_t *q = &qs[qpos++ % nq];
+                query_t *q = &qs[per[i][pos[i]++ % nper[i]]];
                 memcpy(out[m], q->buf, (size_t)q->len);
                 out[m][0] = (unsigned char)(id >> 8); out[m][1] = (unsigned char)id;
                 iov[m].iov_base = out[m]; iov[m].iov_len = (size_t)q->len;
