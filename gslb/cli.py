@@ -43,7 +43,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not paths:
         print("gslb check: no zone files found", file=sys.stderr)
         return 1
-    zones, problems = load_zones(paths)
+    # as serve decides: geo and ASN rules need the database they read (from the command
+    # line, else from the serve config file given with --config)
+    if args.config:
+        from gslb.server.options import load_server_config
+
+        try:
+            file = load_server_config(args.config)
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            return 1
+        args.geoip_db = args.geoip_db or file.get("geoip_db")
+        args.asn_db = args.asn_db or file.get("asn_db")
+    geo = asn = False
+    if args.geoip_db or args.asn_db:
+        from gslb.answer.geo.maxmind import GeoDatabaseError, MaxMindGeo
+
+        try:
+            g = MaxMindGeo(args.geoip_db, args.asn_db)
+        except (GeoDatabaseError, OSError, ValueError) as e:
+            print(f"gslb check: {e}", file=sys.stderr)
+            return 1
+        geo, asn = g.geo is not None, g.asn is not None
+    zones, problems = load_zones(paths, geo_db=geo, asn_db=asn)
     for p in problems:
         print(p)
     if problems:
@@ -355,8 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_serve)
 
-    c = sub.add_parser("check", help="validate zone files offline")
+    c = sub.add_parser(
+        "check",
+        help="validate zone files offline, as serve would load them (give the same --geoip-db/--asn-db)",
+    )
     c.add_argument("paths", nargs="+", help="zone files or directories")
+    _geo_args(c)
+    c.add_argument(
+        "--config", metavar="PATH", help="serve's config file: its geoip_db and asn_db, unless given here"
+    )
     c.set_defaults(func=cmd_check)
 
     d = sub.add_parser("demo", help="three loopback HTTP backends behind a health-checked name")

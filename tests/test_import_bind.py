@@ -89,3 +89,56 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 1 and "Traceback" not in r.stderr and f"{src}:6" in r.stderr, r.stderr
     r = gslb_import(str(tmp_path / "missing.zone"), "--zone", "b.test.")
     assert r.returncode == 1 and "cannot read" in r.stderr
+
+
+def test_name_server_addresses_keep_their_own_ttl(tmp_path: Path) -> None:
+    """What real zones look like: the NS set at one TTL, the in-zone servers' addresses
+    at the zone's $TTL or a TTL of their own. Imported, checked, served: each TTL as in
+    the source, and the referral-style glue in the additional section."""
+    src = tmp_path / "nt.zone"
+    src.write_text(
+        "$ORIGIN nt.test.\n$TTL 3600\n@ SOA ns1 hm 1 7200 900 1209600 300\n"
+        "@ 86400 IN NS ns1\n@ 86400 IN NS ns2\n@ 86400 IN NS ns3\n@ 86400 IN NS ns.other.test.\n"
+        "ns1 IN A 192.0.2.1\nns2 300 IN A 192.0.2.2\nns2 300 IN AAAA 2001:db8::2\n"
+        "ns3 86400 IN A 192.0.2.3\nwww A 192.0.2.80\n"
+    )
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    out = zdir / "nt.test.yaml"
+    r = gslb_import(str(src), "--zone", "nt.test.", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "ns1.nt.test.: []" in text and "ns2.nt.test.: []" in text, text
+    assert "ns3.nt.test.: [192.0.2.3]" in text, text  # the NS set's TTL: served as ns_ttl
+    check = subprocess.run([sys.executable, "-m", "gslb", "check", str(zdir)], capture_output=True,
+                           text=True, cwd=ROOT, timeout=60, check=False)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    srv = GslbProcess(zdir, tmp_path / "gslb.log", ["--axfr-allow", "127.0.0.0/8"])
+    try:
+        ttls = {}
+        asked = [("nt.test.", "NS"), ("ns1.nt.test.", "A"), ("ns2.nt.test.", "A"), ("ns2.nt.test.", "AAAA"),
+                 ("ns3.nt.test.", "A"), ("www.nt.test.", "A")]  # fmt: skip
+        for name, rdtype in asked:
+            ans = srv.query(name, rdtype).answer
+            assert ans, (name, rdtype)
+            ttls[(name, rdtype)] = ans[0].ttl
+        xfr = dns.query.xfr(srv.host, "nt.test.", port=srv.port, timeout=5, relativize=False)
+        got = dns.zone.from_xfr(xfr, relativize=False)
+    finally:
+        srv.stop()
+    assert ttls == {
+        ("nt.test.", "NS"): 86400, ("ns1.nt.test.", "A"): 3600, ("ns2.nt.test.", "A"): 300,
+        ("ns2.nt.test.", "AAAA"): 300, ("ns3.nt.test.", "A"): 86400, ("www.nt.test.", "A"): 3600,
+    }  # fmt: skip
+    want = dns.zone.from_file(str(src), dns.name.from_text("nt.test."), relativize=False)
+    assert records(got) == records(want)
+
+
+def test_an_in_zone_server_without_addresses_anywhere_is_refused(tmp_path: Path) -> None:
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    (zdir / "nx.test.yaml").write_text("zone: nx.test.\nnameservers:\n  ns1.nx.test.: []\nrecords: {}\n")
+    r = subprocess.run([sys.executable, "-m", "gslb", "check", str(zdir)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60, check=False)  # fmt: skip
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "nx.test.yaml:3:" in out and "give its A/AAAA in 'records'" in out, out

@@ -151,12 +151,16 @@ def _balanced(state: ServingState, zone: Zone, plan: Plan, by_hand: frozenset[Me
 def explain_offline(args: argparse.Namespace) -> dict[str, Any]:
     geo = MaxMindGeo(args.geoip_db, args.asn_db) if (args.geoip_db or args.asn_db) else None
     zones: list[Zone] = []
+    skipped: list[str] = []  # files serve would refuse too: left out, and said so
     for path in iter_zone_files(args.zones):
         try:
             zones.append(load_zone(path, geo_db=bool(geo and geo.geo), asn_db=bool(geo and geo.asn)))
         except ConfigError as e:
-            raise ValueError(str(e)) from None
+            first = e.problems[0] if e.problems else None
+            skipped.append(str(first) if first is not None else f"{path}: {e}")
     if not zones:
+        if skipped:
+            raise ValueError("no zone loads: " + "; ".join(skipped))
         raise ValueError(f"no zone files in {args.zones}")
     state_dir = Path(args.state_dir) if args.state_dir else None
     persisted = load_state(state_dir)
@@ -174,13 +178,18 @@ def explain_offline(args: argparse.Namespace) -> dict[str, Any]:
     forced = Overrides(state_dir).active()
     health = HealthView(frozenset(down), 0, forced)
     state = build_state([(z, z.soa.serial or 1) for z in zones], health, geo=geo)
-    return explain(state, args.name, args.type, args.client, args.ecs, frozenset(by_hand))
+    out = explain(state, args.name, args.type, args.client, args.ecs, frozenset(by_hand))
+    if skipped:
+        out["skipped"] = skipped
+    return out
 
 
 def render(r: dict[str, Any]) -> str:
     c = r["client"]
     who = f"a client at {c['address']}" if "address" in c else f"ECS client subnet {c['ecs']}"
     lines = [f"{r['name']} {r['type']} for {who}"]
+    for why in r.get("skipped", ()):
+        lines.append(f"  (left out, as serve would refuse it: {why})")
     if "zone" not in r:
         return "\n".join([*lines, f"  {r['rcode']}: {r['why']}"])
     lines.append(f"  zone {r['zone']}: {r['rcode']}{' (authoritative)' if r['authoritative'] else ''}")

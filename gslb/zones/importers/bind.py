@@ -179,9 +179,19 @@ def import_bind(path: Path, zone: str, skip_unsupported: bool = False) -> Result
     ]
     if soa_rds.ttl != default_ttl:
         out.append(f"  ttl: {soa_rds.ttl}")
+    # an in-zone name server whose addresses have the NS set's TTL lists them in
+    # nameservers: (they are served with ns_ttl); one with a TTL of their own keeps
+    # them in records: (nameservers: lists it with no addresses)
+    own_ttl = {
+        h for h in in_zone
+        if any(n == h and t in ("A", "AAAA") and ttl != ns_rds.ttl for n, t, ttl, _ in rows)
+    }  # fmt: skip
     out.append("nameservers:")
     for h in hosts:
         addrs = ", ".join(scalar(a) for a in glue[h])
+        if h in own_ttl:
+            out.append(f"  {h.to_text()}: []   # its addresses are in records, with their own TTL")
+            continue
         note = "" if h in in_zone else "   # outside the zone: no glue"
         out.append(f"  {h.to_text()}: [{addrs}]{note}")
     out.append("records:")
@@ -189,7 +199,7 @@ def import_bind(path: Path, zone: str, skip_unsupported: bool = False) -> Result
     for name, t, ttl, value in rows:
         if t == "SOA" or (t == "NS" and name == origin):
             continue
-        if name in in_zone and t in ("A", "AAAA") and value in glue[name] and ttl == ns_rds.ttl:
+        if name in in_zone and name not in own_ttl and t in ("A", "AAAA") and value in glue[name]:
             continue  # the name servers' addresses: from nameservers:
         owner_rows.setdefault(name, []).append((t, ttl, value))
     for name, items in owner_rows.items():

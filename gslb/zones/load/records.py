@@ -241,10 +241,18 @@ def _static(
 def _merge_glue(
     ctx: _Ctx, rrsets: list[RRset], glue: list[tuple[Located, bytes, int, str]], ttl: int
 ) -> list[RRset]:
-    """Address records of in-zone name servers become static RRsets (zone TTL)."""
+    """Address records of in-zone name servers become static RRsets (``ns_ttl``). A host
+    listed with no addresses (rtype 0 here) has them in ``records``, with their own TTL."""
     index = {(r.name, r.rtype) for r in rrsets}
     grouped: dict[tuple[bytes, int], list[tuple[bytes, str]]] = {}
     for loc, owner, rtype, text in glue:
+        if rtype == 0:
+            if (owner, 1) not in index and (owner, 28) not in index:
+                host = names.to_text(owner)
+                ctx.err(loc, f"nameservers.{host}",
+                        "host is inside the zone: list its addresses (glue), or give its A/AAAA in 'records'",
+                        at_key=True)  # fmt: skip
+            continue
         if (owner, rtype) in index:
             tn = "A" if rtype == 1 else "AAAA"
             ctx.err(

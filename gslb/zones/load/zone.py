@@ -206,8 +206,8 @@ def _nameservers(
         if items is None:
             continue
         inside = names.is_subdomain(host, origin)
-        if inside and not items:
-            ctx.err(addrs, key, "host is inside the zone: list its addresses (glue)", at_key=True)
+        if inside and not items:  # its A/AAAA must then be in records (checked with them)
+            glue.append((addrs, host, 0, ""))
         if not inside and items:
             ctx.err(addrs, key, "host is outside the zone: addresses are only given for hosts inside it")
             continue
@@ -258,14 +258,17 @@ def iter_zone_files(directory: str | Path) -> Iterator[Path]:
             yield p
 
 
-def load_zones(paths: list[Path]) -> tuple[list[Zone], list[Problem]]:
-    """Load several zones; each bad file is reported, good ones returned."""
+def load_zones(
+    paths: list[Path], geo_db: bool | None = None, asn_db: bool | None = None
+) -> tuple[list[Zone], list[Problem]]:
+    """Load several zones; each bad file is reported, good ones returned. ``geo_db`` /
+    ``asn_db``: as for :func:`load_zone` (False: rules that need the database are errors)."""
     zones: list[Zone] = []
     problems: list[Problem] = []
     seen: dict[bytes, str] = {}
     for p in paths:
         try:
-            z = load_zone(p)
+            z = load_zone(p, geo_db=geo_db, asn_db=asn_db)
         except ConfigError as e:
             problems.extend(e.problems)
             continue
