@@ -358,6 +358,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+API_URL_HELP = "the running server's API, where it listens with --api (default http://127.0.0.1:8053)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="gslb", description="DNS-based global server load balancer")
     ap.add_argument("--version", action="version", version=f"gslb {__version__}")
@@ -442,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_explain)
 
     st = sub.add_parser("status", help="the member table of a running server (through its API)")
-    st.add_argument("--api-url", default="http://127.0.0.1:8053")
+    st.add_argument("--api-url", default="http://127.0.0.1:8053", metavar="URL", help=API_URL_HELP)
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     for action, helptext in (
@@ -469,14 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="cluster: set it on this node only (when the cluster store cannot be reached)",
         )
-        a.add_argument("--api-url", default="http://127.0.0.1:8053")
+        a.add_argument("--api-url", default="http://127.0.0.1:8053", metavar="URL", help=API_URL_HELP)
         a.add_argument("--api-token-file", metavar="PATH", help="the admin token (else $GSLB_API_TOKEN)")
         a.set_defaults(func=cmd_member, action=action)
     nt = sub.add_parser(
         "notify", help="send NOTIFY for ZONE to its secondaries now (transfers: notify), through the API"
     )
     nt.add_argument("zone")
-    nt.add_argument("--api-url", default="http://127.0.0.1:8053")
+    nt.add_argument("--api-url", default="http://127.0.0.1:8053", metavar="URL", help=API_URL_HELP)
     nt.add_argument("--api-token-file", metavar="PATH", help="the admin token (else $GSLB_API_TOKEN)")
     nt.set_defaults(func=cmd_notify)
 

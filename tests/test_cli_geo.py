@@ -14,7 +14,10 @@ from tests.conftest import ROOT
 from tests.geodb import write_asn, write_city
 
 GEO_ZONE = ROOT / "tests" / "data" / "geo" / "geo.test.yaml"
-PLAIN = "zone: plain.test.\nnameservers: {ns1.plain.test.: [192.0.2.53]}\nrecords:\n  www: [{type: A, value: 192.0.2.80}]\n"
+PLAIN = (
+    "zone: plain.test.\nnameservers: {ns1.plain.test.: [192.0.2.53]}\n"
+    "records:\n  www: [{type: A, value: 192.0.2.80}]\n"
+)
 
 
 def gslb(*args: str) -> subprocess.CompletedProcess[str]:
@@ -45,7 +48,9 @@ def test_check_refuses_a_geo_zone_without_the_database_serve_would_need(tmp_path
     r = gslb("check", "--config", str(conf), str(z))
     assert r.returncode == 0, r.stdout + r.stderr
     r = gslb("check", str(z), "--geoip-db", str(tmp_path / "missing.mmdb"))
-    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, (
+        r.stderr
+    )
 
 
 def test_explain_answers_for_the_zones_serve_would_load(tmp_path: Path) -> None:

@@ -85,7 +85,13 @@ def test_systemd_unit_is_unprivileged_and_hardened() -> None:
     assert start[0] == "/opt/gslb/bin/gslb"
     opts = parse_serve(start[1:])
     assert opts["config"] == "/etc/gslb/gslb.yaml"
-    assert shlex.split(u["ExecStartPre"][0])[1:] == ["check", "/etc/gslb/zones"]
+    # the check reads serve's config file too (its GeoIP databases), so it decides as serve does
+    assert shlex.split(u["ExecStartPre"][0])[1:] == [
+        "check",
+        "--config",
+        "/etc/gslb/gslb.yaml",
+        "/etc/gslb/zones",
+    ]
 
 
 def test_systemd_server_config_loads() -> None:

@@ -73,8 +73,7 @@ def _balanced(
                 ctx.err(
                     am["select"],
                     f"{key}.answer.select",
-                    f"select: {select} needs client coordinates: give gslb --geoip-db "
-                    "(a City database)",
+                    f"select: {select} needs client coordinates: give gslb --geoip-db (a City database)",
                 )
     wad = _opt(m, "when_all_down", lambda v: ctx.str_(v, f"{key}.when_all_down"), "serve_all")
     if wad is not None and wad not in WHEN_ALL_DOWN:
@@ -200,7 +199,10 @@ def _rule(ctx: _Ctx, key: str, loc: Located, pools: frozenset[str], used: set[st
                 geos.append(g)
         if ctx.geo_db is False:
             ctx.err(
-                m["geos"], f"{key}.geos", "geo rules need a GeoIP database: give gslb --geoip-db (serve, check, explain)", True
+                m["geos"],
+                f"{key}.geos",
+                "geo rules need a GeoIP database: give gslb --geoip-db (serve, check, explain)",
+                True,
             )
     asns: list[int] = []
     if "asns" in m:
@@ -221,7 +223,10 @@ def _rule(ctx: _Ctx, key: str, loc: Located, pools: frozenset[str], used: set[st
                 asns.append(v)
         if ctx.asn_db is False:
             ctx.err(
-                m["asns"], f"{key}.asns", "ASN rules need an ASN database: give gslb --asn-db (serve, check, explain)", True
+                m["asns"],
+                f"{key}.asns",
+                "ASN rules need an ASN database: give gslb --asn-db (serve, check, explain)",
+                True,
             )
     if len(ctx.problems) > before or not names_:
         return None
