@@ -245,8 +245,7 @@ def test_static_records_are_served_as_the_source_says(imported: tuple[Path, Path
                     resp.answer, dns.name.from_text(fq), dns.rdataclass.IN, dns.rdatatype.from_text(rtype)
                 )
             assert served_texts(rtype, got) == expected_texts(rtype, r), (name, rtype)
-            if not (rtype == "NS" and not name):  # the apex NS takes the zone's ns_ttl
-                assert got.ttl == r.get("ttl", 3600), (name, rtype)
+            assert got.ttl == r.get("ttl", 3600), (name, rtype)  # the apex NS too: ns_ttl
             compared += 1
         assert compared == 21
     finally:
@@ -370,3 +369,32 @@ def test_gslb_explain_cli_on_an_imported_zone(imported: tuple[Path, Path], tmp_p
     )
     assert out.returncode == 0, out.stderr
     assert "AS-CN" in out.stdout and "real-ish-a-ap-southeast-1" in out.stdout
+
+
+def test_apex_ns_and_glue_keep_their_ttls(tmp_path: Path) -> None:
+    """An octoDNS zone with its apex NS at 86400 and the in-zone servers' A records at
+    86400 and at 300: imported, checked and served with each TTL as in the source (the
+    NS set's as ns_ttl, the server whose address has a TTL of its own from records:)."""
+    src = tmp_path / "nt.tests.yaml"
+    src.write_text(
+        "'':\n  - type: NS\n    ttl: 86400\n    values: [ns1.nt.tests., ns2.nt.tests., ns.other.tests.]\n"
+        "ns1:\n  type: A\n  ttl: 86400\n  value: 192.0.2.1\n"
+        "ns2:\n  type: A\n  ttl: 300\n  value: 192.0.2.2\n"
+        "www:\n  type: A\n  value: 192.0.2.80\n"
+    )
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    out = run_import(str(src), "--zone", "nt.tests", "-o", str(zdir / "nt.tests.yaml"))
+    assert out.returncode == 0, out.stderr
+    text = (zdir / "nt.tests.yaml").read_text()
+    assert "ns_ttl: 86400" in text and "ns2.nt.tests.: []" in text and "ns1.nt.tests.: [192.0.2.1]" in text, (
+        text
+    )
+    srv = GslbProcess(zdir, tmp_path / "gslb.log")
+    try:
+        asked = [("nt.tests.", "NS"), ("ns1.nt.tests.", "A"), ("ns2.nt.tests.", "A"), ("www.nt.tests.", "A")]
+        ttls = {(n, t): srv.query(n, t).answer[0].ttl for n, t in asked}
+    finally:
+        srv.stop()
+    assert ttls == {("nt.tests.", "NS"): 86400, ("ns1.nt.tests.", "A"): 86400, ("ns2.nt.tests.", "A"): 300,
+                    ("www.nt.tests.", "A"): 3600}  # fmt: skip

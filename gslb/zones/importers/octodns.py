@@ -109,6 +109,8 @@ class _Out:
     apex_ns: list[str] = field(default_factory=list)
     glue: dict[str, list[str]] = field(default_factory=dict)
     ttls: collections.Counter[int] = field(default_factory=collections.Counter)
+    ns_ttl: int | None = None  # the apex NS record's TTL (None: from --ns)
+    own_ttl: set[str] = field(default_factory=set)  # in-zone name servers whose A/AAAA keep their TTL
 
 
 def find_zone_file(source: Path, zone: str) -> Path:
@@ -294,6 +296,7 @@ def _record(out: _Out, path: Path, owner: str, rtype: str, loc: Located, skip: b
             out.problems.append(f"{where}: {owner} {rtype}: bad value {v!r}: {e}")
     if rtype == "NS" and owner == "@":
         out.apex_ns += texts
+        out.ns_ttl = ttl
         return
     out.ttls[ttl] += len(texts)
     out.records.setdefault(owner, []).extend(_Static(rtype, t, ttl) for t in texts)
@@ -552,9 +555,14 @@ def _render(out: _Out, path: Path) -> str:
         "# octoDNS leaves the SOA to the provider: gslb's defaults apply (docs/zone-format.md).",
         f"zone: {out.zone}",
         f"ttl: {default_ttl}   # the most common TTL of the static records (octoDNS's default: 3600)",
-        "nameservers:",
     ]
+    if out.ns_ttl is not None and out.ns_ttl != default_ttl:
+        lines.append(f"ns_ttl: {out.ns_ttl}   # the apex NS record's (and its glue's)")
+    lines.append("nameservers:")
     for ns, addrs in out.glue.items():
+        if ns in out.own_ttl:
+            lines.append(f"  {ns}: []   # its addresses are in records, with their own TTL")
+            continue
         note = "" if _relative(ns, out.zone) is not None else "   # outside the zone: no glue"
         lines.append(f"  {ns}: [{', '.join(scalar(a) for a in addrs)}]{note}")
     if out.checks:
@@ -624,10 +632,17 @@ def _glue(out: _Out, given: dict[str, list[str]]) -> None:
         addrs: list[str] = []
         if rel is not None:
             addrs = list(given.get(ns, []))
-            for e in list(out.records.get(rel, [])):
-                if isinstance(e, _Static) and e.rtype in ("A", "AAAA"):
-                    addrs.append(e.text)
-                    out.records[rel].remove(e)
+            own = [e for e in out.records.get(rel, []) if isinstance(e, _Static) and e.rtype in ("A", "AAAA")]
+            if own and out.ns_ttl is not None and any(e.ttl != out.ns_ttl for e in own):
+                # addresses with a TTL of their own: they stay in records: (nameservers: lists
+                # the host with none), so each is served with its own TTL
+                out.own_ttl.add(ns)
+                out.glue[ns] = []
+                continue
+            for e in own:
+                addrs.append(e.text)
+                out.records[rel].remove(e)
+                out.ttls[e.ttl] -= 1  # served as glue with ns_ttl: not one of records:' TTLs
             if rel in out.records and not out.records[rel]:
                 del out.records[rel]
             if not addrs:
