@@ -142,3 +142,32 @@ def test_an_in_zone_server_without_addresses_anywhere_is_refused(tmp_path: Path)
                        cwd=ROOT, timeout=60, check=False)  # fmt: skip
     out = r.stdout + r.stderr
     assert r.returncode == 1 and "nx.test.yaml:3:" in out and "give its A/AAAA in 'records'" in out, out
+
+
+BASE = "$ORIGIN b.test.\n$TTL 300\n@ SOA ns hm 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n"
+
+
+def test_problems_name_the_source_line(tmp_path: Path) -> None:
+    """TTLs past 2^31-1 (RFC 2181 8) and a malformed $TTL are refused at their own line
+    of the source (not at a line of the generated file, not one line late, not as an
+    'unknown rdatatype'); a record outside the zone is ignored with a note at its line,
+    as named-checkzone does, and the rest is imported."""
+    cases = {
+        "big": (BASE + "big 3000000000 A 192.0.2.9\n", ":6: TTL 3000000000 is above 2147483647"),
+        "huge": (BASE + "huge 99999999999 A 192.0.2.9\n", ":6: TTL 99999999999 is above 2147483647"),
+        "units": (BASE + "u IN 99999w A 192.0.2.9\n", ":6: TTL 99999w is above 2147483647"),
+        "badttl": (BASE.replace("$TTL 300", "$TTL bad"), ":2: $TTL needs a TTL"),
+    }
+    for name, (text, want) in cases.items():
+        src = tmp_path / f"{name}.zone"
+        src.write_text(text)
+        r = gslb_import(str(src), "--zone", "b.test.")
+        assert r.returncode == 1 and f"{src}{want}" in r.stderr, (name, r.stderr)
+        assert "please report" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    src = tmp_path / "oz.zone"
+    src.write_text(BASE + 'x.other.test. A 192.0.2.9\n  TXT "still out"\nok 3600 A 192.0.2.2\n')
+    r = gslb_import(str(src), "--zone", "b.test.")
+    assert r.returncode == 0, r.stderr
+    assert f"{src}:6: ignoring out-of-zone data (x.other.test.)" in r.stderr
+    assert f"{src}:7: ignoring out-of-zone data (x.other.test.)" in r.stderr
+    assert "other" not in r.stdout and "ok:" in r.stdout and "ttl: 3600" in r.stdout

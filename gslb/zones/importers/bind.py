@@ -12,7 +12,10 @@ parentheses): the same reader that checks rdata at zone load. Then:
   relative to the zone, with ``ttl`` only where it differs from the zone's default
   (the most common TTL of the file);
 - types gslb does not serve are reported with their file:line, and the import fails
-  unless ``skip_unsupported``.
+  unless ``skip_unsupported``;
+- a walk over the lines first (:func:`_scan`) finds what dnspython would take silently
+  or report without the source's line: records outside the zone (ignored, with a
+  note at their line), TTLs past 2147483647 and malformed ``$TTL`` lines (refused there).
 """
 
 from __future__ import annotations
@@ -90,8 +93,86 @@ def _positioned(path: Path, text: str) -> str:
     return f"{f if f.exists() else name}:{line}: {what}"
 
 
+TTL_MAX = 2147483647  # RFC 2181 8
+_TTL = re.compile(r"^(?:\d+|(?:\d+[wdhms])+)$", re.I)
+_UNIT = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_CLASSES = {"IN", "CH", "HS", "CS", "ANY"}
+
+
+def _ttl_value(tok: str) -> int:
+    if tok.isdigit():
+        return int(tok)
+    return sum(int(n) * _UNIT[u.lower()] for n, u in re.findall(r"(\d+)([wdhms])", tok, re.I))
+
+
+def _scan(path: Path, origin: dns.name.Name) -> tuple[list[str], list[str]]:
+    """What dnspython's reader would take silently or report without the source's line:
+    TTLs past 2147483647 (RFC 2181 8) and malformed $TTL lines (problems), and records
+    outside the zone (notes: ignored, as named-checkzone says). A walk over the lines,
+    with $INCLUDE, $ORIGIN, parentheses and the owner carried from line to line."""
+    problems: list[str] = []
+    notes: list[str] = []
+    seen: set[Path] = set()
+
+    def walk(p: Path, org: dns.name.Name) -> None:
+        if p in seen or not p.is_file():
+            return
+        seen.add(p)
+        owner: dns.name.Name | None = None
+        depth = 0
+        for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
+            body = re.sub(r'"(?:[^"\\]|\\.)*"', '""', line).split(";", 1)[0]
+            toks = body.replace("(", " ( ").replace(")", " ) ").split()
+            cont = depth > 0
+            depth += toks.count("(") - toks.count(")")
+            toks = [t for t in toks if t not in ("(", ")")]
+            if cont or not toks:
+                continue
+            head = toks[0].upper()
+            if head == "$ORIGIN" and len(toks) > 1:
+                with contextlib.suppress(dns.exception.DNSException):
+                    org = dns.name.from_text(toks[1], org)
+                continue
+            if head == "$TTL":
+                if len(toks) < 2 or not _TTL.match(toks[1]):
+                    problems.append(f"{p}:{i}: $TTL needs a TTL (seconds, or units such as 1h30m)")
+                elif _ttl_value(toks[1]) > TTL_MAX:
+                    problems.append(f"{p}:{i}: $TTL {toks[1]} is above {TTL_MAX} (RFC 2181 8)")
+                continue
+            if head == "$INCLUDE" and len(toks) > 1:
+                inc = Path(toks[1])
+                walk(inc if inc.is_absolute() else p.parent / inc, org)
+                continue
+            if head.startswith("$"):  # $GENERATE and others: dnspython's
+                continue
+            rest = toks
+            if not line[:1].isspace():
+                try:
+                    owner = org if toks[0] == "@" else dns.name.from_text(toks[0], org)
+                except dns.exception.DNSException:
+                    owner = None
+                rest = toks[1:]
+            for t in rest[:2]:  # TTL and class, in either order, before the type
+                if t.upper() in _CLASSES:
+                    continue
+                if _TTL.match(t) and _ttl_value(t) > TTL_MAX:
+                    problems.append(f"{p}:{i}: TTL {t} is above {TTL_MAX} (RFC 2181 8)")
+                break
+            if owner is not None and not owner.is_subdomain(origin):
+                notes.append(f"{p}:{i}: ignoring out-of-zone data ({owner})")
+
+    walk(path, origin)
+    return problems, notes
+
+
 def import_bind(path: Path, zone: str, skip_unsupported: bool = False) -> Result:
     origin = dns.name.from_text(zone if zone.endswith(".") else zone + ".")
+    if path.is_file():
+        early, ignored = _scan(path, origin)
+        if early:
+            raise ImportError_("\n".join(early))
+    else:
+        ignored = []
     try:
         # $INCLUDE names are relative to the file's directory (as with BIND's usual
         # `directory`); dnspython opens them relative to the working directory
@@ -108,7 +189,7 @@ def import_bind(path: Path, zone: str, skip_unsupported: bool = False) -> Result
         raise ImportError_(f"{path}: no NS records at {origin}") from None
     except dns.exception.DNSException as e:
         raise ImportError_(f"{path}: {e}") from None
-    notes: list[str] = []
+    notes: list[str] = list(ignored)
     problems: list[str] = []
     rows: list[tuple[dns.name.Name, str, int, str]] = []  # (owner, type, ttl, value) in file order
     ttls: collections.Counter[int] = collections.Counter()
