@@ -398,3 +398,12 @@ def test_apex_ns_and_glue_keep_their_ttls(tmp_path: Path) -> None:
         srv.stop()
     assert ttls == {("nt.tests.", "NS"): 86400, ("ns1.nt.tests.", "A"): 86400, ("ns2.nt.tests.", "A"): 300,
                     ("www.nt.tests.", "A"): 3600}  # fmt: skip
+
+
+def test_a_glueless_in_zone_server_is_refused_at_the_ns_record(tmp_path: Path) -> None:
+    src = tmp_path / "ng.tests.yaml"
+    src.write_text("'':\n  - type: NS\n    values: [ns1.ng.tests.]\nwww:\n  type: A\n  value: 192.0.2.80\n")
+    out = run_import(str(src), "--zone", "ng.tests")
+    assert out.returncode == 1 and f"{src}:2:5: name server ns1.ng.tests. is inside the zone" in out.stderr, (
+        out.stderr
+    )

@@ -110,6 +110,7 @@ class _Out:
     glue: dict[str, list[str]] = field(default_factory=dict)
     ttls: collections.Counter[int] = field(default_factory=collections.Counter)
     ns_ttl: int | None = None  # the apex NS record's TTL (None: from --ns)
+    ns_where: str = ""  # the apex NS record's file:line:col ("": from --ns)
     own_ttl: set[str] = field(default_factory=set)  # in-zone name servers whose A/AAAA keep their TTL
 
 
@@ -297,6 +298,7 @@ def _record(out: _Out, path: Path, owner: str, rtype: str, loc: Located, skip: b
     if rtype == "NS" and owner == "@":
         out.apex_ns += texts
         out.ns_ttl = ttl
+        out.ns_where = where
         return
     out.ttls[ttl] += len(texts)
     out.records.setdefault(owner, []).extend(_Static(rtype, t, ttl) for t in texts)
@@ -646,9 +648,10 @@ def _glue(out: _Out, given: dict[str, list[str]]) -> None:
             if rel in out.records and not out.records[rel]:
                 del out.records[rel]
             if not addrs:
+                at = f"{out.ns_where}: " if out.ns_where else ""
                 out.problems.append(
-                    f"name server {ns} is inside the zone but has no address: give --ns {ns.rstrip('.')}=ADDR"
-                    " or an A record"
+                    f"{at}name server {ns} is inside the zone but has no address: "
+                    f"give --ns {ns.rstrip('.')}=ADDR or an A record"
                 )
             for a in addrs:
                 try:
