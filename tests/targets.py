@@ -50,6 +50,7 @@ class Target:
         self.extra_headers: dict[str, str] = {}  # e.g. {"X-Load": "0.5"} for least_loaded
         self.body: bytes | None = None  # replaces "ok" when set
         self.last_path = ""  # the path of the last request
+        self.last_host = ""  # its Host header
         self.interim = b""  # sent before the response, e.g. b"HTTP/1.1 103 Early Hints\r\n\r\n"
         self.loop = asyncio.new_event_loop()
         self.server: asyncio.base_events.Server | None = None
@@ -74,6 +75,10 @@ class Target:
                 head = await reader.readuntil(b"\r\n\r\n")
             self.requests += 1
             self.last_path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else ""
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"host":
+                    self.last_host = value.strip().decode("latin-1")
             mode = self.mode
             if mode == "hang":
                 await self._until_client_closes(reader)

@@ -46,6 +46,21 @@ EXPECTED: dict[str, list[str]] = {
         "18:40: records.ttls[1].ttl: TTL 30 differs from 60 at records.ttls[0]",
     ],
     "yaml_syntax.yaml": ["5:3: YAML syntax: expected ',' or ']'"],
+    "cname_pools.yaml": [
+        "6:47: pools.mixed.members[1]: members[0] is a target name and this one is not: a pool holds",
+        "7:32: pools.badname.members[0].target: not a host name: 'cdn example.net.'",
+        "7:62: pools.badname.members[1].target: '192.0.2.12' is an address",
+        "7:84: pools.badname.members[2].target: not a host name: '-x.example.net.'",
+        "8:20: pools.both.members[0]: a member has an address (address: 192.0.2.10) or a host name",
+        "13:29: records.www[0].rules[0].pools[1]: pool 'lb' holds addresses: types: [CNAME] answers",
+        "16:28: records.img[0].rules[0].pools[1]: pool 'cdn' holds host names (target:)",
+        "18:7: records.txt[0]: a balanced CNAME beside other data at the same name (TXT)",
+        "23:24: records.every[0].answer.select: a name has one CNAME: select: all cannot",
+        "26:7: records.@[0]: a CNAME at the zone apex",
+        "29:14: records.two[0].types: CNAME stands alone",
+        "30:23: records.two[0].answer.count: a name has one CNAME: count is 1, not 2",
+        "35:7: records.back[0]: CNAME loop: hop.bad.test. -> back.bad.test. -> hop.bad.test.",
+    ],
 }
 
 
@@ -119,7 +134,7 @@ SNIPPETS: list[tuple[str, str]] = [
     (
         "pools: {p: {members: [{address: 192.0.2.9}]}}\n"
         "records:\n  w: [{types: [MX], rules: [{pools: [p]}]}]\n",
-        "5:16: records.w[0].types[0]: balanced records answer A and AAAA, not 'MX'",
+        "5:16: records.w[0].types[0]: balanced records answer A and AAAA, or CNAME, not 'MX'",
     ),
     (
         "pools: {p: {members: [{address: 192.0.2.9}]}}\nrecords:\n"

@@ -35,7 +35,13 @@ nameservers: {{ns1.s.test.: [192.0.2.53]}}
 pools:
   p: {{members: [{{address: 192.0.2.1}}, {{address: 192.0.2.2}}, {{address: 192.0.2.3}}]}}
   eu: {{members: [{{address: 192.0.2.41}}]}}
+  cdn: {{members: [{{target: www.cdn-a.example.net., weight: 3}}, {{target: www.cdn-b.example.net.}}]}}
+  inside: {{members: [{{target: www}}]}}
+  dark: {{members: [{{target: off.example.net., status: down}}]}}
 records:
+  cdn: [{{types: [CNAME], ttl: 30, rules: [{{pools: [cdn]}}]}}]
+  img: [{{types: [CNAME], ttl: 30, rules: [{{pools: [inside]}}]}}]
+  gone: [{{types: [CNAME], ttl: 30, rules: [{{pools: [dark]}}], when_all_down: nodata}}]
   www: [{{types: [A], ttl: 30, answer: {{select: weighted, count: 2}}, rules: [{{pools: [p]}}]}}]
   geo: [{{types: [A], ttl: 30, rules: [{{subnets: [198.51.100.0/24], pools: [eu]}}, {{pools: [p]}}]}}]
   static: [{{type: A, value: 192.0.2.10}}, {{type: TXT, value: '"hello"'}}]
@@ -86,6 +92,9 @@ needs_delv = pytest.mark.skipif(DELV is None, reason="needs delv (bind9-dnsutils
         ("static.s.test.", "A"),
         ("static.s.test.", "TXT"),
         ("www.s.test.", "A"),  # balanced
+        ("cdn.s.test.", "A"),  # a balanced CNAME, to a name elsewhere
+        ("cdn.s.test.", "CNAME"),
+        ("img.s.test.", "A"),  # a balanced CNAME to a balanced name of the zone
         ("alias.s.test.", "A"),  # CNAME chain
         ("anything.wild.s.test.", "A"),  # wildcard
         ("s.test.", "SOA"),
@@ -110,6 +119,8 @@ def test_positive_answers_fully_validate(signed: tuple[GslbProcess, Path, keys.S
         ("www.s.test.", "AAAA"),  # a balanced name without that type
         ("wild.s.test.", "A"),  # an empty non-terminal
         ("dangling.s.test.", "A"),  # a CNAME to a name that does not exist
+        ("gone.s.test.", "A"),  # a balanced CNAME with no target up (when_all_down: nodata)
+        ("gone.s.test.", "CNAME"),
         ("sub.s.test.", "DS"),  # a delegation without DS: insecure, and proven so
     ],
 )

@@ -57,6 +57,8 @@ pools:
   trio:
     members: [{address: 192.0.2.41}, {address: 192.0.2.42, weight: 2}, {address: 192.0.2.43, weight: 4}]
   v6: {members: [{address: "2001:db8::1"}, {address: "2001:db8::2"}]}
+  cdn-a: {members: [{target: www.cdn-a.example.net., weight: 3}, {target: edge.cdn-a.example.net.}]}
+  cdn-b: {members: [{target: www.cdn-b.example.org.}]}
 records:
   www: [{type: A, value: 192.0.2.80}]
 """
@@ -92,6 +94,9 @@ BALANCED = """  geo:
   plain:
     - types: [A]
       rules: [{pools: [trio]}]
+  cdn:
+    - types: [CNAME]
+      rules: [{geos: [EU], pools: [cdn-b, cdn-a]}, {pools: [cdn-a, cdn-b]}]
 """
 
 
@@ -135,10 +140,12 @@ def _queries(geo: MaxMindGeo, n: int, seed: int) -> Iterator[bytes]:
             src = rnd.choice([56, 48, 64])
             net = ipaddress.ip_network((a6 >> (128 - src) << (128 - src), src))
         subnets.append((str(net.network_address), src))
-    names = ["geo", "near", "rot", "two", "sticky", "prio", "plain", "www", "nope"]
+    names = ["geo", "near", "rot", "two", "sticky", "prio", "plain", "cdn", "www", "nope"]
     for i in range(n):
         name = rnd.choice(names) + ".fp.test."
         rdtype = "AAAA" if name.startswith("rot") and rnd.random() < 0.3 else "A"
+        if name.startswith("cdn"):  # a balanced CNAME answers every type the same way
+            rdtype = rnd.choice(["A", "AAAA", "HTTPS", "CNAME"])
         kind = rnd.random()
         opts: list[dns.edns.Option] = []
         if kind < 0.8:

@@ -91,17 +91,23 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, P
     yield static_dir, dyn_dir
 
 
-def test_unsupported_records_stop_the_import_with_their_positions() -> None:
+def test_unsupported_records_stop_the_import_with_their_positions(tmp_path: Path) -> None:
     out = run_import(str(OCTO / "unit.tests.yaml"), "--zone", "unit.tests")
     assert out.returncode == 1
     f = OCTO / "unit.tests.yaml"
     assert f"{f}:76:3: dname DNAME: gslb does not serve DNAME" in out.stderr
     assert f"{f}:183:3: urlfwd URLFWD: gslb does not serve HTTP redirects" in out.stderr
+    # dynamic CNAMEs are balanced CNAMEs now: the whole file imports without skipping
     out = run_import(str(OCTO / "dynamic.tests.yaml"), "--zone", "unit.tests", "--ns", "ns1.example.net")
-    assert out.returncode == 1
-    d = OCTO / "dynamic.tests.yaml"
-    assert f"{d}:80:5: cname CNAME: dynamic CNAME records cannot be expressed" in out.stderr
-    assert f"{d}:213:5: simple-weighted CNAME: dynamic CNAME" in out.stderr
+    assert out.returncode == 0, out.stderr
+    assert "simple-weighted:\n    - types: [CNAME]" in out.stdout, out.stdout
+    # a dynamic record of another type is still refused where it stands
+    d = tmp_path / "dyn-txt.yaml"
+    d.write_text("txt:\n  type: TXT\n  value: x\n  dynamic:\n    pools: {a: {values: [{value: y}]}}\n"
+                 "    rules: [{pool: a}]\n")  # fmt: skip
+    out = run_import(str(d), "--zone", "unit.tests", "--ns", "ns1.example.net")
+    assert out.returncode == 1, out.stderr
+    assert f"{d}:5:5: txt TXT: dynamic TXT records cannot be expressed" in out.stderr, out.stderr
     out = run_import(str(OCTO / "dynamic.tests.yaml"), "--zone", "unit.tests", "--skip-unsupported")
     assert (
         out.returncode == 1
@@ -287,7 +293,7 @@ def octo_decision(r: dict[str, Any], place: tuple[str, str, str | None]) -> list
         while p is not None:
             chain.append({str(v["value"]) for v in dyn["pools"][p]["values"]})
             p = dyn["pools"][p].get("fallback")
-        return [*chain, {str(v) for v in r["values"]}]
+        return [*chain, {str(v) for v in r.get("values", [r.get("value")])}]
     raise AssertionError("no catch-all")
 
 
@@ -319,28 +325,35 @@ def test_dynamic_decisions_follow_octodns(imported: tuple[Path, Path], tmp_path:
     zones = imported[1]
     checked = 0
     for name, r in source_records(OCTO / "dynamic.tests.yaml"):
-        if "dynamic" not in r or r["type"] not in ("A", "AAAA"):
+        if "dynamic" not in r:
             continue
+        cname = r["type"] == "CNAME"
+        qtype = "A" if cname else r["type"]  # a dynamic CNAME answers any type with its target
         for net, (cont, country, sub, _, _) in PLACES.items():
             chain = octo_decision(r, (cont, country, sub))
             fq = f"{name}.unit.tests."
-            got = decide(zones, db, fq, r["type"], net, set())
+            got = decide(zones, db, fq, qtype, net, set())
             b = got["balanced"]
-            pools = [{m["address"] for m in b["members"] if m["pool"] == p} for p in b["rule"]["pools"]]
-            family = [{a for a in s if (":" in a) == (r["type"] == "AAAA")} for s in pools]
+
+            who = "target" if cname else "address"
+            pools = [{str(m[who]) for m in b["members"] if m["pool"] == p} for p in b["rule"]["pools"]]
+            v6 = r["type"] == "AAAA"
+            family = pools if cname else [{a for a in s if (":" in a) == v6} for s in pools]
             assert family == chain, (name, net)
             answer = {a.split()[-1] for a in got["answer"]}
             assert len(answer) == 1 and answer <= chain[0], (name, net, answer)  # one value, weighted
-            weights = {m["address"]: m["weight"] for m in b["members"] if m["pool"] == b["rule"]["pools"][0]}
+            if cname:
+                assert got["answer"][0].split()[3] == "CNAME", got["answer"]
+            weights = {str(m[who]): m["weight"] for m in b["members"] if m["pool"] == b["rule"]["pools"][0]}
             assert weights == octo_weights(r, chain[0]), (name, net)
             # the first pool down: its fallback answers; every pool down: the record's values
             for i in range(1, len(chain)):
                 down = set().union(*chain[:i]) - chain[i]
-                got = decide(zones, db, fq, r["type"], net, down)
+                got = decide(zones, db, fq, qtype, net, down)
                 answer = {a.split()[-1] for a in got["answer"]}
                 assert answer and answer <= chain[i], (name, net, i, answer)
             checked += 1
-    assert checked == 4 * len(PLACES)
+    assert checked == 6 * len(PLACES)  # 4 dynamic A/AAAA records, 2 dynamic CNAMEs
 
 
 def test_gslb_explain_cli_on_an_imported_zone(imported: tuple[Path, Path], tmp_path: Path) -> None:

@@ -10,7 +10,16 @@ from typing import cast
 
 from gslb.answer.geo.lookup import GeoLookup
 from gslb.answer.geo.tables import LeafSource, compile_inline, compiled_rules
-from gslb.answer.state import BalancedPlan, BalancedRef, ServingState, Static, compile_zone, plan_balanced
+from gslb.answer.state import (
+    CNAME_QTYPES,
+    BalancedPlan,
+    BalancedRef,
+    CompiledZone,
+    ServingState,
+    Static,
+    compile_zone,
+    plan_balanced,
+)
 from gslb.answer.static import Plan, resolve
 from gslb.dns import names
 from gslb.dns.consts import NOERROR, NXDOMAIN
@@ -18,7 +27,7 @@ from gslb.dns.wire import encode_sections
 from gslb.dnssec import keys as dnssec_keys
 from gslb.dnssec.signer import Signer
 from gslb.health.view import ALL_UP, HealthView
-from gslb.zones.model import Location, Zone
+from gslb.zones.model import Balanced, Location, Zone
 
 
 def build_state(
@@ -50,8 +59,10 @@ def build_state(
             # then the reply cache (precomputing it doubled the load time of large zones)
             qtypes = set(node.rrsets)
             if node.balanced is not None:
-                for t in node.balanced.types:
-                    fast[(name, t)] = BalancedRef(node.balanced.name)
+                bal = node.balanced
+                for t in CNAME_QTYPES if bal.cname else bal.types:
+                    if not (bal.cname and _follows(cz, bal)):
+                        fast[(name, t)] = BalancedRef(bal.name)
                     qtypes.discard(t)
             for qtype in qtypes:
                 p = resolve(state, cz, name, qtype, None, None, rng)
@@ -59,6 +70,17 @@ def build_state(
                     continue
                 fast[(name, qtype)] = _static(name, p)
     return state
+
+
+def _follows(cz: CompiledZone, bal: Balanced) -> bool:
+    """A balanced CNAME with a target in the zone: its answers follow the chain (the
+    general lookup), so they are not one pick spliced after the question."""
+    return any(
+        m.target is not None and names.is_subdomain(m.target, cz.origin)
+        for rule in bal.rules
+        for pn in rule.pools
+        for m in cz.pools[pn].members
+    )
 
 
 def with_decisions(state: ServingState, build: bool = True) -> ServingState:

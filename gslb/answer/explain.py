@@ -20,12 +20,13 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
+from gslb.answer.balanced import Pick
 from gslb.answer.build import build_state
 from gslb.answer.geo.lookup import GeoInfo
 from gslb.answer.geo.maxmind import MaxMindGeo
 from gslb.answer.reply import Client
 from gslb.answer.state import ServingState
-from gslb.answer.static import Plan, resolve
+from gslb.answer.static import resolve
 from gslb.dns import names
 from gslb.dns.consts import EDNS_MAX_UDP, rcode_name
 from gslb.dns.wire import Ecs, Edns, Query, RRw
@@ -83,8 +84,11 @@ def explain(
     out["authority"] = [_rr_text(rr) for rr in plan.authority]
     if edns is not None:
         out["ecs_scope"] = plan.scope
-    if plan.balanced:
-        out["balanced"] = _balanced(state, zone.zone, plan, by_hand)
+    if plan.picks:
+        first, *more = plan.picks
+        out["balanced"] = _balanced(state, zone.zone, *first, by_hand)
+        if more:  # a balanced CNAME to a balanced name of the zone: its pick too
+            out["followed"] = [_balanced(state, zone.zone, n, pk, by_hand) for n, pk in more]
     return out
 
 
@@ -99,11 +103,11 @@ def _member_state(health: HealthView, key: MemberKey, member: Member, checked: b
     )
 
 
-def _balanced(state: ServingState, zone: Zone, plan: Plan, by_hand: frozenset[MemberKey]) -> dict[str, Any]:
-    bplan = state.plans[plan.balanced]
+def _balanced(
+    state: ServingState, zone: Zone, name: bytes, pk: Pick, by_hand: frozenset[MemberKey]
+) -> dict[str, Any]:
+    bplan = state.plans[name]
     rec: Balanced = bplan.record
-    pk = plan.pick
-    assert pk is not None
     rule = rec.rules[pk.rule]
     crit = [str(n) for n in rule.subnets] + [g.text for g in rule.geos] + [f"AS{a}" for a in rule.asns]
     out: dict[str, Any] = {
@@ -140,7 +144,8 @@ def _balanced(state: ServingState, zone: Zone, plan: Plan, by_hand: frozenset[Me
         for m in pool.members:
             k = member_key(zone, pname, m)
             text = _member_state(state.health, k, m, check is not None, k in by_hand)
-            members.append({"pool": pname, "name": m.name, "address": str(m.address), "weight": m.weight,
+            where = {"address": str(m.address)} if m.target is None else {"target": m.ident}
+            members.append({"pool": pname, "name": m.name, **where, "weight": m.weight,
                             "in_rotation": state.health.is_up(k, m), "state": text})  # fmt: skip
     out["members"] = members
     out["worst_case_failover_s"] = round(worst + rec.ttl, 3) if worst else None
@@ -171,7 +176,7 @@ def explain_offline(args: argparse.Namespace) -> dict[str, Any]:
         for z in zones:
             for p in z.pools:
                 for m in p.members:
-                    if str(m.address) in wanted:
+                    if m.ident in wanted or m.ident.rstrip(".") in wanted or m.name in wanted:
                         by_hand.add(member_key(z, p.name, m))
     down |= by_hand
     # the overrides a server with this state directory applies (drain, down, up)
@@ -193,12 +198,10 @@ def render(r: dict[str, Any]) -> str:
     if "zone" not in r:
         return "\n".join([*lines, f"  {r['rcode']}: {r['why']}"])
     lines.append(f"  zone {r['zone']}: {r['rcode']}{' (authoritative)' if r['authoritative'] else ''}")
-    b = r.get("balanced")
-    if b:
+    for i, b in enumerate([r["balanced"], *r.get("followed", ())] if r.get("balanced") else []):
         rule = b["rule"]
-        lines.append(
-            f"  balanced record {b['record']} (select: {b['select']}, count {b['count']}, ttl {b['ttl']})"
-        )
+        lead = "balanced record" if i == 0 else "then, its target: balanced record"
+        lines.append(f"  {lead} {b['record']} (select: {b['select']}, count {b['count']}, ttl {b['ttl']})")
         if "geoip" in b:
             g = b["geoip"]
             lines.append(
@@ -212,9 +215,8 @@ def render(r: dict[str, Any]) -> str:
             lines.append(f"    pool {s['pool']} skipped: {s['why']}")
         lines.append(f"    answered by pool {b['answered_by_pool']} ({b.get('outcome')})")
         for m in b["members"]:
-            lines.append(
-                f"    member {m['pool']}/{m['name']} {m['address']} weight {m['weight']}: {m['state']}"
-            )
+            where = m["address"] if "address" in m else f"-> {m['target']}"
+            lines.append(f"    member {m['pool']}/{m['name']} {where} weight {m['weight']}: {m['state']}")
         if b["worst_case_failover_s"] is not None:
             lines.append(f"  worst-case failover: {b['worst_case_failover_s']} s ({b['failover_formula']})")
     for rr in r["answer"]:

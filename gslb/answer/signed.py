@@ -103,6 +103,11 @@ def signed(
             present = set(node.rrsets) if node is not None else set()
             if node is not None and node.balanced is not None:
                 present |= set(node.balanced.types)
+            # denied: the type asked, and a CNAME that is not there (a balanced CNAME with no
+            # member to answer), or the NSEC would prove a CNAME (RFC 4035 5.4)
+            present.discard(q.qtype)
+            if node is not None and node.balanced is not None and node.balanced.cname:
+                present.discard(T_CNAME)
         soa = zone.soa_rr
         neg = zone.neg_soa_rr
         soa_sigs = signer.rrsigs(soa[0], T_SOA, soa[2], [soa[3]], now)

@@ -21,7 +21,7 @@ from typing import Any, Literal, NamedTuple
 from gslb.answer.geo.lookup import UNKNOWN, GeoInfo, GeoLookup
 from gslb.answer.policies import REGISTRY, Candidates, Policy
 from gslb.dns import names
-from gslb.dns.consts import FAMILY_OF_TYPE
+from gslb.dns.consts import FAMILY_OF_TYPE, T_A, T_AAAA, T_CNAME
 from gslb.dns.wire import Query, RRw, member_fragment
 from gslb.health.view import ALL_UP, HealthView, MemberKey, changed_members, member_key
 from gslb.zones.model import Balanced, GeoMatch, Member, Pool, RRset, Zone
@@ -163,6 +163,10 @@ def compile_zone(zone: Zone, serial: int) -> CompiledZone:
 
 # ------------------------------------------------------------------ balanced plans
 
+# query types a balanced CNAME (types: [CNAME]) answers from the precomputed table and the
+# reply cache (others: the general lookup, which answers them the same)
+CNAME_QTYPES = (T_A, T_AAAA, T_CNAME, 15, 16, 33, 64, 65, 257)  # and MX TXT SRV SVCB HTTPS CAA
+
 
 def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView, decisions: Any = None) -> BalancedPlan:
     policy = REGISTRY[rec.select]
@@ -171,6 +175,9 @@ def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView, decisions
         per_type: dict[int, Outcome] = {}
         for qtype in rec.types:
             per_type[qtype] = _rule_outcome(cz, rec, rule.pools, qtype, health)
+        if rec.cname:  # the one CNAME answers every type: the usual ones are looked up directly
+            for qtype in CNAME_QTYPES:
+                per_type[qtype] = per_type[T_CNAME]
         outcomes.append(per_type)
     matchers = tuple(
         RuleMatch(
@@ -201,16 +208,16 @@ def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView, decisions
 def _choice(
     origin: bytes, pool: Pool, members: list[Member], qtype: int, ttl: int, weighted: bool
 ) -> PoolChoice:
-    pairs = [(member_fragment(qtype, ttl, m.address.packed), m.weight if weighted else 1) for m in members]
+    pairs = [(member_fragment(qtype, ttl, m.rdata), m.weight if weighted else 1) for m in members]
     loc = (pool.location.lat, pool.location.lon) if pool.location is not None else None
     keys = tuple(member_key(origin, pool.name, m) for m in members)
-    return PoolChoice(pool.name, Candidates.of(pairs, [m.address.packed for m in members]), loc, keys)
+    return PoolChoice(pool.name, Candidates.of(pairs, [m.rdata for m in members]), loc, keys)
 
 
 def _rule_outcome(
     cz: CompiledZone, rec: Balanced, pool_names: tuple[str, ...], qtype: int, health: HealthView
 ) -> Outcome:
-    fam = FAMILY_OF_TYPE[qtype]
+    fam = FAMILY_OF_TYPE.get(qtype, 0)  # 0: a CNAME, from target members
     skipped: list[tuple[str, str]] = []
     up_pools: list[PoolChoice] = []
     for pname in pool_names:
@@ -222,7 +229,8 @@ def _rule_outcome(
                 (pname, f"{len(up)} of {len(pool.members)} members up, min_healthy is {pool.needed()}")
             )
         elif not usable:
-            skipped.append((pname, f"no up IPv{fam} member with weight > 0"))
+            what = f"IPv{fam}" if fam else "target"
+            skipped.append((pname, f"no up {what} member with weight > 0"))
         else:
             up_pools.append(_choice(cz.origin, pool, usable, qtype, rec.ttl, True))
     if up_pools:
@@ -233,6 +241,8 @@ def _rule_outcome(
     for pname in pool_names:
         pool = cz.pools[pname]
         fam_members = [m for m in pool.members if m.family == fam]
+        if rec.cname:  # one CNAME: the first pool's first target
+            fam_members = fam_members[:1]
         if fam_members:
             return Outcome(
                 "serve_all", (_choice(cz.origin, pool, fam_members, qtype, rec.ttl, False),), tuple(skipped)

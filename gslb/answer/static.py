@@ -33,6 +33,8 @@ class Plan:
     pool: str = ""  # the pool that answered a balanced name (for explain/metrics)
     pick: Pick | None = None
     balanced: bytes = b""  # the balanced name that answered
+    # every balanced name picked on the way, in order (a balanced CNAME, then its target's)
+    picks: list[tuple[bytes, Pick]] = field(default_factory=list)
 
 
 def rrs(owner: bytes, rtype: int, ttl: int, rdatas: tuple[bytes, ...]) -> list[RRw]:
@@ -115,20 +117,33 @@ def resolve(
                 plan.additional = _additional(zone, list(rr.targets), set())
             return plan
         bal = node.balanced
-        if bal is not None and qtype in bal.types:
+        if bal is not None and (qtype in bal.types or bal.cname):
             plan.dynamic = True
             if q is None or client is None:
                 return plan
-            pk = pick(state.plans[bal.name], qtype, q, client.host, rng, state.geo, state.loads)
+            ptype = T_CNAME if bal.cname else qtype
+            pk = pick(state.plans[bal.name], ptype, q, client.host, rng, state.geo, state.loads)
             if count:
                 count_balanced(state, bal.name, pk.pool, pk.outcome)
-            plan.scope, plan.pick, plan.balanced, plan.pool = pk.scope, pk, bal.name, pk.pool
+            # a chain through balanced names: the reply holds for the narrowest client subnet
+            plan.scope, plan.pick, plan.balanced, plan.pool = max(plan.scope, pk.scope), pk, bal.name, pk.pool
+            plan.picks.append((bal.name, pk))
             plan.rcode = balanced_rcode(pk.outcome)
             if plan.rcode == NOERROR:
                 if pk.frags:
-                    plan.answer += [(owner, qtype, bal.ttl, f[12:]) for f in pk.frags]
+                    plan.answer += [(owner, ptype, bal.ttl, f[12:]) for f in pk.frags]
                 else:
                     plan.authority = [zone.neg_soa_rr]
+                    return plan
+                if bal.cname and qtype != T_CNAME:  # follow the chosen target as a static CNAME
+                    target = pk.frags[0][12:]
+                    if target in seen or not names.is_subdomain(target, zone.origin):
+                        return plan
+                    if state.find_zone(target) is not zone:
+                        return plan
+                    seen.add(target)
+                    qn = target
+                    continue
             return plan
         cname = node.rrsets.get(T_CNAME)
         if cname is not None:

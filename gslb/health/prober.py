@@ -129,8 +129,12 @@ def targets_of(zones: Iterable[Zone]) -> dict[TargetKey, Wanted]:
                 continue
             check = checks[pool.check]
             for m in pool.members:
-                addr = str(m.check_address or m.address)
-                t = Target(check, addr, m.check_port or check.port)
+                host = names.to_text(m.target).rstrip(".") if m.target is not None else None
+                if m.check_address is not None:
+                    addr = str(m.check_address)
+                else:  # a name member: its host name, resolved when probed
+                    addr = str(m.address) if m.address is not None else (host or "")
+                t = Target(check, addr, m.check_port or check.port, host)
                 w = out.get(t.key)
                 if w is None:
                     w = out[t.key] = Wanted(t, set(), [])

@@ -32,7 +32,7 @@ TargetStates = dict[str, dict[str, float | bool]]
 
 def member_key(zone: Zone | bytes, pool: str, member: Member) -> MemberKey:
     origin = zone.origin if isinstance(zone, Zone) else zone
-    return (names.to_text(origin), pool, str(member.address))
+    return (names.to_text(origin), pool, member.ident)
 
 
 @dataclass(frozen=True, slots=True)

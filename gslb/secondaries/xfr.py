@@ -78,11 +78,13 @@ def transfer_rrs(state: ServingState, zone: CompiledZone) -> list[RRw]:
             plan = state.plans[bal.name]
             catch_all = bal.rules[plan.catch_all]
             for qtype in bal.types:
-                fam = FAMILY_OF_TYPE[qtype]
+                fam = FAMILY_OF_TYPE.get(qtype, 0)  # 0: a CNAME, target members
                 for pname in catch_all.pools:
                     members = [m for m in zone.pools[pname].members if m.family == fam]
                     if members:
-                        out += [(name, qtype, bal.ttl, m.address.packed) for m in members]
+                        if bal.cname:  # one CNAME at a name: the catch-all's first target
+                            members = members[:1]
+                        out += [(name, qtype, bal.ttl, m.rdata) for m in members]
                         break
     out.append(zone.soa_rr)
     return out

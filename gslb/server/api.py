@@ -328,7 +328,7 @@ def _find_member(zones: list[Zone], zone: str, pool: str, member: str) -> tuple[
             if p.name != pool:
                 continue
             for m in p.members:
-                if member in (m.name, str(m.address)):
+                if member in (m.name, m.ident, m.ident.rstrip(".")):
                     return member_key(z, p.name, m)
             return f"no member {member!r} in pool {pool!r} of {zname}"
         return f"no pool {pool!r} in {zname}"

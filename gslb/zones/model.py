@@ -11,7 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gslb.dns.consts import FAMILY_OF_TYPE
+from gslb.dns import names
+from gslb.dns.consts import FAMILY_OF_TYPE, T_CNAME
 from gslb.zones.errors import Problem
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -89,19 +90,42 @@ _CHECK_IDENTITY_KEYS = tuple(k for k in Check.__dataclass_fields__ if k not in C
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    address: IPAddress
+    """A pool member: an address (A/AAAA answers), or a target host name (``target``: a
+    CNAME pool's member, answered as a CNAME to it; docs/routing.md, "Pools of names")."""
+
+    address: IPAddress | None
     name: str
     weight: int = 1
     status: MemberStatus = "obey"
     check_address: IPAddress | None = None
     check_port: int | None = None
+    target: bytes | None = None  # wire form, lower case
 
     def __post_init__(self) -> None:
         _require(0 <= self.weight <= WEIGHT_MAX, f"weight must be 0..{WEIGHT_MAX}")
+        _require((self.address is None) != (self.target is None), "a member has an address or a target")
 
     @property
     def family(self) -> int:
-        return self.address.version
+        """4 or 6 for an address member, 0 for a target name."""
+        return self.address.version if self.address is not None else 0
+
+    @property
+    def ident(self) -> str:
+        """What tells the member from the pool's others: its address, or its target name
+        (``www.cdn.example.net.``); the member's part of its health key."""
+        if self.address is not None:
+            return str(self.address)
+        assert self.target is not None
+        return names.to_text(self.target)
+
+    @property
+    def rdata(self) -> bytes:
+        """The member's answer rdata: the packed address, or the target name (CNAME)."""
+        if self.address is not None:
+            return self.address.packed
+        assert self.target is not None
+        return self.target
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +148,14 @@ class Pool:
 
     def __post_init__(self) -> None:
         _require(len(self.members) > 0, "a pool needs members")
-        addrs = [m.address for m in self.members]
-        _require(len(set(addrs)) == len(addrs), "duplicate member address")
+        idents = [m.ident for m in self.members]
+        _require(len(set(idents)) == len(idents), "duplicate member")
+        _require(len({m.target is None for m in self.members}) == 1, "a pool holds addresses or names")
+
+    @property
+    def holds_names(self) -> bool:
+        """The pool's members are target names (a CNAME pool), not addresses."""
+        return self.members[0].target is not None
 
     def needed(self) -> int:
         """Healthy members needed for this pool to count as up."""
@@ -205,8 +235,16 @@ class Balanced:
     # read and range-checked by the loader from the policy's declaration (gslb.answer.policies)
     params: tuple[tuple[str, int], ...] = ()
 
+    @property
+    def cname(self) -> bool:
+        """Answers a CNAME to one target (its pools hold names), for every query type."""
+        return self.types == (T_CNAME,)
+
     def __post_init__(self) -> None:
-        _require(all(t in FAMILY_OF_TYPE for t in self.types), "types must be A/AAAA")
+        _require(
+            all(t in FAMILY_OF_TYPE for t in self.types) or self.types == (T_CNAME,),
+            "types must be A/AAAA, or CNAME alone",
+        )
         _require(all(v >= 0 for _, v in self.params), "policy parameters are whole numbers >= 0")
         _require(0 <= self.ttl <= TTL_MAX, "ttl out of range")
         _require(len(self.rules) > 0 and self.rules[-1].catch_all, "last rule must be a catch-all")

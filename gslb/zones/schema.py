@@ -74,14 +74,18 @@ CHECK = _obj(
 MEMBER = _obj(
     {
         "address": _IP,
+        "target": {
+            "type": "string",
+            "description": "a host name instead of an address: the member of a CNAME pool (types: [CNAME])",
+        },
         "weight": {"type": "integer", "minimum": 0, "maximum": 100},
         "name": {"type": "string"},
         "status": {"enum": ["up", "down", "obey"]},
         "check_address": _IP,
         "check_port": {"type": "integer", "minimum": 1, "maximum": 65535},
     },
-    ("address",),
 )
+MEMBER["oneOf"] = [{"required": ["address"]}, {"required": ["target"]}]
 
 POOL = _obj(
     {
@@ -137,7 +141,7 @@ RULE = _obj(
 
 BALANCED = _obj(
     {
-        "types": {"type": "array", "items": {"enum": ["A", "AAAA"]}, "minItems": 1},
+        "types": {"type": "array", "items": {"enum": ["A", "AAAA", "CNAME"]}, "minItems": 1},
         "ttl": _TTL,
         "answer": _obj(
             {

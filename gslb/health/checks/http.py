@@ -62,7 +62,8 @@ def _request(c: Check, target: Target) -> bytes:
     if c.host:
         host = c.host
     else:
-        host = f"[{target.address}]" if ":" in target.address else target.address
+        name = target.host or target.address
+        host = f"[{name}]" if ":" in name else name
         if target.port != default_port:
             host = f"{host}:{target.port}"
     lines = [f"{c.method} {c.path} HTTP/1.1", f"Host: {host}"]
@@ -205,7 +206,7 @@ async def check(client: HttpClient, target: Target) -> tuple[bool, str, float | 
     server_hostname: str | None = None
     if c.type == "https":
         tls = client.ssl_for(c)
-        server_hostname = c.host or target.address
+        server_hostname = target.server_name
     writer: asyncio.StreamWriter | None = None
     try:
         reader, writer = await asyncio.open_connection(

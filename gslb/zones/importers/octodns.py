@@ -30,9 +30,13 @@ How octoDNS's semantics are carried over (docs/migration.md):
   first, the record's values as the catch-all;
 - ``octodns.ignored`` records are left out; ``included``/``excluded`` provider lists
   and provider-specific settings are reported as notes, with their position;
-- what gslb cannot serve (ALIAS, DNAME, URLFWD, dynamic CNAME, ICMP health checks)
-  stops the import with its position, unless ``skip_unsupported`` (then the record is
-  left out, or a dynamic CNAME keeps its static value, with a note).
+- **dynamic CNAME records** become balanced CNAMEs (``types: [CNAME]``) the same way,
+  their pools' values members given by name (``target:``). octoDNS gives dynamic CNAMEs
+  no health check of its own: their pools get one only where ``octodns.healthcheck``
+  says so (a probe of the target by name: Host and SNI);
+- what gslb cannot serve (ALIAS, DNAME, URLFWD, dynamic records of other types, ICMP
+  health checks) stops the import with its position, unless ``skip_unsupported`` (then
+  the record is left out, or a dynamic record keeps its static value, with a note).
 """
 
 from __future__ import annotations
@@ -76,9 +80,10 @@ class _Check:
 @dataclass
 class _Pool:
     name: str
-    members: list[tuple[str, int, str]]  # address, weight, status
+    members: list[tuple[str, int, str]]  # address (or target name), weight, status
     check: str | None
     comment: str
+    targets: bool = False  # members are names (a CNAME pool)
 
 
 @dataclass
@@ -267,13 +272,13 @@ def _record(out: _Out, path: Path, owner: str, rtype: str, loc: Located, skip: b
         return
     ttl = _ttl(out, where, owner, item)
     if "dynamic" in item:
-        if rtype in ("A", "AAAA"):
+        if rtype in ("A", "AAAA", "CNAME"):
             _dynamic(out, path, owner, rtype, loc, ttl)
             return
         d = item["dynamic"]
         msg = (
             f"{path}:{d.line}:{d.col}: {owner} {rtype}: dynamic {rtype} records cannot be expressed "
-            "(balanced names answer A and AAAA)"
+            "(balanced names answer A and AAAA, or a CNAME)"
         )
         if not skip:
             out.problems.append(msg)
@@ -402,19 +407,23 @@ def _check_for(out: _Out, path: Path, owner: str, rtype: str, item: dict[str, Lo
     return name
 
 
-def _members(values: Any) -> list[tuple[str, int, str]]:
+def _members(values: Any, targets: bool = False) -> list[tuple[str, int, str]]:
+    """A pool's values as (address, weight, status); ``targets``: host names (a dynamic
+    CNAME's), absolute as octoDNS writes them."""
+
+    def member(text: str) -> str:
+        if not targets:
+            return str(ipaddress.ip_address(text))
+        if not text.endswith("."):
+            raise ValueError(f"{text!r}: a CNAME target is an absolute name ending in '.'")
+        return text.lower()
+
     out = []
     for v in values or []:
         if isinstance(v, dict):
-            out.append(
-                (
-                    str(ipaddress.ip_address(str(v["value"]))),
-                    int(v.get("weight", 1)),
-                    str(v.get("status", "obey")),
-                )
-            )
+            out.append((member(str(v["value"])), int(v.get("weight", 1)), str(v.get("status", "obey"))))
         else:
-            out.append((str(ipaddress.ip_address(str(v))), 1, "obey"))
+            out.append((member(str(v)), 1, "obey"))
     return out
 
 
@@ -429,24 +438,29 @@ def _dynamic(out: _Out, path: Path, owner: str, rtype: str, loc: Located, ttl: i
     if not isinstance(pools_src, dict) or not isinstance(rules_src, list) or not rules_src:
         out.problems.append(f"{where}: {owner} {rtype}: dynamic needs pools (a mapping) and rules (a list)")
         return
-    check = _check_for(out, path, owner, rtype, item)
+    cname = rtype == "CNAME"
+    octo = _plain(item.get("octodns")) or {}
+    # octoDNS health-checks dynamic A/AAAA by default, dynamic CNAMEs not at all
+    check = _check_for(out, path, owner, rtype, item) if not cname or octo.get("healthcheck") else None
     names: dict[str, str] = {}
     try:
         for pname, p in pools_src.items():
-            members = _members(p.get("values"))
+            members = _members(p.get("values"), cname)
             gname = _add_pool(
                 out, _pool_name(out, owner, pname), members, check, f"octoDNS {owner} pool {pname}", rtype
             )
             names[pname] = gname
-        default = _members(_values(item))
+        default = _members(_values(item), cname)
     except (ValueError, KeyError, TypeError) as e:
         out.problems.append(f"{where}: {owner} {rtype}: bad pool value: {e}")
         return
     default_name = ""
     if default:
+        # the record's values; named apart from a source pool called "default"
+        base = _pool_name(out, owner, "default")
         default_name = _add_pool(
             out,
-            _pool_name(out, owner, "default"),
+            base if base not in names.values() else _pool_name(out, owner, "values"),
             default,
             None,
             f"octoDNS {owner} values: the backup pool, not health checked",
@@ -486,14 +500,15 @@ def _add_pool(
 ) -> str:
     """A pool; its name. The A and the AAAA record of one name share pools (each answer
     takes the members of its family), unless their health checks differ."""
-    if name in out.pools and out.pools[name].check != check:
+    targets = rtype == "CNAME"
+    if name in out.pools and (out.pools[name].check != check or out.pools[name].targets != targets):
         name = f"{name}-{rtype.lower()}"
     if name in out.pools:
         p = out.pools[name]
         have = {m[0] for m in p.members}
         p.members += [m for m in members if m[0] not in have]
         return name
-    out.pools[name] = _Pool(name, members, check, comment)
+    out.pools[name] = _Pool(name, members, check, comment, targets)
     return name
 
 
@@ -600,7 +615,7 @@ def _render(out: _Out, path: Path) -> str:
             for addr, weight, status in p.members:
                 extra = f", weight: {weight}" if weight != 1 else ""
                 extra += f", status: {status}" if status != "obey" else ""
-                lines.append(f"      - {{address: {scalar(addr)}{extra}}}")
+                lines.append(f"      - {{{'target' if p.targets else 'address'}: {scalar(addr)}{extra}}}")
     lines.append("records:")
     if not out.records:
         lines[-1] = "records: {}"

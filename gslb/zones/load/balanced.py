@@ -7,7 +7,7 @@ import re
 
 from gslb.answer.policies import REGISTRY as POLICIES
 from gslb.answer.policies import Policy
-from gslb.dns.consts import FAMILY_OF_TYPE, T_A, T_AAAA
+from gslb.dns.consts import FAMILY_OF_TYPE, T_A, T_AAAA, T_CNAME
 from gslb.zones.load.ctx import DEFAULT_BALANCED_TTL, _Ctx, _opt
 from gslb.zones.model import (
     CONTINENTS,
@@ -42,15 +42,23 @@ def _balanced(
         s = ctx.str_(t, f"{key}.types[{i}]")
         if s is None:
             continue
-        tv = {"A": T_A, "AAAA": T_AAAA}.get(s.upper())
+        tv = {"A": T_A, "AAAA": T_AAAA, "CNAME": T_CNAME}.get(s.upper())
         if tv is None:
-            ctx.err(t, f"{key}.types[{i}]", f"balanced records answer A and AAAA, not {s!r}")
+            ctx.err(t, f"{key}.types[{i}]", f"balanced records answer A and AAAA, or CNAME, not {s!r}")
         elif tv in types:
             ctx.err(t, f"{key}.types[{i}]", f"{s} listed twice")
         else:
             types.append(tv)
     if tl is not None and not tl:
-        ctx.err(m["types"], f"{key}.types", "list at least one of A, AAAA")
+        ctx.err(m["types"], f"{key}.types", "list at least one of A, AAAA (or CNAME, alone)")
+    if T_CNAME in types and len(types) > 1:
+        ctx.err(
+            m["types"],
+            f"{key}.types",
+            "CNAME stands alone: a name with a CNAME has no other data (RFC 1034 3.6.2); "
+            "types: [CNAME] answers every query type with the chosen target",
+        )
+        types = [T_CNAME]
     ttl = _opt(m, "ttl", lambda v: ctx.int_(v, f"{key}.ttl", 0, TTL_MAX), DEFAULT_BALANCED_TTL)
     select, count = "weighted", None
     params: dict[str, int] = {}
@@ -75,6 +83,17 @@ def _balanced(
                     f"{key}.answer.select",
                     f"select: {select} needs client coordinates: give gslb --geoip-db (a City database)",
                 )
+    if T_CNAME in types and "answer" in m and isinstance(m["answer"].value, dict):
+        am_ = m["answer"].value
+        if select == "all":
+            ctx.err(
+                am_["select"],
+                f"{key}.answer.select",
+                "a name has one CNAME: select: all cannot answer with target names "
+                "(weighted, first, hashed, closest or least_loaded picks one)",
+            )
+        if count is not None and count != 1 and "count" in am_:
+            ctx.err(am_["count"], f"{key}.answer.count", f"a name has one CNAME: count is 1, not {count}")
     wad = _opt(m, "when_all_down", lambda v: ctx.str_(v, f"{key}.when_all_down"), "serve_all")
     if wad is not None and wad not in WHEN_ALL_DOWN:
         ctx.err(
@@ -96,9 +115,11 @@ def _balanced(
             ctx.err(
                 r, rk, "a catch-all rule (only 'pools') must be the last rule: rules after it never match"
             )
-        for pn in rule.pools:
+        for j, pn in enumerate(rule.pools):
             if pn in pools:
-                families.update(mem.family for mem in pools[pn][0].members)
+                pool = pools[pn][0]
+                families.update(mem.family for mem in pool.members)
+                _pool_kind(ctx, f"{rk}.pools[{j}]", r, j, pool, types)
         rules.append(rule)
     if rl and rules and len(rules) == len(rl) and not rules[-1].catch_all:
         ctx.err(
@@ -106,7 +127,7 @@ def _balanced(
             f"{key}.rules[{len(rl) - 1}]",
             "the last rule must be a catch-all (only 'pools'), so every client gets an answer",
         )
-    for qtype in types:
+    for qtype in types if T_CNAME not in types else ():
         fam = FAMILY_OF_TYPE[qtype]
         if families and fam not in families:
             tn = "A" if qtype == 1 else "AAAA"
@@ -120,6 +141,34 @@ def _balanced(
         owner, tuple(types), ttl, select, count, tuple(rules), wad,  # type: ignore[arg-type]
         ecs=ecs, params=tuple(sorted(params.items())),
     )  # fmt: skip
+
+
+def _pool_kind(ctx: _Ctx, key: str, rule: Located, j: int, pool: Pool, types: list[int]) -> None:
+    """A rule's pool must answer the record's types: addresses for A/AAAA, host names
+    (target:) for CNAME; so one rule cannot mix the two."""
+    if not types:
+        return
+    cname = T_CNAME in types
+    if pool.holds_names == cname:
+        return
+    loc = rule
+    if isinstance(rule.value, dict) and "pools" in rule.value:
+        seq = rule.value["pools"]
+        loc = seq.value[j] if isinstance(seq.value, list) and j < len(seq.value) else seq
+    if cname:
+        ctx.err(
+            loc,
+            key,
+            f"pool {pool.name!r} holds addresses: types: [CNAME] answers with a target name, so its "
+            "pools hold names (target:); for addresses list types: [A] or [A, AAAA]",
+        )
+    else:
+        ctx.err(
+            loc,
+            key,
+            f"pool {pool.name!r} holds host names (target:): it answers a CNAME, so list types: [CNAME] "
+            "and keep address pools to other records",
+        )
 
 
 # every policy's own answer: keys, and which policies take each

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
+from gslb.dns import names
 from gslb.zones.load.ctx import _Ctx, _kind, _opt
 from gslb.zones.model import (
     WEIGHT_MAX,
@@ -31,7 +33,11 @@ def _used_checks(pools_loc: Located | None) -> set[str]:
 
 
 def _pools(
-    ctx: _Ctx, loc: Located | None, checks: dict[str, tuple[Check, Located]], check_names: frozenset[str]
+    ctx: _Ctx,
+    loc: Located | None,
+    checks: dict[str, tuple[Check, Located]],
+    check_names: frozenset[str],
+    origin: bytes,
 ) -> dict[str, tuple[Pool, Located]]:
     out: dict[str, tuple[Pool, Located]] = {}
     if loc is None:
@@ -40,13 +46,13 @@ def _pools(
         ctx.err(loc, "pools", f"expected a mapping of pool name -> pool, got {_kind(loc)}")
         return out
     for name, pl in loc.value.items():
-        p = _pool(ctx, name, pl, check_names)
+        p = _pool(ctx, name, pl, check_names, origin)
         if p is not None:
             out[name] = (p, pl)
     return out
 
 
-def _pool(ctx: _Ctx, name: str, loc: Located, checks: frozenset[str]) -> Pool | None:
+def _pool(ctx: _Ctx, name: str, loc: Located, checks: frozenset[str], origin: bytes) -> Pool | None:
     key = f"pools.{name}"
     m = ctx.mapping(loc, key, ("members",), ("check", "min_healthy", "location"))
     if m is None:
@@ -61,14 +67,28 @@ def _pool(ctx: _Ctx, name: str, loc: Located, checks: frozenset[str]) -> Pool | 
     items = ctx.seq(m["members"], f"{key}.members") if "members" in m else None
     if items is not None and not items:
         ctx.err(m["members"], f"{key}.members", "a pool needs at least one member")
+    first_kind: tuple[bool, int] | None = None  # (a target name?, index) of the first member
     for i, ml in enumerate(items or []):
         mk = f"{key}.members[{i}]"
-        mem = _member(ctx, mk, ml)
+        mem = _member(ctx, mk, ml, origin)
         if mem is None:
             continue
-        a = str(mem.address)
+        a = mem.ident
         if a in seen:
-            ctx.err(ml, mk, f"duplicate member address {a} (also members[{seen[a]}])")
+            what = "target" if mem.target is not None else "address"
+            ctx.err(ml, mk, f"duplicate member {what} {a} (also members[{seen[a]}])")
+            continue
+        is_name = mem.target is not None
+        if first_kind is None:
+            first_kind = (is_name, i)
+        elif first_kind[0] != is_name:
+            first = "a target name" if first_kind[0] else "an address"
+            ctx.err(
+                ml,
+                mk,
+                f"members[{first_kind[1]}] is {first} and this one is not: a pool holds addresses "
+                "(address:) or host names (target:), not both; make a pool of each",
+            )
             continue
         seen[a] = i
         members.append(mem)
@@ -98,12 +118,29 @@ def _pool(ctx: _Ctx, name: str, loc: Located, checks: frozenset[str]) -> Pool | 
     return Pool(name, tuple(members), check, min_count, min_pct, location)
 
 
-def _member(ctx: _Ctx, key: str, loc: Located) -> Member | None:
-    m = ctx.mapping(loc, key, ("address",), ("weight", "name", "status", "check_address", "check_port"))
-    if m is None or "address" not in m:
+_LDH = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+
+
+def _member(ctx: _Ctx, key: str, loc: Located, origin: bytes) -> Member | None:
+    m = ctx.mapping(
+        loc, key, (), ("address", "target", "weight", "name", "status", "check_address", "check_port")
+    )
+    if m is None:
+        return None
+    if ("address" in m) == ("target" in m):
+        ctx.err(
+            loc,
+            key,
+            "a member has an address (address: 192.0.2.10) or a host name to answer a CNAME to "
+            "(target: www.cdn.example.net.)" + (", not both" if "address" in m else ""),
+        )
         return None
     before = len(ctx.problems)
-    addr = ctx.ip(m["address"], f"{key}.address")
+    addr = target = None
+    if "address" in m:
+        addr = ctx.ip(m["address"], f"{key}.address")
+    else:
+        target = _target(ctx, m["target"], f"{key}.target", origin)
     weight = _opt(m, "weight", lambda v: ctx.int_(v, f"{key}.weight", 0, WEIGHT_MAX), 1)
     name = _opt(m, "name", lambda v: ctx.str_(v, f"{key}.name"), None)
     status = _opt(m, "status", lambda v: ctx.str_(v, f"{key}.status"), "obey")
@@ -111,13 +148,43 @@ def _member(ctx: _Ctx, key: str, loc: Located) -> Member | None:
         ctx.err(m["status"], f"{key}.status", f"must be up, down or obey, got {status!r}")
     check_addr = _opt(m, "check_address", lambda v: ctx.ip(v, f"{key}.check_address"), None)
     check_port = _opt(m, "check_port", lambda v: ctx.int_(v, f"{key}.check_port", 1, 65535), None)
-    if len(ctx.problems) > before or addr is None or weight is None:
+    if len(ctx.problems) > before or (addr is None and target is None) or weight is None:
         return None
     return Member(
         address=addr,
-        name=name or str(addr),
+        target=target,
+        name=name or (str(addr) if addr is not None else names.to_text(target or b"\0").rstrip(".")),
         weight=weight,
         status=status,  # type: ignore[arg-type]
         check_address=check_addr,
         check_port=check_port,
     )
+
+
+def _target(ctx: _Ctx, loc: Located, key: str, origin: bytes) -> bytes | None:
+    """A member's target: a host name (letters, digits, hyphens; ``_`` allowed, as in
+    service names), absolute with a final dot or relative to the zone."""
+    text = ctx.str_(loc, key)
+    if text is None:
+        return None
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        ctx.err(loc, key, f"{text!r} is an address: write it as address: {text}, in a pool of addresses")
+        return None
+    wire = ctx.name(loc, key, origin)
+    if wire is None:
+        return None
+    bad = [lb for lb in names.labels(wire) if not _LDH.fullmatch(lb.decode("ascii", "replace"))]
+    if bad or wire == names.ROOT:
+        what = repr(bad[0].decode("ascii", "replace")) if bad else "the root"
+        ctx.err(
+            loc,
+            key,
+            f"not a host name: {text!r} ({what}: labels are letters, digits and hyphens, "
+            "not starting or ending with a hyphen)",
+        )
+        return None
+    return wire

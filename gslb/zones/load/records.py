@@ -111,6 +111,7 @@ def _records(
                 _static(ctx, ek, el, owner, dorigin, ttl, acc)
 
     _check_tree(ctx, origin, acc, balanced)
+    _check_loops(ctx, origin, acc, balanced, pools)
     rrsets = []
     while acc:  # emptied as it is read: a large zone's accumulators are freed a few at a time
         (name, rtype), a = acc.popitem()
@@ -270,6 +271,54 @@ def _merge_glue(
     return rrsets
 
 
+def _check_loops(
+    ctx: _Ctx,
+    origin: bytes,
+    acc: dict[tuple[bytes, int], _RRsetAcc],
+    balanced: list[tuple[Balanced, Located, str]],
+    pools: dict[str, tuple[Pool, Located]],
+) -> None:
+    """In-zone CNAME chains must end: a loop (static CNAMEs, or a balanced CNAME whose
+    target leads back) is an error at each CNAME in it, with the loop spelled out."""
+    edges: dict[bytes, list[tuple[bytes, Located, str]]] = {}
+    for (name, rtype), a in acc.items():
+        if rtype == dns.rdatatype.CNAME and a.targets:
+            edges.setdefault(name, []).append((a.targets[0], a.loc, a.key))
+    for b, loc, key in balanced:
+        if b.cname:
+            for rule in b.rules:
+                for pn in rule.pools:
+                    for mem in pools[pn][0].members if pn in pools else ():
+                        if mem.target is not None:
+                            edges.setdefault(b.name, []).append((mem.target, loc, key))
+    edges = {n: [e for e in es if names.is_subdomain(e[0], origin)] for n, es in edges.items()}
+    done: set[bytes] = set()  # names whose every chain is known to end
+    for start in edges:
+        if start in done:
+            continue
+        # depth-first, iteratively: the path so far, and each step's remaining edges
+        path: list[bytes] = [start]
+        on_path = {start}
+        stack = [iter(edges[start])]
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                stack.pop()
+                name = path.pop()
+                on_path.discard(name)
+                done.add(name)
+                continue
+            target, loc, key = step
+            if target in on_path:
+                loop = path[path.index(target) :]
+                text = " -> ".join(names.to_text(n) for n in [*loop, target])
+                ctx.err(loc, key, f"CNAME loop: {text} (the chain never reaches data)")
+            elif target not in done and target in edges:
+                path.append(target)
+                on_path.add(target)
+                stack.append(iter(edges[target]))
+
+
 def _check_tree(
     ctx: _Ctx,
     origin: bytes,
@@ -292,7 +341,26 @@ def _check_tree(
             for rt, loc, key in entries:
                 if rt == t and isinstance(loc.value, dict) and "types" in loc.value:
                     ctx.err(loc, key, f"{_tname(t)} is both balanced and static at this name")
-        if dns.rdatatype.CNAME in types:
+        cn = dns.rdatatype.CNAME
+        bal_cname = [(loc, key) for t, loc, key in entries if t == cn and (name, t) not in acc]
+        if bal_cname:  # a balanced CNAME (types: [CNAME]): alone at its name as a static one
+            loc, key = bal_cname[0]
+            others = sorted({_tname(t) for t in types if t != dns.rdatatype.CNAME})
+            if others:
+                ctx.err(
+                    loc,
+                    key,
+                    f"a balanced CNAME beside other data at the same name ({', '.join(others)}): "
+                    "a name with a CNAME has nothing else (RFC 1034 3.6.2)",
+                )
+            if name == origin:
+                ctx.err(
+                    loc,
+                    key,
+                    "a CNAME at the zone apex (the apex has SOA and NS): answer the apex with "
+                    "an address pool",
+                )
+        elif dns.rdatatype.CNAME in types:
             a = acc[(name, dns.rdatatype.CNAME)]
             if len(a.rdatas) > 1:
                 ctx.err(a.loc, a.key, "a name has at most one CNAME")

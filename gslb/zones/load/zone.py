@@ -86,7 +86,7 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
     soa = _soa(ctx, top.get("soa"), origin, ns_hosts, ttl_)
     checks = _checks(ctx, top.get("checks"))
     check_names = _defined(top.get("checks"))
-    pools = _pools(ctx, top.get("pools"), checks, check_names)
+    pools = _pools(ctx, top.get("pools"), checks, check_names, origin)
     pool_names = _defined(top.get("pools"))
     rrsets, balanced, used_pools = _records(ctx, top.get("records"), origin, ttl_, pools, pool_names)
 
