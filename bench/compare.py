@@ -23,6 +23,9 @@ Workloads (query files written here):
   weighted  w.bench.test. A: gslb `select: weighted`, gdnsd `DYNA weighted!`, PowerDNS
             `LUA A "pickwrandom(...)"`; Knot and NSD serve the same three addresses
             as a static RRset (what a C server does with no balancing at all)
+  cname     c.bench.test. A, a CNAME to one of three CDN names by weight (multi-CDN):
+            gslb `types: [CNAME]` over a pool of names, gdnsd `DYNC weighted!`,
+            PowerDNS `LUA CNAME "pickwrandom(...)"`; Knot and NSD a static CNAME
   geo_ecs   geo/near/sticky.geo.test. A with an EDNS Client Subnet option
             (198.51.100.0/24): geo rules, closest and hashed selection over GeoIP
             databases built by tests/geodb.py. gslb only; compared with Knot's static
@@ -136,6 +139,8 @@ _sip._tcp SRV 10 60 5060 sip
 sip     A 192.0.2.60
 """
 WEIGHTED = [("192.0.2.1", 3), ("192.0.2.2", 2), ("192.0.2.3", 1)]
+# the cname workload's targets (multi-CDN): c.bench.test. is a CNAME to one, by weight
+CNAMES = [("edge.cdn-a.example.net.", 3), ("edge.cdn-b.example.net.", 2), ("edge.cdn-c.example.org.", 1)]
 
 GSLB_ZONE = """zone: bench.test.
 ttl: 300
@@ -160,9 +165,19 @@ records:
     - types: [A]
       answer: {select: weighted, count: 1}
       rules: [{pools: [web]}]
+  c:
+    - types: [CNAME]
+      answer: {select: weighted}
+      rules: [{pools: [cdns]}]
 """
 GSLB_ZONE = GSLB_ZONE.replace(
     "%MEMBERS%", "\n".join(f"      - {{address: {a}, weight: {w}}}" for a, w in WEIGHTED)
+).replace(
+    "records:\n",
+    "  cdns:\n    members:\n"
+    + "".join(f"      - {{target: {t}, weight: {w}}}\n" for t, w in CNAMES)
+    + "records:\n",
+    1,
 )
 
 GEO_GSLB_ZONE = (
@@ -333,7 +348,7 @@ def wait_tables(log: Path, proc: subprocess.Popen[bytes]) -> None:
 
 def _static_zone(work: Path) -> Path:
     z = work / "bench.test.zone"
-    z.write_text(ZONE_FILE + "".join(f"w       A {a}\n" for a, _ in WEIGHTED))
+    z.write_text(ZONE_FILE + "".join(f"w       A {a}\n" for a, _ in WEIGHTED) + f"c CNAME {CNAMES[0][0]}\n")
     return z
 
 
@@ -405,6 +420,7 @@ def _gdnsd(work: Path, port: int, extra: str) -> list[str]:
     for d in ("run", "state"):
         (work / d).mkdir()
     members = "\n".join(f"        m{i} = [ {a}, {w} ]" for i, (a, w) in enumerate(WEIGHTED))
+    cnames = "\n".join(f"        c{i} = [ {t}, {w} ]" for i, (t, w) in enumerate(CNAMES))
     (conf / "config").write_text(f"""options => {{
     listen => [ 127.0.0.1 ]
     dns_port => {port}
@@ -419,10 +435,14 @@ plugins => {{
         wpool => {{
 {members}
         }}
+        cpool => {{
+{cnames}
+        }}
     }}
 {_gdnsd_geoip() if GEO_WORKLOADS else ""}}}
 """)
-    (conf / "zones" / "bench.test").write_text(ZONE_FILE + "w 300 DYNA weighted!wpool\n")
+    dyn = "w 300 DYNA weighted!wpool\nc 300 DYNC weighted!cpool\n"
+    (conf / "zones" / "bench.test").write_text(ZONE_FILE + dyn)
     if GEO_WORKLOADS:
         (conf / "zones" / "geobench.test").write_text(GEO_ZONE_FILE)
     return [shutil.which("gdnsd") or "/usr/sbin/gdnsd", "-c", str(conf), "-f", "start"]
@@ -465,7 +485,9 @@ def _gdnsd_geoip() -> str:
 def _pdns(work: Path, port: int, extra: str) -> list[str]:
     choices = ", ".join(f"{{{w}, '{a}'}}" for a, w in WEIGHTED)
     z = work / "bench.test.zone"
-    z.write_text(ZONE_FILE + f'w 300 IN LUA A "pickwrandom({{{choices}}})"\n')
+    cchoices = ", ".join(f"{{{w}, '{t}'}}" for t, w in CNAMES)
+    z.write_text(ZONE_FILE + f'w 300 IN LUA A "pickwrandom({{{choices}}})"\n'
+                 f'c 300 IN LUA CNAME "pickwrandom({{{cchoices}}})"\n')  # fmt: skip
     (work / "named.conf").write_text(f'zone "bench.test" {{ type master; file "{z}"; }};\n')
     (work / "pdns.conf").write_text(f"""launch=bind
 bind-config={work}/named.conf
@@ -500,30 +522,30 @@ SERVERS = {
             sys.executable,
             [],
             _gslb,
-            {"static", "weighted", "geo_ecs", "mix", "flood", "geo_many", "geo_one", *RES_WORKLOADS},
+            {"static", "weighted", "cname", "geo_ecs", "mix", "flood", "geo_many", "geo_one", *RES_WORKLOADS},
         ),
         Server(
             "gslb-py",
             sys.executable,
             [],
             _gslb_py,
-            {"static", "weighted", "geo_ecs", "mix", "flood", "geo_many", "geo_one", *RES_WORKLOADS},
+            {"static", "weighted", "cname", "geo_ecs", "mix", "flood", "geo_many", "geo_one", *RES_WORKLOADS},
         ),
         Server(
             "knot",
             "knotd",
             ["knot"],
             _knot,
-            {"static", "weighted", "mix", "flood", *RES_WORKLOADS},
-            note="weighted: static RRset",
+            {"static", "weighted", "cname", "mix", "flood", *RES_WORKLOADS},
+            note="weighted, cname: static RRset",
         ),
-        Server("nsd", "nsd", ["nsd"], _nsd, note="weighted: static RRset"),
+        Server("nsd", "nsd", ["nsd"], _nsd, note="weighted, cname: static RRset"),
         Server(
             "gdnsd",
             "gdnsd",
             ["gdnsd"],
             _gdnsd,
-            {"static", "weighted", "mix", "flood", "geo_many", "geo_one", *RES_WORKLOADS},
+            {"static", "weighted", "cname", "mix", "flood", "geo_many", "geo_one", *RES_WORKLOADS},
         ),
         Server("pdns", "pdns_server", ["pdns-server", "pdns-backend-bind", "pdns-backend-sqlite3"], _pdns),
     ]
@@ -555,6 +577,7 @@ def query_files(work: Path) -> dict[str, Path]:
     files = {
         "static": STATIC_QUERIES,
         "weighted": ["w.bench.test. A"],
+        "cname": ["c.bench.test. A"],
         "geo_ecs": ["geo.geo.test. A", "near.geo.test. A", "sticky.geo.test. A"],
         "mix": mix,
         "flood": flood_names(rnd),
@@ -857,7 +880,7 @@ def main() -> int:
                 if sname.startswith("gslb"):
                     wait_tables(log, proc)
                 for wl in workloads:
-                    if wl not in srv.serves and not (wl == "weighted" and srv.note):
+                    if wl not in srv.serves and not (wl in ("weighted", "cname") and srv.note):
                         continue
                     if wl == "geo_ecs" and not sname.startswith("gslb"):
                         continue
@@ -916,7 +939,7 @@ def print_table(results: dict[tuple[str, str], tuple[float, float | None, float 
     for (name, wl), (q, p50, p99, us, rss, lost) in results.items():
         ref = results.get(("knot", wl)) or results.get(("knot", "static"))
         ratio = f"{q / ref[0]:.2f}" if ref else "-"
-        label = name + (" (static RRset)" if wl == "weighted" and SERVERS[name].note else "")
+        label = name + (" (static RRset)" if wl in ("weighted", "cname") and SERVERS[name].note else "")
         extra = f" ({lost} lost)" if lost else ""
         lat = f"{f(p50, '.3f')} | {f(p99, '.3f')}"
         print(f"| {label} | {wl} | {q:,.0f}{extra} | {lat} | {us:.1f} | {rss:.0f} | {ratio} |")
@@ -926,7 +949,7 @@ def print_table(results: dict[tuple[str, str], tuple[float, float | None, float 
     print(f"\n{args.runs} runs x {args.seconds} s, {mode}, generator {gen} on CPU {LOAD_CPU}{rate}, "
           f"servers on CPU {SERVER_CPU}, medians; geo_ecs rows are compared with "
           "Knot's static figure")  # fmt: skip
-    for wl in ("geo_many", "geo_one", "static", "weighted", *RES_WORKLOADS):
+    for wl in ("geo_many", "geo_one", "static", "weighted", "cname", *RES_WORKLOADS):
         for gname in ("gslb", "gslb-py"):
             g, d, k = results.get((gname, wl)), results.get(("gdnsd", wl)), results.get(("knot", wl))
             if g and d:

@@ -157,6 +157,9 @@ def test_problems_name_the_source_line(tmp_path: Path) -> None:
         "huge": (BASE + "huge 99999999999 A 192.0.2.9\n", ":6: TTL 99999999999 is above 2147483647"),
         "units": (BASE + "u IN 99999w A 192.0.2.9\n", ":6: TTL 99999w is above 2147483647"),
         "badttl": (BASE.replace("$TTL 300", "$TTL bad"), ":2: $TTL needs a TTL"),
+        # vendor types (PowerDNS, NS1 exports): refused where they stand, with what to write
+        "alias": (BASE + "@ ALIAS lb.example.net.\n", ":6: unknown rdatatype 'ALIAS' (ALIAS is a vendor"),
+        "aname": (BASE + "www ANAME lb.example.net.\n", ":6: unknown rdatatype 'ANAME' (ANAME is a vendor"),
     }
     for name, (text, want) in cases.items():
         src = tmp_path / f"{name}.zone"

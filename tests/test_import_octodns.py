@@ -420,3 +420,43 @@ def test_a_glueless_in_zone_server_is_refused_at_the_ns_record(tmp_path: Path) -
     assert out.returncode == 1 and f"{src}:2:5: name server ns1.ng.tests. is inside the zone" in out.stderr, (
         out.stderr
     )
+
+
+def test_an_alias_record_is_flattened_from_what_its_target_resolves_to(tmp_path: Path) -> None:
+    """octoDNS ALIAS at the apex: a balanced A/AAAA name over an alias member, served with
+    the addresses a second gslb on loopback (the target's authoritative server) gives."""
+    src = tmp_path / "al.tests.yaml"
+    src.write_text(
+        "'':\n  - type: ALIAS\n    ttl: 60\n    value: shop-1.elb.example.net.\n"
+        "  - type: NS\n    values: [ns1.example.net.]\n"
+        "www:\n  type: ALIAS\n  value: www.al.tests.\n"
+    )
+    out = run_import(str(src), "--zone", "al.tests")
+    assert out.returncode == 1, out.stdout
+    assert f"{src}:9:10: www ALIAS: www.al.tests. is in this zone" in out.stderr, out.stderr
+    src.write_text(src.read_text().split("www:")[0])
+    zdir = tmp_path / "zones"
+    zdir.mkdir()
+    out = run_import(str(src), "--zone", "al.tests", "-o", str(zdir / "al.tests.yaml"))
+    assert out.returncode == 0, out.stderr
+    assert "{alias: shop-1.elb.example.net.}" in (zdir / "al.tests.yaml").read_text()
+    tdir = tmp_path / "elb"
+    tdir.mkdir()
+    (tdir / "elb.example.net.yaml").write_text(
+        "zone: elb.example.net.\nnameservers: {ns1.elb.example.net.: [192.0.2.53]}\n"
+        "records:\n  shop-1: [{type: A, value: 192.0.2.81}, {type: A, value: 192.0.2.82},"
+        ' {type: AAAA, value: "2001:db8::81"}]\n'
+    )
+    auth = GslbProcess(tdir, tmp_path / "auth.log")
+    try:
+        srv = GslbProcess(zdir, tmp_path / "gslb.log", ["--resolver", f"127.0.0.1:{auth.port}"])
+        try:
+            a = srv.query("al.tests.", "A")
+            aaaa = srv.query("al.tests.", "AAAA")
+        finally:
+            srv.stop()
+    finally:
+        auth.stop()
+    assert {rd.address for rr in a.answer for rd in rr} == {"192.0.2.81", "192.0.2.82"}
+    assert {rd.address for rr in aaaa.answer for rd in rr} == {"2001:db8::81"}
+    assert a.answer[0].ttl == 60

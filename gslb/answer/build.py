@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Mapping
 from typing import cast
 
 from gslb.answer.geo.lookup import GeoLookup
 from gslb.answer.geo.tables import LeafSource, compile_inline, compiled_rules
 from gslb.answer.state import (
     CNAME_QTYPES,
+    NO_ALIASES,
     BalancedPlan,
     BalancedRef,
     CompiledZone,
@@ -26,7 +28,7 @@ from gslb.dns.consts import NOERROR, NXDOMAIN
 from gslb.dns.wire import encode_sections
 from gslb.dnssec import keys as dnssec_keys
 from gslb.dnssec.signer import Signer
-from gslb.health.view import ALL_UP, HealthView
+from gslb.health.view import ALL_UP, HealthView, Resolved
 from gslb.zones.model import Balanced, Location, Zone
 
 
@@ -35,12 +37,14 @@ def build_state(
     health: HealthView = ALL_UP,
     generation: int = 0,
     geo: GeoLookup | None = None,
+    aliases: Mapping[bytes, Resolved] = NO_ALIASES,
 ) -> ServingState:
-    """Compile zones (with their serials) and precompute every static answer."""
+    """Compile zones (with their serials) and precompute every static answer; alias
+    members answer with ``aliases`` (their names' current addresses)."""
     compiled = {z.origin: compile_zone(z, serial) for z, serial in zones}
     fast: dict[tuple[bytes, int], Static | BalancedRef] = {}
     plans: dict[bytes, BalancedPlan] = {}
-    state = ServingState(compiled, fast, plans, health, generation, geo)
+    state = ServingState(compiled, fast, plans, health, generation, geo, aliases=aliases)
     for cz in compiled.values():
         if cz.zone.dnssec_keys:
             loaded = [dnssec_keys.load(k) for k in cz.zone.dnssec_keys]
@@ -48,7 +52,7 @@ def build_state(
     rng = random.Random(0)
     for cz in compiled.values():
         for b in cz.zone.balanced:
-            plans[b.name] = plan_balanced(cz, b, health)
+            plans[b.name] = plan_balanced(cz, b, health, aliases=aliases)
     if geo is not None and hasattr(geo, "leaves"):  # geo/asn rules: compiled against the databases
         state = with_decisions(state, compile_inline(geo))
     for cz in compiled.values():

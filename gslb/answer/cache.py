@@ -93,7 +93,7 @@ def memo_fill(
         return
     key = memo_key(plan, client, host)
     frags, _, outcome, _, pool, _, _ = pick
-    if key is None or outcome is None:
+    if key is None or outcome is None or pool in outcome.stale:
         return
     if outcome.kind == "serve_all":
         variants: Variants[bytes] | None = Variants(ONE, (tuple(frags),))
@@ -137,8 +137,8 @@ def balanced_cached(
     # balanced_rcode() and count_balanced() written out here: the two calls cost 830
     # instructions per answer (callgrind) on the path every repeated balanced query takes;
     # test_udp_io checks this path's bytes and counts against the full path's
-    if not frags or outcome is None or outcome.kind in ("servfail", "refuse"):
-        return None
+    if not frags or outcome is None or outcome.kind in ("servfail", "refuse") or pool in outcome.stale:
+        return None  # the full path (a stale alias's addresses: with EDE 3, not from here)
     opt = e.opts.get(scope)
     if opt is None:
         edns = e.q.edns
@@ -211,8 +211,8 @@ def balanced_ecs(
     its ECS option echoed (the OPT record before the address octets is kept per scope)."""
     picked = pick_tuple(state.plans[e.name], e.qtype, e.q, host, rng, state.geo, state.loads, t[1])
     frags, scope, outcome, _, pool, _, _ = picked
-    if not frags or outcome is None or outcome.kind in ("servfail", "refuse"):
-        return None
+    if not frags or outcome is None or outcome.kind in ("servfail", "refuse") or pool in outcome.stale:
+        return None  # the full path (a stale alias's addresses: with EDE 3, not from here)
     head = e.ecs_heads.get(scope)
     if head is None:
         edns = e.q.edns

@@ -32,7 +32,7 @@ from gslb.dns.consts import EDNS_MAX_UDP, rcode_name
 from gslb.dns.wire import Ecs, Edns, Query, RRw
 from gslb.health.overrides import Overrides
 from gslb.health.prober import load_state, targets_of
-from gslb.health.view import HealthView, MemberKey, down_from_states, member_key
+from gslb.health.view import NOT_RESOLVED, HealthView, MemberKey, alias_key, down_from_states, member_key
 from gslb.zones.errors import ConfigError
 from gslb.zones.load import iter_zone_files, load_zone
 from gslb.zones.model import Balanced, Member, Zone
@@ -144,7 +144,18 @@ def _balanced(
         for m in pool.members:
             k = member_key(zone, pname, m)
             text = _member_state(state.health, k, m, check is not None, k in by_hand)
-            where = {"address": str(m.address)} if m.target is None else {"target": m.ident}
+            where: dict[str, Any] = {"address": str(m.address)}
+            if m.target is not None:
+                where = {"target": m.ident}
+            elif m.alias is not None:  # the name's addresses now, each with its own state
+                r = state.aliases.get(m.alias, NOT_RESOLVED)
+                addrs = [
+                    {"address": a, "in_rotation": alias_key(zone, pname, m, a) not in state.health.down}
+                    for a in (*r.v4, *r.v6)
+                ]
+                where = {"alias": m.ident, "addresses": addrs, "resolved": r.why, "stale": r.stale}
+                if r.gone:
+                    text = f"down (alias {r.why})"
             members.append({"pool": pname, "name": m.name, **where, "weight": m.weight,
                             "in_rotation": state.health.is_up(k, m), "state": text})  # fmt: skip
     out["members"] = members
@@ -186,6 +197,11 @@ def explain_offline(args: argparse.Namespace) -> dict[str, Any]:
     out = explain(state, args.name, args.type, args.client, args.ecs, frozenset(by_hand))
     if skipped:
         out["skipped"] = skipped
+    if any(m.alias is not None for z in zones for p in z.pools for m in p.members):
+        out["notes"] = [
+            "alias members are resolved by the running server only: here they have no addresses "
+            "(ask the server: --api-url)"
+        ]
     return out
 
 
@@ -195,6 +211,8 @@ def render(r: dict[str, Any]) -> str:
     lines = [f"{r['name']} {r['type']} for {who}"]
     for why in r.get("skipped", ()):
         lines.append(f"  (left out, as serve would refuse it: {why})")
+    for note in r.get("notes", ()):
+        lines.append(f"  (note: {note})")
     if "zone" not in r:
         return "\n".join([*lines, f"  {r['rcode']}: {r['why']}"])
     lines.append(f"  zone {r['zone']}: {r['rcode']}{' (authoritative)' if r['authoritative'] else ''}")
@@ -215,7 +233,13 @@ def render(r: dict[str, Any]) -> str:
             lines.append(f"    pool {s['pool']} skipped: {s['why']}")
         lines.append(f"    answered by pool {b['answered_by_pool']} ({b.get('outcome')})")
         for m in b["members"]:
-            where = m["address"] if "address" in m else f"-> {m['target']}"
+            if "alias" in m:
+                each = ", ".join(
+                    a["address"] + ("" if a["in_rotation"] else " (down)") for a in m["addresses"]
+                )
+                where = f"alias {m['alias']} = [{each}] ({m['resolved']})"
+            else:
+                where = m["address"] if "address" in m else f"-> {m['target']}"
             lines.append(f"    member {m['pool']}/{m['name']} {where} weight {m['weight']}: {m['state']}")
         if b["worst_case_failover_s"] is not None:
             lines.append(f"  worst-case failover: {b['worst_case_failover_s']} s ({b['failover_formula']})")

@@ -37,6 +37,10 @@ EDE_OPCODE = ede_option(EDE_NOT_SUPPORTED, "opcode QUERY only")
 EDE_XFR = ede_option(EDE_PROHIBITED, "zone transfers: TCP, from allowed networks")
 
 
+EDE_STALE_ANSWER = 3
+EDE_STALE = ede_option(EDE_STALE_ANSWER, "alias addresses past their TTL: the resolver does not answer")
+
+
 def no_member(name: bytes) -> bytes:
     """The EDE of a ``when_all_down`` SERVFAIL, REFUSED or NODATA: which record had no
     healthy member (rare: built when it happens)."""

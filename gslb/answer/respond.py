@@ -20,6 +20,7 @@ from gslb.answer.reply import (
     EDE_NOT_AUTH,
     EDE_OPCODE,
     EDE_OTHER,
+    EDE_STALE,
     EDE_XFR,
     Client,
     bare,
@@ -150,9 +151,10 @@ def _answer(
                 hit.additional_required,
             )
             return finish(q, hit.aa, hit.rcode, hit.body, hit.counts, small, client, 0), True
-        reply = _balanced(q, hit.name, state, client, rng)
-        if reply is not None:
-            return reply, q
+        got = _balanced(q, hit.name, state, client, rng)
+        if got is not None:
+            reply, keep_it = got
+            return reply, q if keep_it else False
         # NODATA: the general lookup, which adds the SOA (and picks and counts there)
     if qtype in (T_AXFR, T_IXFR):
         return finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0, EDE_XFR), True
@@ -161,6 +163,7 @@ def _answer(
         return finish(q, False, REFUSED, b"", (0, 0, 0), None, client, 0, EDE_NOT_AUTH), True
     p = resolve(state, zone, key, qtype, q, client, rng)
     fixed = not p.dynamic
+    stale = EDE_STALE if p.stale else b""
     if p.rcode in (SERVFAIL, REFUSED):
         ede = no_member(p.balanced) if p.balanced else b""
         return finish(q, False, p.rcode, b"", (0, 0, 0), None, client, p.scope, ede), fixed
@@ -177,17 +180,23 @@ def _answer(
         small = (sb, (san, sns, 0), False)
     elif p.additional_required:
         small = (body, (an, ns, ar), True)
-    return finish(q, p.aa, p.rcode, body, (an, ns, ar), small, client, p.scope), fixed
+    return finish(q, p.aa, p.rcode, body, (an, ns, ar), small, client, p.scope, stale), fixed
 
 
-def _balanced(q: Query, name: bytes, state: ServingState, client: Client, rng: random.Random) -> bytes | None:
-    """The reply for balanced name ``name`` (from the fast path), or None for NODATA."""
+def _balanced(
+    q: Query, name: bytes, state: ServingState, client: Client, rng: random.Random
+) -> tuple[bytes, bool] | None:
+    """The reply for balanced name ``name`` (from the fast path) and whether the reply
+    cache may keep its entry (not for a stale alias's addresses), or None for NODATA."""
     pk = pick(state.plans[name], q.qtype, q, client.host, rng, state.geo, state.loads)
     rcode = balanced_rcode(pk.outcome)
     if rcode == NOERROR and not pk.frags:
         return None  # NODATA: resolve() answers it with the SOA, and counts it
     count_balanced(state, name, pk.pool, pk.outcome)
     if rcode != NOERROR:
-        return finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope, no_member(name))
+        return finish(q, False, rcode, b"", (0, 0, 0), None, client, pk.scope, no_member(name)), True
     frags = pk.frags
-    return finish(q, True, NOERROR, b"".join(frags), (len(frags), 0, 0), None, client, pk.scope)
+    stale = pk.outcome is not None and pk.pool in pk.outcome.stale
+    ede = EDE_STALE if stale else b""
+    reply = finish(q, True, NOERROR, b"".join(frags), (len(frags), 0, 0), None, client, pk.scope, ede)
+    return reply, not stale

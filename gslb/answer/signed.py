@@ -9,7 +9,7 @@ import random
 import time
 
 from gslb.answer.balanced import balanced_rcode, count_balanced, pick
-from gslb.answer.reply import SIG_HEAD, Client, finish, no_member
+from gslb.answer.reply import EDE_STALE, SIG_HEAD, Client, finish, no_member
 from gslb.answer.state import BalancedRef, CompiledZone, ServingState
 from gslb.answer.static import resolve, rrs
 from gslb.dns.consts import CLASS_IN, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, T_CNAME, T_DS, T_NS, T_SOA
@@ -75,6 +75,9 @@ def signed(
             frags = pk.frags
             sigs, n = signer.answer_rrsigs(key, frags, now)
             body = b"".join(frags) + sigs
+            if pk.outcome is not None and pk.pool in pk.outcome.stale:  # not kept: EDE 3 each time
+                counts = (len(frags) + n, 0, 0)
+                return finish(q, True, NOERROR, body, counts, None, client, pk.scope, EDE_STALE), False
             return finish(q, True, NOERROR, body, (len(frags) + n, 0, 0), None, client, pk.scope), q
     p = resolve(state, zone, key, q.qtype, q, client, rng)
     if p.rcode in (SERVFAIL, REFUSED):
@@ -145,7 +148,7 @@ def signed(
     if additional:
         sb, san, sns, _ = encode_sections(key, (answer, authority, []))
         small = (sb, (san, sns, 0), p.additional_required)
-    reply = finish(q, p.aa, rcode, body, (an, ns, ar), small, client, p.scope)
+    reply = finish(q, p.aa, rcode, body, (an, ns, ar), small, client, p.scope, EDE_STALE if p.stale else b"")
     if not p.dynamic:
         signer.keep_reply(ck, reply[2:])
         return reply, due

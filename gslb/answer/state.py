@@ -12,6 +12,7 @@ reload or a health transition builds a new state and swaps one reference.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import struct
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -23,8 +24,17 @@ from gslb.answer.policies import REGISTRY, Candidates, Policy
 from gslb.dns import names
 from gslb.dns.consts import FAMILY_OF_TYPE, T_A, T_AAAA, T_CNAME
 from gslb.dns.wire import Query, RRw, member_fragment
-from gslb.health.view import ALL_UP, HealthView, MemberKey, changed_members, member_key
-from gslb.zones.model import Balanced, GeoMatch, Member, Pool, RRset, Zone
+from gslb.health.view import (
+    ALL_UP,
+    NOT_RESOLVED,
+    HealthView,
+    MemberKey,
+    Resolved,
+    alias_key,
+    changed_members,
+    member_key,
+)
+from gslb.zones.model import Balanced, GeoMatch, Pool, RRset, Zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +54,9 @@ class Outcome:
     kind: Literal["answer", "serve_all", "nodata", "servfail", "refuse"]
     pools: tuple[PoolChoice, ...] = ()  # "answer": the rule's up pools in order; "serve_all": one
     skipped: tuple[tuple[str, str], ...] = ()  # (pool, why) for pools passed over
+    # pools whose candidates include an alias's stale addresses: their answers carry EDE 3
+    # (Stale Answer) and are not kept in the reply cache
+    stale: frozenset[str] = frozenset()
 
     @property
     def pool(self) -> str:
@@ -76,6 +89,7 @@ class BalancedPlan:
     needs_geo: bool  # a geo/asn rule or select: closest
     # every member of the pools its rules name: a health change elsewhere leaves the plan as is
     member_keys: frozenset[MemberKey] = frozenset()
+    aliases: frozenset[bytes] = frozenset()  # the alias names its members answer with
     # the rules compiled against the GeoIP databases (gslb.answer.geo.tables.Compiled: typed
     # loosely, it sits above this module), shared by plans with the same rules and kept
     # across health changes; None: match_rule decides each query
@@ -163,18 +177,26 @@ def compile_zone(zone: Zone, serial: int) -> CompiledZone:
 
 # ------------------------------------------------------------------ balanced plans
 
+NO_ALIASES: Mapping[bytes, Resolved] = {}
+
 # query types a balanced CNAME (types: [CNAME]) answers from the precomputed table and the
 # reply cache (others: the general lookup, which answers them the same)
 CNAME_QTYPES = (T_A, T_AAAA, T_CNAME, 15, 16, 33, 64, 65, 257)  # and MX TXT SRV SVCB HTTPS CAA
 
 
-def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView, decisions: Any = None) -> BalancedPlan:
+def plan_balanced(
+    cz: CompiledZone,
+    rec: Balanced,
+    health: HealthView,
+    decisions: Any = None,
+    aliases: Mapping[bytes, Resolved] = NO_ALIASES,
+) -> BalancedPlan:
     policy = REGISTRY[rec.select]
     outcomes: list[dict[int, Outcome]] = []
     for rule in rec.rules:
         per_type: dict[int, Outcome] = {}
         for qtype in rec.types:
-            per_type[qtype] = _rule_outcome(cz, rec, rule.pools, qtype, health)
+            per_type[qtype] = _rule_outcome(cz, rec, rule.pools, qtype, health, aliases)
         if rec.cname:  # the one CNAME answers every type: the usual ones are looked up directly
             for qtype in CNAME_QTYPES:
                 per_type[qtype] = per_type[T_CNAME]
@@ -192,60 +214,123 @@ def plan_balanced(cz: CompiledZone, rec: Balanced, health: HealthView, decisions
     criteria = any(not m.catch_all for m in matchers)
     needs_geo = any(m.geos or m.asns for m in matchers) or policy.uses_location
     needs_client = criteria or policy.uses_client or policy.uses_location
-    keys = frozenset(
-        member_key(cz.origin, pname, m)
-        for rule in rec.rules
-        for pname in rule.pools
-        for m in cz.pools[pname].members
-    )
+    keys: set[MemberKey] = set()
+    alias_names: set[bytes] = set()
+    for rule in rec.rules:
+        for pname in rule.pools:
+            for m in cz.pools[pname].members:
+                keys.add(member_key(cz.origin, pname, m))
+                if m.alias is not None:
+                    alias_names.add(m.alias)
+                    r = aliases.get(m.alias, NOT_RESOLVED)
+                    keys.update(alias_key(cz.origin, pname, m, a) for a in (*r.v4, *r.v6))
     prefixes = policy.client_prefixes(dict(rec.params))
     return BalancedPlan(
-        rec, policy, count, tuple(outcomes), matchers, catch_all, prefixes, needs_client, needs_geo, keys,
-        decisions=decisions,
+        rec, policy, count, tuple(outcomes), matchers, catch_all, prefixes, needs_client, needs_geo,
+        frozenset(keys), frozenset(alias_names), decisions=decisions,
     )  # fmt: skip
 
 
-def _choice(
-    origin: bytes, pool: Pool, members: list[Member], qtype: int, ttl: int, weighted: bool
-) -> PoolChoice:
-    pairs = [(member_fragment(qtype, ttl, m.rdata), m.weight if weighted else 1) for m in members]
+# a candidate: (rdata, weight, its member key) where the member is an address or a target, or
+# one address of an alias member (its key: alias_key)
+_Cand = tuple[bytes, int, MemberKey]
+
+
+def _choice(pool: Pool, cands: list[_Cand], qtype: int, ttl: int, weighted: bool) -> PoolChoice:
+    pairs = [(member_fragment(qtype, ttl, rd), w if weighted else 1) for rd, w, _ in cands]
     loc = (pool.location.lat, pool.location.lon) if pool.location is not None else None
-    keys = tuple(member_key(origin, pool.name, m) for m in members)
-    return PoolChoice(pool.name, Candidates.of(pairs, [m.rdata for m in members]), loc, keys)
+    keys = tuple(k for _, _, k in cands)
+    return PoolChoice(pool.name, Candidates.of(pairs, [rd for rd, _, _ in cands]), loc, keys)
+
+
+def _candidates(
+    cz: CompiledZone,
+    pool: Pool,
+    fam: int,
+    health: HealthView | None,
+    aliases: Mapping[bytes, Resolved],
+) -> tuple[int, list[_Cand], bool]:
+    """(members up, the up candidates of family ``fam`` with weight > 0, whether an alias's
+    stale addresses are among them); ``health`` None: every member, whatever its state
+    (``serve_all``). An alias member is up while its name has addresses (not ``gone``) and
+    one of them is up; each of its addresses of the family is a candidate with its weight."""
+    up = 0
+    out: list[_Cand] = []
+    seen: set[bytes] = set()
+    stale = False
+    for m in pool.members:
+        key = member_key(cz.origin, pool.name, m)
+        if health is not None and not health.is_up(key, m):
+            continue
+        if m.alias is None:
+            up += 1
+            if m.family == fam and (m.weight > 0 or health is None) and m.rdata not in seen:
+                seen.add(m.rdata)
+                out.append((m.rdata, m.weight, key))
+            continue
+        r = aliases.get(m.alias, NOT_RESOLVED)
+        if r.gone:
+            continue
+        live = [
+            a
+            for a in (*r.v4, *r.v6)
+            if health is None or alias_key(cz.origin, pool.name, m, a) not in health.down
+        ]
+        if not live:
+            continue
+        up += 1
+        for a in r.of(fam) if fam else ():
+            packed = ipaddress.ip_address(a).packed
+            if a in live and (m.weight > 0 or health is None) and packed not in seen:
+                seen.add(packed)
+                out.append((packed, m.weight, alias_key(cz.origin, pool.name, m, a)))
+                stale = stale or r.stale
+    return up, out, stale
 
 
 def _rule_outcome(
-    cz: CompiledZone, rec: Balanced, pool_names: tuple[str, ...], qtype: int, health: HealthView
+    cz: CompiledZone,
+    rec: Balanced,
+    pool_names: tuple[str, ...],
+    qtype: int,
+    health: HealthView,
+    aliases: Mapping[bytes, Resolved],
 ) -> Outcome:
     fam = FAMILY_OF_TYPE.get(qtype, 0)  # 0: a CNAME, from target members
     skipped: list[tuple[str, str]] = []
     up_pools: list[PoolChoice] = []
+    stale: set[str] = set()
     for pname in pool_names:
         pool = cz.pools[pname]
-        up = [m for m in pool.members if health.is_up(member_key(cz.origin, pname, m), m)]
-        usable = [m for m in up if m.family == fam and m.weight > 0]
-        if len(up) < pool.needed():
-            skipped.append(
-                (pname, f"{len(up)} of {len(pool.members)} members up, min_healthy is {pool.needed()}")
-            )
+        up, usable, is_stale = _candidates(cz, pool, fam, health, aliases)  # fam 0: the targets
+        if up < pool.needed():
+            skipped.append((pname, f"{up} of {len(pool.members)} members up, min_healthy is {pool.needed()}"))
         elif not usable:
             what = f"IPv{fam}" if fam else "target"
             skipped.append((pname, f"no up {what} member with weight > 0"))
         else:
-            up_pools.append(_choice(cz.origin, pool, usable, qtype, rec.ttl, True))
+            up_pools.append(_choice(pool, usable, qtype, rec.ttl, True))
+            if is_stale:
+                stale.add(pname)
     if up_pools:
-        return Outcome("answer", tuple(up_pools), tuple(skipped))
+        return Outcome("answer", tuple(up_pools), tuple(skipped), frozenset(stale))
     if rec.when_all_down != "serve_all":
         return Outcome(rec.when_all_down, (), tuple(skipped))
     # fail open: every member of the first pool that has this family
     for pname in pool_names:
         pool = cz.pools[pname]
-        fam_members = [m for m in pool.members if m.family == fam]
         if rec.cname:  # one CNAME: the first pool's first target
-            fam_members = fam_members[:1]
-        if fam_members:
+            m = pool.members[0]
+            cands = [(m.rdata, 1, member_key(cz.origin, pname, m))]
+            is_stale = False
+        else:
+            _, cands, is_stale = _candidates(cz, pool, fam, None, aliases)
+        if cands:
             return Outcome(
-                "serve_all", (_choice(cz.origin, pool, fam_members, qtype, rec.ttl, False),), tuple(skipped)
+                "serve_all",
+                (_choice(pool, cands, qtype, rec.ttl, False),),
+                tuple(skipped),
+                frozenset({pname} if is_stale else ()),
             )
     return Outcome("nodata", (), tuple(skipped))
 
@@ -418,6 +503,8 @@ class ServingState:
     # zone origin -> its gslb.dnssec.signer.Signer (signed zones only; typed loosely: the
     # signer sits above this module), kept across health and load changes with its cache
     signers: dict[bytes, Any] = field(default_factory=dict, compare=False)
+    # alias name -> its current addresses (gslb.server.aliases), kept across reloads
+    aliases: Mapping[bytes, Resolved] = field(default_factory=dict, compare=False)
 
     def find_zone(self, key: bytes) -> CompiledZone | None:
         zones = self.zones
@@ -434,13 +521,30 @@ class ServingState:
         """The same compiled zones under another health view: only the balanced names
         whose pools hold a member that changed are planned again."""
         changed = changed_members(self.health, health)
+        al = self.aliases
         plans = {
-            name: plan_balanced(self.zone_of(name), p.record, health, p.decisions)
+            name: plan_balanced(self.zone_of(name), p.record, health, p.decisions, al)
             if p.member_keys & changed
             else p
             for name, p in self.plans.items()
         }
         return dataclasses.replace(self, plans=plans, health=health)
+
+    def with_aliases(self, aliases: Mapping[bytes, Resolved]) -> ServingState:
+        """The same compiled zones with alias names resolved anew: the balanced names
+        whose members answer with a name that changed are planned again."""
+        old = self.aliases
+        changed = {n for n in old.keys() | aliases.keys() if old.get(n) != aliases.get(n)}
+        if not changed:
+            return self
+        h = self.health
+        plans = {
+            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, aliases)
+            if p.aliases & changed
+            else p
+            for name, p in self.plans.items()
+        }
+        return dataclasses.replace(self, plans=plans, aliases=aliases)
 
     def with_loads(self, loads: Mapping[MemberKey, float]) -> ServingState:
         """The same state with new load readings (nothing is recompiled)."""

@@ -35,6 +35,7 @@ class Plan:
     balanced: bytes = b""  # the balanced name that answered
     # every balanced name picked on the way, in order (a balanced CNAME, then its target's)
     picks: list[tuple[bytes, Pick]] = field(default_factory=list)
+    stale: bool = False  # an alias's stale addresses answered (EDE 3)
 
 
 def rrs(owner: bytes, rtype: int, ttl: int, rdatas: tuple[bytes, ...]) -> list[RRw]:
@@ -128,6 +129,8 @@ def resolve(
             # a chain through balanced names: the reply holds for the narrowest client subnet
             plan.scope, plan.pick, plan.balanced, plan.pool = max(plan.scope, pk.scope), pk, bal.name, pk.pool
             plan.picks.append((bal.name, pk))
+            if pk.outcome is not None and pk.pool in pk.outcome.stale:
+                plan.stale = True
             plan.rcode = balanced_rcode(pk.outcome)
             if plan.rcode == NOERROR:
                 if pk.frags:

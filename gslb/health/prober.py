@@ -35,7 +35,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,8 +44,11 @@ from gslb.dns import names
 from gslb.health.checks import CheckFn, Target, TargetKey, registry
 from gslb.health.checks.http import HttpClient
 from gslb.health.state import Result, TargetState, Transition, observe
-from gslb.health.view import HealthView, MemberKey, TargetStates, member_key
+from gslb.health.view import HealthView, MemberKey, TargetStates, alias_key, member_key
 from gslb.zones.model import CHECK_SCHEDULE_KEYS, Zone
+
+# alias name -> the addresses it resolves to now (the server's resolver, gslb.server.aliases)
+NO_ALIASES: Mapping[bytes, Sequence[str]] = {}
 
 log = logging.getLogger("gslb.health")
 
@@ -117,10 +120,14 @@ class Wanted:
     labels: list[str]
 
 
-def targets_of(zones: Iterable[Zone]) -> dict[TargetKey, Wanted]:
+def targets_of(
+    zones: Iterable[Zone], aliases: Mapping[bytes, Sequence[str]] = NO_ALIASES
+) -> dict[TargetKey, Wanted]:
     """Every probe target of the zones, keyed by what it asks, with the members it
     decides. Members whose checks ask the same thing share one probe (the first
-    check met gives the schedule)."""
+    check met gives the schedule). An alias member is probed at each address its name
+    resolves to (``aliases``), each deciding its own key (``alias_key``), with HTTP Host
+    and TLS SNI the alias name."""
     out: dict[TargetKey, Wanted] = {}
     for z in zones:
         checks = {c.name: c for c in z.checks}
@@ -129,6 +136,16 @@ def targets_of(zones: Iterable[Zone]) -> dict[TargetKey, Wanted]:
                 continue
             check = checks[pool.check]
             for m in pool.members:
+                if m.alias is not None:
+                    alias = names.to_text(m.alias).rstrip(".")
+                    for a in aliases.get(m.alias, ()):
+                        t = Target(check, a, m.check_port or check.port, alias)
+                        w = out.get(t.key)
+                        if w is None:
+                            w = out[t.key] = Wanted(t, set(), [])
+                        w.members.add(alias_key(z, pool.name, m, a))
+                        w.labels.append(f"{names.to_text(z.origin)}/{pool.name}/{m.name} {a}")
+                    continue
                 host = names.to_text(m.target).rstrip(".") if m.target is not None else None
                 if m.check_address is not None:
                     addr = str(m.check_address)
@@ -183,12 +200,13 @@ class Prober:
         self._running = False
 
     # -- configuration -------------------------------------------------------
-    def update(self, zones: Iterable[Zone]) -> None:
-        """Probe exactly the targets of ``zones``: keep the state (and counters) of
-        targets that remain, even when their schedule changed; start new ones; stop
-        the ones that went away. No member that was last seen down comes back up
-        through an update: a new target deciding such a member starts DOWN."""
-        wanted = targets_of(zones)
+    def update(self, zones: Iterable[Zone], aliases: Mapping[bytes, Sequence[str]] = NO_ALIASES) -> None:
+        """Probe exactly the targets of ``zones`` (alias members at the addresses in
+        ``aliases``): keep the state (and counters) of targets that remain, even when
+        their schedule changed; start new ones; stop the ones that went away. No member
+        that was last seen down comes back up through an update: a new target deciding
+        such a member starts DOWN."""
+        wanted = targets_of(zones, aliases)
         now = self.clock()
         self.persisted = self.snapshot()  # the latest state of every target, removed ones too
         down_now = self.view().down

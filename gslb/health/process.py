@@ -54,6 +54,7 @@ BEAT = 0.5
 # -- the pipe: server -> prober
 class Zones(NamedTuple):
     zones: list[Zone]  # probe exactly these zones' targets (checks and pools only)
+    aliases: dict[bytes, tuple[str, ...]]  # alias members: the addresses their names have now
 
 
 class Ask(NamedTuple):
@@ -122,6 +123,7 @@ class ProberProcess:
         self.obs: dict[MemberKey, Obs] = {}
         self._obs_changed: set[MemberKey] | None = None  # since the last take (None: all)
         self.zones: list[Zone] = []
+        self.aliases: dict[bytes, tuple[str, ...]] = {}
         self.targets = 0
         self.view = HealthView()
         self.child_view_seen = False
@@ -138,11 +140,18 @@ class ProberProcess:
         self._last: dict[str, tuple[float, dict[str, Any]]] = {}  # kind -> (when, last reply)
 
     # -- the runtime's side ------------------------------------------------------
-    def update(self, zones: Iterable[Zone]) -> None:
+    def update(
+        self, zones: Iterable[Zone] | None = None, aliases: dict[bytes, tuple[str, ...]] | None = None
+    ) -> None:
+        """Probe these zones' targets (None: the same zones), alias members at the
+        addresses in ``aliases`` (None: the same addresses)."""
         # the prober needs the checks and pools only: a zone's records would make every
         # update a pickle of the whole zone (1.5 s of the event loop for 100,000 records)
-        self.zones = [dataclasses.replace(z, rrsets=(), balanced=()) for z in zones]
-        targets = targets_of(self.zones)
+        if zones is not None:
+            self.zones = [dataclasses.replace(z, rrsets=(), balanced=()) for z in zones]
+        if aliases is not None:
+            self.aliases = aliases
+        targets = targets_of(self.zones, self.aliases)
         self.targets = len(targets)
         if not self.child_view_seen:
             # until the child reports, serve what was persisted (down stays down)
@@ -157,7 +166,7 @@ class ProberProcess:
             persisted = HealthView(down, 0)
             if persisted != self.view:
                 self._set(persisted)
-        self._send(Zones(self.zones))
+        self._send(Zones(self.zones, self.aliases))
 
     async def start(self, watchdog_after: float | None = None) -> None:
         if watchdog_after is not None:
@@ -258,7 +267,7 @@ class ProberProcess:
         self.last_beat = time.monotonic()
         add_pipe_reader(asyncio.get_running_loop(), parent, self._readable)
         log.info("health prober running as pid %d (nice +%d)", proc.pid, self.nice)
-        self._send(Zones(self.zones))
+        self._send(Zones(self.zones, self.aliases))
 
     def _close_conn(self) -> None:
         if self.conn is not None:
@@ -415,7 +424,7 @@ async def _child(
             while conn.poll():
                 msg: ToProber = conn.recv()
                 if isinstance(msg, Zones):
-                    prober.update(msg.zones)
+                    prober.update(msg.zones, msg.aliases)
                 elif isinstance(msg, Ask) and msg.kind == "stats":
                     st = prober.stats
                     send(Reply(msg.n, {

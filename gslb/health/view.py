@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from gslb.cluster.votes import Tally
 from gslb.dns import names
@@ -33,6 +33,31 @@ TargetStates = dict[str, dict[str, float | bool]]
 def member_key(zone: Zone | bytes, pool: str, member: Member) -> MemberKey:
     origin = zone.origin if isinstance(zone, Zone) else zone
     return (names.to_text(origin), pool, member.ident)
+
+
+def alias_key(zone: Zone | bytes, pool: str, member: Member, address: str) -> MemberKey:
+    """One address an alias member's name resolves to: probed, voted on and taken out of
+    the answers on its own (``lb.example.net. 192.0.2.7``)."""
+    origin = zone.origin if isinstance(zone, Zone) else zone
+    return (names.to_text(origin), pool, f"{member.ident} {address}")
+
+
+class Resolved(NamedTuple):
+    """An alias name's addresses as the answers use them (gslb.server.aliases keeps them
+    fresh): serve them while ``gone`` is False; ``stale`` ones (past their TTL, refreshes
+    failing, within the stale limit) are answered with EDE 3, Stale Answer."""
+
+    v4: tuple[str, ...] = ()
+    v6: tuple[str, ...] = ()
+    stale: bool = False
+    gone: bool = True  # nothing to serve: not resolved yet, no such name, or stale too long
+    why: str = "not resolved yet"  # for explain and the status API
+
+    def of(self, family: int) -> tuple[str, ...]:
+        return self.v4 if family == 4 else self.v6
+
+
+NOT_RESOLVED = Resolved()
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,8 @@ class RuntimeFacts:
     cluster_errors: int = 0
     cluster_reconnects: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)  # Alerts.status(), one per webhook
+    # alias name -> [resolutions that succeeded, that failed] (gslb.server.aliases.AliasStats)
+    alias_resolutions: dict[str, list[int]] = field(default_factory=dict)
 
 
 class _Collector(Collector):
@@ -184,6 +186,7 @@ class _Collector(Collector):
         yield from self._members()
         yield from self._zones()
         yield from self._prober()
+        yield from self._aliases()
         yield from self._cluster()
         f = self.facts
         reloads = CounterMetricFamily("gslb_zone_reloads", "Zone file loads, by result", labels=["result"])
@@ -292,6 +295,33 @@ class _Collector(Collector):
                     k = member_key(cz.zone, pool.name, m)
                     g.add_metric([k[0], pool.name, m.name, k[2]], 1.0 if health.is_up(k, m) else 0.0)
         yield g
+
+    def _aliases(self) -> Iterator[Metric]:
+        view = self.state.aliases
+        if not view and not self.facts.alias_resolutions:
+            return
+        stale = GaugeMetricFamily(
+            "gslb_alias_stale",
+            "1 while an alias name's addresses are answered past their TTL (EDE 3), 2 once they are "
+            "dropped (stale too long, or the name has none)",
+            labels=["alias"],
+        )
+        addrs = GaugeMetricFamily(
+            "gslb_alias_addresses", "Addresses an alias name answers with", labels=["alias"]
+        )
+        for name, r in view.items():
+            text = names.to_text(name)
+            stale.add_metric([text], 2.0 if r.gone else 1.0 if r.stale else 0.0)
+            addrs.add_metric([text], 0 if r.gone else len(r.v4) + len(r.v6))
+        yield stale
+        yield addrs
+        res = CounterMetricFamily(
+            "gslb_alias_resolutions", "Resolutions of alias names, by result", labels=["alias", "result"]
+        )
+        for text, (ok, failed) in self.facts.alias_resolutions.items():
+            res.add_metric([text, "ok"], ok)
+            res.add_metric([text, "failed"], failed)
+        yield res
 
     def _zones(self) -> Iterator[Metric]:
         g = GaugeMetricFamily("gslb_zone_serial", "SOA serial of each zone served", labels=["zone"])

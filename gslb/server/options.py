@@ -36,7 +36,7 @@ TransferOpt = tuple[
 
 
 def _opt(kind: str, default: Any, help: str, metavar: str | None = None, flag: bool = True) -> Any:
-    """A ServeOptions field. ``kind``: path, listens, listen_or_off, num, int, networks,
+    """A ServeOptions field. ``kind``: path, listens, listen_or_off, num, int, networks, resolvers,
     etcd, name, prefix, choice:<a|b|...>; ``flag``: False for options the top-level parser owns."""
     return field(default=default, metadata={"kind": kind, "help": help, "metavar": metavar, "flag": flag})
 
@@ -179,6 +179,24 @@ class ServeOptions:
         "docs/operations.md",
         flag=False,
     )
+    resolver: tuple[tuple[str, int], ...] = _opt(
+        "resolvers",
+        (),
+        "recursive resolver that gslb asks for the addresses of alias members' names, repeatable "
+        "(ADDR or ADDR:PORT; default: the system's, /etc/resolv.conf)",
+        "ADDR[:PORT]",
+    )
+    alias_min_ttl: float = _opt(
+        "num", 5.0, "resolve an alias name again no sooner than this, whatever its TTL (s; 5)", "S"
+    )
+    alias_max_ttl: float = _opt("num", 300.0, "and no later than this (s; 300)", "S")
+    alias_stale: float = _opt(
+        "num",
+        3600.0,
+        "answer an alias's last addresses this long past their TTL while resolving fails, with "
+        "EDE 3 (Stale Answer); then the member is out (s; 3600)",
+        "S",
+    )
     log_level: str = _opt("choice:debug|info|warning|error", "info", "log level", flag=False)
     log_format: str = _opt(
         "choice:text|json", "text", "text for people, json (one object per line) for log shippers", flag=False
@@ -187,6 +205,11 @@ class ServeOptions:
     def __post_init__(self) -> None:
         if not 2 <= self.cluster_lease_ttl <= 300:
             raise ValueError(f"cluster_lease_ttl must be 2..300 seconds, got {self.cluster_lease_ttl}")
+        if not 0 < self.alias_min_ttl <= self.alias_max_ttl:
+            raise ValueError(
+                f"alias_min_ttl must be > 0 and at most alias_max_ttl ({self.alias_max_ttl:g}), "
+                f"got {self.alias_min_ttl:g}"
+            )
         if (self.cluster_cert is None) != (self.cluster_key is None):
             raise ValueError("cluster_cert and cluster_key go together")
         known = {k[0] for k in self.tsig_keys}
@@ -302,6 +325,9 @@ def _value(kind: str, v: Any) -> Any:
     if kind == "networks":
         items = v if isinstance(v, list) else [v]
         return tuple(_network(i.value if isinstance(i, Located) else i) for i in items)
+    if kind == "resolvers":
+        items = v if isinstance(v, list) else [v]
+        return tuple(parse_resolver(str(i.value if isinstance(i, Located) else i)) for i in items)
     if kind == "listen_or_off":
         if v is None or v is False:
             return None
@@ -461,6 +487,33 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, port
 
 
+def parse_resolver(text: str) -> tuple[str, int]:
+    """``192.0.2.53``, ``192.0.2.53:5353``, ``[2001:db8::53]:53`` or ``2001:db8::53`` ->
+    (address, port); ValueError with a message for a bad one."""
+    host, port = text.strip(), 53
+    if host.startswith("["):
+        inner, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad resolver {text!r}: write [ADDRESS]:PORT")
+        host, port_text = inner, rest[1:]
+        if port_text:
+            port = _port(text, port_text)
+    elif host.count(":") == 1:
+        host, port_text = host.split(":")
+        port = _port(text, port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"bad resolver {text!r}: an IP address (and :PORT), not a name") from None
+    return host, port
+
+
+def _port(text: str, port: str) -> int:
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"bad resolver {text!r}: port must be 1..65535")
+    return int(port)
+
+
 def _flag_value(kind: str) -> Callable[[str], Any]:
     """The argparse type of a flag: the file's checks, on the flag's text."""
 
@@ -472,6 +525,8 @@ def _flag_value(kind: str) -> Callable[[str], Any]:
                 return _value(kind, text)
             if kind == "networks":
                 return _network(text)
+            if kind == "resolvers":
+                return parse_resolver(text)
             if kind == "webhooks":
                 return _webhook(text)
             if kind in ("num", "int"):
@@ -505,7 +560,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             kw["choices"] = choices_of(name)
         else:
             kw["type"] = _flag_value(kind)
-        if kind in ("listens", "networks", "webhooks"):
+        if kind in ("listens", "networks", "webhooks", "resolvers"):
             kw["action"] = "append"
         parser.add_argument("--" + name.replace("_", "-"), **kw)
         if kind == "listen_or_off":

@@ -41,10 +41,11 @@ from gslb.dns import names, tsig
 from gslb.dns.cookies import Cookies, load_secrets, random_secret
 from gslb.health.overrides import Overrides
 from gslb.health.process import ProberProcess
-from gslb.health.view import ALL_UP, HealthView, MemberKey, member_key
+from gslb.health.view import ALL_UP, HealthView, MemberKey, Resolved, member_key
 from gslb.secondaries.notify import Notifier
 from gslb.secondaries.xfr import Journal, Transfers, transfer_policies
 from gslb.server.alerts import Alerts, Webhook
+from gslb.server.aliases import AliasOptions, AliasResolver
 from gslb.server.api import SAMPLE_INTERVAL, make_app, sample
 from gslb.server.metrics import QueryStats, RuntimeFacts
 from gslb.server.options import ServeOptions, endpoints
@@ -131,6 +132,8 @@ class Answerer:
             facts=self.facts,
         )
         self.health = health  # the view this process was told (a worker: overrides included)
+        # alias members' names and their addresses now (the primary resolves them: gslb.server.aliases)
+        self.alias_view: dict[bytes, Resolved] = {}
         self.state: ServingState = build_state([])
         self.bound: list[tuple[str, int]] = []
         self._closers: list[asyncio.BaseTransport | asyncio.AbstractServer | MmsgTransport] = []
@@ -167,7 +170,7 @@ class Answerer:
         """A new state from the loaded zones (and the health view it was built with)."""
         effective = self.effective_health()
         return build_state(
-            self.zoneset.with_serials(), effective, self.zoneset.generation, self.geo
+            self.zoneset.with_serials(), effective, self.zoneset.generation, self.geo, self.alias_view
         ), effective
 
     def _install(self, state: ServingState, built_with: HealthView) -> ServingState:
@@ -176,6 +179,7 @@ class Answerer:
         current = self.effective_health()
         if current != built_with:  # health changed while it was being built
             state = state.with_health(current)
+        state = state.with_aliases(self.alias_view)  # as aliases may have (a no-op otherwise)
         old = self.state
         self.state = state.with_loads(self.state.loads).with_counts(self.stats.balanced)
         return old
@@ -285,6 +289,7 @@ class Workers(Protocol):
     async def start(self, server: Server) -> None: ...
     async def stop(self) -> None: ...
     def health(self, view: HealthView) -> None: ...
+    def aliases(self, view: Mapping[bytes, Resolved]) -> None: ...
     def loads(self, loads: Mapping[MemberKey, float]) -> None: ...
     def reload(self) -> None: ...
     def snapshots(self) -> list[dict[str, Any]]: ...
@@ -317,6 +322,11 @@ class Server(Answerer):
             publish_loads=self.set_loads,
             on_stall=self._prober_stall,
         )
+        self.aliases = AliasResolver(
+            AliasOptions(opts.resolver, opts.alias_min_ttl, opts.alias_max_ttl, opts.alias_stale),
+            self.set_aliases,
+        )
+        self.facts.alias_resolutions = self.aliases.stats.per_name  # read at scrape time
         self.alerts = Alerts([_webhook(h) for h in opts.alerts], node=opts.node_name)
         self.notifier = Notifier(self.transfers.notify_targets, self.keyring)
         self._alerted: HealthView | None = None  # the view alerts were last compared with
@@ -335,7 +345,8 @@ class Server(Answerer):
     def zones_changed(self) -> None:
         if self.cluster is not None:
             self.cluster.set_zones(_quorums(self.zones()), self.cluster.serials, self.cluster.digests)
-        self.prober.update(self.zones())
+        self.aliases.update(m.alias for z in self.zones() for p in z.pools for m in p.members if m.alias)
+        self.prober.update(self.zones(), self.aliases.addresses())
         if self.cluster is not None:
             self.set_health(self.local)  # quorums may have changed; and the persisted votes at start
 
@@ -352,6 +363,18 @@ class Server(Answerer):
             serials = {names.to_text(o): cz.serial for o, cz in zones}
             digests = {names.to_text(o): cz.zone.digest[:16] for o, cz in zones}
             self.cluster.set_zones(self.cluster.quorum, serials, digests)
+
+    def set_aliases(self, view: dict[bytes, Resolved]) -> None:
+        """Alias names resolved anew (gslb.server.aliases): the names that use them are
+        planned again, the prober probes their addresses, the workers are told."""
+        before = {n: (*r.v4, *r.v6) for n, r in self.alias_view.items() if not r.gone}
+        self.alias_view = view
+        self.state = self.state.with_aliases(view)
+        if self.pool is not None:
+            self.pool.aliases(view)
+        now = self.aliases.addresses()
+        if now != before:
+            self.prober.update(aliases=now)
 
     def set_loads(self, loads: dict[MemberKey, float]) -> None:
         self.state = self.state.with_loads(loads)
@@ -534,6 +557,8 @@ class Server(Answerer):
             if pool is not None:
                 self.pool = pool
                 await pool.start(self)
+            await self.aliases.start()
+            await self.aliases.first_round(self.aliases.opts.timeout + 0.5)
             await self.start_api()
             self._alerted = self.effective_health()  # the baseline alerts compare with
             await self.alerts.start()
@@ -555,6 +580,7 @@ class Server(Answerer):
                 await self.pool.stop()
             if self.cluster is not None:
                 await self.cluster.stop()
+            await self.aliases.stop()
             await self.prober.stop()
             await self.alerts.close()
             await self.notifier.close()

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
 from gslb.health.process import add_pipe_reader
-from gslb.health.view import HealthView, MemberKey
+from gslb.health.view import HealthView, MemberKey, Resolved
 from gslb.logs import current as current_logging
 from gslb.logs import setup as setup_logging
 from gslb.server.metrics import signer_counts
@@ -45,6 +45,10 @@ class Loads(NamedTuple):
     loads: Mapping[MemberKey, float]
 
 
+class Aliases(NamedTuple):
+    view: Mapping[bytes, Resolved]  # alias names' addresses, as the primary resolved them
+
+
 class Reload(NamedTuple):
     pass
 
@@ -53,7 +57,7 @@ class Stop(NamedTuple):
     pass
 
 
-ToWorker = Health | Loads | Reload | Stop
+ToWorker = Health | Loads | Aliases | Reload | Stop
 
 
 # -- the pipe: worker -> primary
@@ -123,6 +127,8 @@ class WorkerPool:
         add_pipe_reader(asyncio.get_running_loop(), parent, lambda: self._readable(i))
         if server.state.loads:  # what the worker must know that it does not read from disk
             self._send(i, Loads(dict(server.state.loads)))
+        if server.alias_view:
+            self._send(i, Aliases(dict(server.alias_view)))
 
     def _readable(self, i: int) -> None:
         conn = self.conns.get(i)
@@ -175,6 +181,9 @@ class WorkerPool:
 
     def loads(self, loads: Mapping[MemberKey, float]) -> None:
         self._broadcast(Loads(loads))
+
+    def aliases(self, view: Mapping[bytes, Resolved]) -> None:
+        self._broadcast(Aliases(view))
 
     def reload(self) -> None:
         self._broadcast(Reload())
@@ -239,6 +248,9 @@ class Worker(Answerer):
                         self.state = self.state.with_health(msg.view)
                     elif isinstance(msg, Loads):
                         self.state = self.state.with_loads(msg.loads)
+                    elif isinstance(msg, Aliases):
+                        self.alias_view = dict(msg.view)
+                        self.state = self.state.with_aliases(msg.view)
                     elif isinstance(msg, Reload):
                         self.reload_soon()
                     elif isinstance(msg, Stop):

@@ -90,8 +90,10 @@ _CHECK_IDENTITY_KEYS = tuple(k for k in Check.__dataclass_fields__ if k not in C
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """A pool member: an address (A/AAAA answers), or a target host name (``target``: a
-    CNAME pool's member, answered as a CNAME to it; docs/routing.md, "Pools of names")."""
+    """A pool member: an address (A/AAAA answers), a target host name (``target``: a
+    CNAME pool's member, answered as a CNAME to it; docs/routing.md, "Pools of names"),
+    or a host name whose current addresses answer for it (``alias``: flattening, in an
+    address pool; docs/routing.md, "Alias members")."""
 
     address: IPAddress | None
     name: str
@@ -100,14 +102,18 @@ class Member:
     check_address: IPAddress | None = None
     check_port: int | None = None
     target: bytes | None = None  # wire form, lower case
+    alias: bytes | None = None  # wire form, lower case
 
     def __post_init__(self) -> None:
         _require(0 <= self.weight <= WEIGHT_MAX, f"weight must be 0..{WEIGHT_MAX}")
-        _require((self.address is None) != (self.target is None), "a member has an address or a target")
+        given = sum(x is not None for x in (self.address, self.target, self.alias))
+        _require(given == 1, "a member has an address, a target or an alias")
+        _require(self.alias is None or self.check_address is None, "an alias is probed at its addresses")
 
     @property
     def family(self) -> int:
-        """4 or 6 for an address member, 0 for a target name."""
+        """4 or 6 for an address member, 0 for a target or an alias (its addresses have
+        their own)."""
         return self.address.version if self.address is not None else 0
 
     @property
@@ -116,8 +122,9 @@ class Member:
         (``www.cdn.example.net.``); the member's part of its health key."""
         if self.address is not None:
             return str(self.address)
-        assert self.target is not None
-        return names.to_text(self.target)
+        name = self.target or self.alias
+        assert name is not None
+        return names.to_text(name)
 
     @property
     def rdata(self) -> bytes:

@@ -78,6 +78,11 @@ MEMBER = _obj(
             "type": "string",
             "description": "a host name instead of an address: the member of a CNAME pool (types: [CNAME])",
         },
+        "alias": {
+            "type": "string",
+            "description": "a host name outside the zone whose current A/AAAA addresses answer for "
+            "the member (flattening; gslb resolves it)",
+        },
         "weight": {"type": "integer", "minimum": 0, "maximum": 100},
         "name": {"type": "string"},
         "status": {"enum": ["up", "down", "obey"]},
@@ -85,7 +90,7 @@ MEMBER = _obj(
         "check_port": {"type": "integer", "minimum": 1, "maximum": 65535},
     },
 )
-MEMBER["oneOf"] = [{"required": ["address"]}, {"required": ["target"]}]
+MEMBER["oneOf"] = [{"required": ["address"]}, {"required": ["target"]}, {"required": ["alias"]}]
 
 POOL = _obj(
     {

@@ -90,6 +90,12 @@ def _positioned(path: Path, text: str) -> str:
         lines = []
     if line > 1 and (line > len(lines) or not lines[line - 1].split(";", 1)[0].strip()):
         line -= 1
+    vendor = re.match(r"unknown rdatatype '(ALIAS|ANAME)'", what)
+    if vendor:  # PowerDNS, NS1, Route 53 exports: what gslb writes instead
+        what += (
+            f" ({vendor.group(1)} is a vendor type, not in master files: in gslb it is a balanced "
+            "A/AAAA record over a pool with an alias: member, docs/routing.md)"
+        )
     return f"{f if f.exists() else name}:{line}: {what}"
 
 

@@ -34,7 +34,10 @@ How octoDNS's semantics are carried over (docs/migration.md):
   their pools' values members given by name (``target:``). octoDNS gives dynamic CNAMEs
   no health check of its own: their pools get one only where ``octodns.healthcheck``
   says so (a probe of the target by name: Host and SNI);
-- what gslb cannot serve (ALIAS, DNAME, URLFWD, dynamic records of other types, ICMP
+- **ALIAS** records become balanced A/AAAA names over one pool whose member is an
+  alias of the target (``alias:``; gslb resolves it and answers with its addresses);
+  an ALIAS to a name of the zone itself is refused with its position;
+- what gslb cannot serve (DNAME, URLFWD, dynamic records of other types, ICMP
   health checks) stops the import with its position, unless ``skip_unsupported`` (then
   the record is left out, or a dynamic record keeps its static value, with a note).
 """
@@ -60,7 +63,6 @@ STATIC = {
     "SVCB", "TLSA", "TXT",
 }  # fmt: skip
 UNSUPPORTED = {
-    "ALIAS": "an apex alias (flatten it into A/AAAA)",
     "DNAME": "DNAME",
     "URLFWD": "HTTP redirects",
 }
@@ -84,6 +86,7 @@ class _Pool:
     check: str | None
     comment: str
     targets: bool = False  # members are names (a CNAME pool)
+    alias: bool = False  # members are alias names (flattened: their addresses answer)
 
 
 @dataclass
@@ -262,6 +265,9 @@ def _record(out: _Out, path: Path, owner: str, rtype: str, loc: Located, skip: b
                     f"{path}:{v.key_line}:{v.key_col}: {owner} {rtype}: octodns.{k}: provider-specific "
                     "settings are not imported"
                 )
+    if rtype == "ALIAS" and "dynamic" not in item and "geo" not in item:
+        _alias(out, path, owner, loc, _ttl(out, where, owner, item))
+        return
     if rtype in UNSUPPORTED or rtype not in STATIC:
         what = UNSUPPORTED.get(rtype, "this type")
         msg = f"{where}: {owner} {rtype or '(no type)'}: gslb does not serve {what}"
@@ -512,6 +518,32 @@ def _add_pool(
     return name
 
 
+def _alias(out: _Out, path: Path, owner: str, loc: Located, ttl: int) -> None:
+    """An ALIAS record: a balanced A/AAAA name whose one member is an alias of the target
+    (gslb resolves it and answers with its addresses: flattening)."""
+    item = loc.value
+    assert isinstance(item, dict)
+    where = f"{path}:{loc.line}:{loc.col}"
+    values = _values(item)
+    if len(values) != 1 or not isinstance(values[0], str) or not values[0].endswith("."):
+        out.problems.append(f"{where}: {owner} ALIAS: one value, an absolute name ending in '.'")
+        return
+    target = values[0].lower()
+    if _relative(target, out.zone) is not None:
+        v = item.get("value") or item.get("values") or loc
+        out.problems.append(
+            f"{path}:{v.line}:{v.col}: {owner} ALIAS: {target} is in this zone: gslb resolves alias "
+            "names elsewhere (give the name its own records, or a balanced record over its pool)"
+        )
+        return
+    pname = _add_pool(out, _pool_name(out, owner, "alias"), [(target, 1, "obey")], None,
+                      f"octoDNS {owner} ALIAS: {target}'s addresses, resolved by gslb", "ALIAS")  # fmt: skip
+    out.pools[pname].alias = True
+    key = (((), (), (pname,)), ttl, None)
+    bal = _Balanced(["A", "AAAA"], ttl, "all", [([], [], [pname])], f"octoDNS ALIAS to {target}", key)
+    out.records.setdefault(owner, []).append(bal)
+
+
 def _legacy_geo(out: _Out, path: Path, owner: str, rtype: str, loc: Located, ttl: int) -> None:
     item = loc.value
     assert isinstance(item, dict)
@@ -615,7 +647,8 @@ def _render(out: _Out, path: Path) -> str:
             for addr, weight, status in p.members:
                 extra = f", weight: {weight}" if weight != 1 else ""
                 extra += f", status: {status}" if status != "obey" else ""
-                lines.append(f"      - {{{'target' if p.targets else 'address'}: {scalar(addr)}{extra}}}")
+                kind = "alias" if p.alias else "target" if p.targets else "address"
+                lines.append(f"      - {{{kind}: {scalar(addr)}{extra}}}")
     lines.append("records:")
     if not out.records:
         lines[-1] = "records: {}"

@@ -118,7 +118,9 @@ def _balanced(
         for j, pn in enumerate(rule.pools):
             if pn in pools:
                 pool = pools[pn][0]
-                families.update(mem.family for mem in pool.members)
+                # an alias member answers with its name's addresses: either family
+                for mem in pool.members:
+                    families.update((4, 6) if mem.alias is not None else (mem.family,))
                 _pool_kind(ctx, f"{rk}.pools[{j}]", r, j, pool, types)
         rules.append(rule)
     if rl and rules and len(rules) == len(rl) and not rules[-1].catch_all:

@@ -123,24 +123,45 @@ _LDH = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 
 def _member(ctx: _Ctx, key: str, loc: Located, origin: bytes) -> Member | None:
     m = ctx.mapping(
-        loc, key, (), ("address", "target", "weight", "name", "status", "check_address", "check_port")
+        loc,
+        key,
+        (),
+        ("address", "target", "alias", "weight", "name", "status", "check_address", "check_port"),
     )
     if m is None:
         return None
-    if ("address" in m) == ("target" in m):
+    given = [k for k in ("address", "target", "alias") if k in m]
+    if len(given) != 1:
         ctx.err(
             loc,
             key,
-            "a member has an address (address: 192.0.2.10) or a host name to answer a CNAME to "
-            "(target: www.cdn.example.net.)" + (", not both" if "address" in m else ""),
+            "a member has one of: an address (address: 192.0.2.10), a host name to answer a CNAME "
+            "to (target: www.cdn.example.net.), or a host name whose addresses answer for it "
+            "(alias: lb-1.elb.example.net.)" + (f", not {' and '.join(given)}" if given else ""),
         )
         return None
     before = len(ctx.problems)
-    addr = target = None
+    addr = target = alias = None
     if "address" in m:
         addr = ctx.ip(m["address"], f"{key}.address")
-    else:
+    elif "target" in m:
         target = _target(ctx, m["target"], f"{key}.target", origin)
+    else:
+        alias = _target(ctx, m["alias"], f"{key}.alias", origin)
+        if alias is not None and names.is_subdomain(alias, origin):
+            ctx.err(
+                m["alias"],
+                f"{key}.alias",
+                "an alias names a host outside the zone (gslb resolves it); for a name of this "
+                "zone, use its records or a pool of its own",
+            )
+        if "check_address" in m:
+            ctx.err(
+                m["check_address"],
+                f"{key}.check_address",
+                "an alias member is probed at each address its name resolves to",
+                at_key=True,
+            )
     weight = _opt(m, "weight", lambda v: ctx.int_(v, f"{key}.weight", 0, WEIGHT_MAX), 1)
     name = _opt(m, "name", lambda v: ctx.str_(v, f"{key}.name"), None)
     status = _opt(m, "status", lambda v: ctx.str_(v, f"{key}.status"), "obey")
@@ -148,12 +169,14 @@ def _member(ctx: _Ctx, key: str, loc: Located, origin: bytes) -> Member | None:
         ctx.err(m["status"], f"{key}.status", f"must be up, down or obey, got {status!r}")
     check_addr = _opt(m, "check_address", lambda v: ctx.ip(v, f"{key}.check_address"), None)
     check_port = _opt(m, "check_port", lambda v: ctx.int_(v, f"{key}.check_port", 1, 65535), None)
-    if len(ctx.problems) > before or (addr is None and target is None) or weight is None:
+    named = target or alias
+    if len(ctx.problems) > before or (addr is None and named is None) or weight is None:
         return None
     return Member(
         address=addr,
         target=target,
-        name=name or (str(addr) if addr is not None else names.to_text(target or b"\0").rstrip(".")),
+        alias=alias,
+        name=name or (str(addr) if named is None else names.to_text(named).rstrip(".")),
         weight=weight,
         status=status,  # type: ignore[arg-type]
         check_address=check_addr,
@@ -162,8 +185,8 @@ def _member(ctx: _Ctx, key: str, loc: Located, origin: bytes) -> Member | None:
 
 
 def _target(ctx: _Ctx, loc: Located, key: str, origin: bytes) -> bytes | None:
-    """A member's target: a host name (letters, digits, hyphens; ``_`` allowed, as in
-    service names), absolute with a final dot or relative to the zone."""
+    """A member's target or alias: a host name (letters, digits, hyphens; ``_`` allowed,
+    as in service names), absolute with a final dot or relative to the zone."""
     text = ctx.str_(loc, key)
     if text is None:
         return None
