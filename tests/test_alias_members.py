@@ -9,9 +9,13 @@ addresses are answered past their TTL with EDE 3, then dropped past ``--alias-st
 
 from __future__ import annotations
 
+import base64
+import json
+import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,6 +128,12 @@ def test_a_dead_address_of_a_live_name_leaves_the_answer(
     try:
         wait_until(lambda: answer(srv) == {LB[0]}, INTERVAL * FALL + 3, "the dead address out")
         srv.wait_log(r"127\.0\.0\.72:\d+ \(as lb\.target\.test\) DOWN", 3, start)
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.api_port}/v1/status", timeout=5) as resp:
+            doc = json.loads(resp.read())
+        elb = next(m for m in doc["members"] if m["pool"] == "elb")
+        assert elb["in_rotation"] and elb["alias"]["resolved"] == "resolved", elb
+        down = {a["address"]: a["down"] for a in elb["alias"]["addresses"]}
+        assert down == {LB[0]: False, LB[1]: True, "2001:db8::71": False}, elb
     finally:
         backends[1].start()
     wait_until(lambda: answer(srv) == set(LB[:2]), INTERVAL * RISE + 5, "back")
@@ -179,8 +189,6 @@ def test_a_name_without_addresses_is_out_at_once(
 
 
 def test_metrics_say_which_alias_is_stale(setup: tuple[GslbProcess, GslbProcess, list[Target]]) -> None:
-    import urllib.request
-
     srv = setup[0]
     wait_until(lambda: answer(srv) == set(LB[:2]), 10, "fresh")
     text = urllib.request.urlopen(f"http://127.0.0.1:{srv.api_port}/metrics", timeout=5).read().decode()
@@ -237,3 +245,37 @@ def test_every_worker_answers_with_the_aliases_addresses(
     finally:
         srv.stop()
     assert "Traceback" not in srv.log(), srv.log()
+
+
+@pytest.mark.skipif(shutil.which("delv") is None, reason="needs delv (bind9-dnsutils, .ci/system-deps)")
+def test_flattened_answers_are_signed_and_validate(
+    setup: tuple[GslbProcess, GslbProcess, list[Target]], tmp_path: Path
+) -> None:
+    from gslb.dnssec import keys
+
+    _, auth, _ = setup
+    keys.write_new(tmp_path / "s.key")
+    zdir = tmp_path / "zones-s"
+    zdir.mkdir()
+    (zdir / "s.test.yaml").write_text(
+        f"zone: s.test.\ndnssec: {{key: {tmp_path / 's.key'}}}\nnameservers: {{ns1.s.test.: [192.0.2.53]}}\n"
+        "pools:\n  elb: {members: [{alias: lb.target.test.}]}\n"
+        "records:\n  '@': [{types: [A, AAAA], answer: {select: all}, rules: [{pools: [elb]}]}]\n"
+    )
+    srv = GslbProcess(zdir, tmp_path / "s.log", ["--resolver", f"127.0.0.1:{auth.port}"])
+    try:
+        wait_until(lambda: answer(srv, name="s.test.") == set(LB[:2]), 10, "resolved")
+        dnskey = srv.query("s.test.", "DNSKEY").answer[0][0]
+        anchor = tmp_path / "anchor.conf"
+        anchor.write_text(
+            f"trust-anchors {{ s.test. static-key {dnskey.flags} {dnskey.protocol} {dnskey.algorithm} "
+            f'"{base64.b64encode(dnskey.key).decode()}"; }};\n'
+        )
+        for rtype, want in (("A", LB[:2]), ("AAAA", ["2001:db8::71"])):
+            args = ["-p", str(srv.port), "-a", str(anchor), "+root=s.test", "s.test.", rtype]
+            out = subprocess.run(["delv", f"@{srv.host}", *args], capture_output=True, text=True, timeout=30,
+                                 check=False)  # fmt: skip
+            text = out.stdout + out.stderr
+            assert "; fully validated" in text and all(f"IN\t{rtype}\t{a}" in text for a in want), text
+    finally:
+        srv.stop()

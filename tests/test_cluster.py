@@ -36,6 +36,8 @@ TTL = 3
 def zone(port: int, quorum: str = "majority", blind: bool = False) -> str:
     """Two members; ``blind``: this node checks 127.0.0.71 at a dead address."""
     m1 = f"{{address: {HOSTS[0]}, name: m1" + (f", check_address: {DEAD}}}" if blind else "}")
+    # a pool of names (a balanced CNAME): votes and drains work on them as on addresses
+    n1 = f"{{target: one.cdn.example., name: n1, check_address: {DEAD if blind else HOSTS[0]}}}"
     return f"""zone: c.test.
 quorum: {quorum}
 nameservers: {{ns1.c.test.: [192.0.2.53]}}
@@ -43,9 +45,19 @@ checks:
   web: {{type: http, port: {port}, path: /healthz, interval: 0.3s, timeout: 0.2s, fall: 2, rise: 2}}
 pools:
   p: {{check: web, members: [{m1}, {{address: {HOSTS[1]}, name: m2}}]}}
+  q: {{check: web, members: [{n1}, {{target: two.cdn.example., name: n2, check_address: {HOSTS[1]}}}]}}
 records:
   www: [{{types: [A], ttl: 5, answer: {{select: all}}, rules: [{{pools: [p]}}]}}]
+  cdn: [{{types: [CNAME], ttl: 5, answer: {{select: first}}, rules: [{{pools: [q]}}]}}]
 """
+
+
+def cname(srv: GslbProcess) -> str:
+    return str(srv.query("cdn.c.test.", "A").answer[0][0].target)
+
+
+def cname_is(srv: GslbProcess, want: str) -> Callable[[], bool]:
+    return lambda: cname(srv) == want
 
 
 def answers(srv: GslbProcess) -> set[str]:
@@ -172,6 +184,14 @@ def test_a_drain_on_one_node_reaches_every_node_and_expires_everywhere(nodes: No
         wait_until(answers_are(s, set(HOSTS)), 7, "the expired drain released the member")
     assert time.monotonic() - t0 > 3.5  # not before the (replaced) drain's end
     assert all(status(s)["members"][0]["override"] is None for s in (a, b, c))
+    # a member given by name: the same, its CNAME moves to the next target everywhere
+    assert all(cname(s) == "one.cdn.example." for s in (a, b, c))
+    code, r = http(b, "POST", "/v1/members/c.test/q/n1/drain", {"for": 3})
+    assert code == 200 and r["scope"] == "cluster", r
+    for s in (a, b, c):
+        wait_until(cname_is(s, "two.cdn.example."), 1.0, "the drain of a name member everywhere")
+    for s in (a, b, c):
+        wait_until(cname_is(s, "one.cdn.example."), 6, "and its expiry")
 
 
 def test_one_node_that_cannot_reach_a_backend_is_outvoted_under_majority_not_under_any(
@@ -184,6 +204,10 @@ def test_one_node_that_cannot_reach_a_backend_is_outvoted_under_majority_not_und
     wait_until(lambda: "1 of 3 down" in status(a)["members"][0]["why"], 5, "c's down vote counted on a")
     for s in (a, b, c):
         assert answers(s) == set(HOSTS), "majority: one down vote of three keeps m1 in"
+    # the name member c checks at the dead address too: outvoted the same way
+    n1 = next(m for m in status(a)["members"] if m["name"] == "n1")
+    assert "1 of 3 down (majority)" in n1["why"], n1
+    assert all(cname(s) == "one.cdn.example." for s in (a, b, c))
     m1 = status(b)["members"][0]
     votes = {v["node"]: v for v in m1["votes"]}
     assert votes["c"]["up"] is False and "connection refused" in votes["c"]["reason"], m1
@@ -204,6 +228,7 @@ def test_one_node_that_cannot_reach_a_backend_is_outvoted_under_majority_not_und
     nodes.rewrite("c", "any", blind=True)
     for s in (a, b, c):
         wait_until(answers_are(s, {HOSTS[1]}), 5, "quorum any: m1 out everywhere")
+        wait_until(cname_is(s, "two.cdn.example."), 5, "and n1")
     assert "1 of 3 down (any)" in status(a)["members"][0]["why"]
     # gslb explain on the API says the same
     code, ex = http(a, "GET", "/v1/explain?name=www.c.test.&type=A")

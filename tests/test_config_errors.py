@@ -51,7 +51,7 @@ EXPECTED: dict[str, list[str]] = {
         "7:32: pools.badname.members[0].target: not a host name: 'cdn example.net.'",
         "7:62: pools.badname.members[1].target: '192.0.2.12' is an address",
         "7:84: pools.badname.members[2].target: not a host name: '-x.example.net.'",
-        "8:20: pools.both.members[0]: a member has an address (address: 192.0.2.10) or a host name",
+        "8:20: pools.both.members[0]: a member has one of: an address (address: 192.0.2.10), a host name",
         "13:29: records.www[0].rules[0].pools[1]: pool 'lb' holds addresses: types: [CNAME] answers",
         "16:28: records.img[0].rules[0].pools[1]: pool 'cdn' holds host names (target:)",
         "18:7: records.txt[0]: a balanced CNAME beside other data at the same name (TXT)",

@@ -37,7 +37,7 @@ from gslb.cluster.node import Cluster, Conflict, Unreachable
 from gslb.dns import names
 from gslb.health.overrides import ACTIONS, Override, Overrides
 from gslb.health.process import ProberProcess
-from gslb.health.view import member_key
+from gslb.health.view import NOT_RESOLVED, alias_key, member_key
 from gslb.secondaries.notify import Notifier
 from gslb.secondaries.xfr import Transfers
 from gslb.server.alerts import Alerts
@@ -414,6 +414,23 @@ def status_doc(server: ServerView, targets: dict[str, dict[str, Any]]) -> dict[s
                         "interval": checks[p.check].interval if p.check else None,
                     }
                 )
+                if m.alias is not None:  # its name's addresses now, each with its probe's word
+                    r = state.aliases.get(m.alias, NOT_RESOLVED)
+                    members[-1]["alias"] = {
+                        "resolved": r.why,
+                        "stale": r.stale,
+                        "gone": r.gone,
+                        "addresses": [
+                            {
+                                "address": a,
+                                "down": alias_key(z, p.name, m, a) in state.health.down,
+                                "last_error": by_member.get(f"{label} {a}", {}).get("last_error"),
+                            }
+                            for a in (*r.v4, *r.v6)
+                        ],
+                    }
+                    if r.gone and st.in_rotation:
+                        members[-1].update(in_rotation=False, state="down", why=f"alias: {r.why}")
     return {
         "zones": zones_out,
         "members": members,
