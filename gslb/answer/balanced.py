@@ -152,7 +152,12 @@ def pick_tuple(
                 index = cast(int, found)
     choice = outcome.pools[index]
     if policy.uses_loads:
-        ctx = ctx._replace(loads=tuple(loads.get(k) for k in choice.member_keys))
+        readings = tuple(loads.get(k) for k in choice.member_keys)
+        if choice.shares:  # slow start: a ramping member's load counts as load / its share
+            readings = tuple(
+                r / x if r is not None else None for r, x in zip(readings, choice.shares, strict=True)
+            )
+        ctx = ctx._replace(loads=readings)
         frags = list(policy.pick(choice.cands, plan.count, rng, ctx))
     elif policy.uses_client:
         # a hashed pick is a function of the candidates and the client's subnet

@@ -25,7 +25,7 @@ from gslb.answer.build import build_state
 from gslb.answer.geo.lookup import GeoInfo
 from gslb.answer.geo.maxmind import MaxMindGeo
 from gslb.answer.reply import Client
-from gslb.answer.state import ServingState
+from gslb.answer.state import ServingState, ramp_share
 from gslb.answer.static import resolve
 from gslb.dns import names
 from gslb.dns.consts import EDNS_MAX_UDP, rcode_name
@@ -158,6 +158,9 @@ def _balanced(
                     text = f"down (alias {r.why})"
             members.append({"pool": pname, "name": m.name, **where, "weight": m.weight,
                             "in_rotation": state.health.is_up(k, m), "state": text})  # fmt: skip
+            if k in state.ramps:  # slow start: its weight's share now
+                share = ramp_share(state.ramps[k], state.ramp_now, pool.ramp_of(m))
+                members[-1]["slow_start"] = {"share": round(share, 3), "seconds": pool.ramp_of(m)}
     out["members"] = members
     out["worst_case_failover_s"] = round(worst + rec.ttl, 3) if worst else None
     out["failover_formula"] = "interval x fall + timeout + ttl" if worst else "no health check on these pools"
@@ -240,7 +243,11 @@ def render(r: dict[str, Any]) -> str:
                 where = f"alias {m['alias']} = [{each}] ({m['resolved']})"
             else:
                 where = m["address"] if "address" in m else f"-> {m['target']}"
-            lines.append(f"    member {m['pool']}/{m['name']} {where} weight {m['weight']}: {m['state']}")
+            ramp = m.get("slow_start")
+            ramping = f", slow start: {ramp['share']:.0%} of its weight" if ramp else ""
+            lines.append(
+                f"    member {m['pool']}/{m['name']} {where} weight {m['weight']}: {m['state']}{ramping}"
+            )
         if b["worst_case_failover_s"] is not None:
             lines.append(f"  worst-case failover: {b['worst_case_failover_s']} s ({b['failover_formula']})")
     for rr in r["answer"]:

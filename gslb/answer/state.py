@@ -34,7 +34,7 @@ from gslb.health.view import (
     changed_members,
     member_key,
 )
-from gslb.zones.model import Balanced, GeoMatch, Pool, RRset, Zone
+from gslb.zones.model import Balanced, GeoMatch, Member, Pool, RRset, Zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,9 @@ class PoolChoice:
     cands: Candidates[bytes]  # member_fragment() items, keyed by member address
     location: tuple[float, float] | None = None
     member_keys: tuple[MemberKey, ...] = ()  # aligned with cands.items (for load readings)
+    # slow start: each candidate's share of its weight now (aligned with cands.items; empty
+    # when none ramps): in the weights already, and dividing least_loaded's load readings
+    shares: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +193,17 @@ def plan_balanced(
     health: HealthView,
     decisions: Any = None,
     aliases: Mapping[bytes, Resolved] = NO_ALIASES,
+    ramps: Mapping[MemberKey, float] | None = None,
+    now: float = 0.0,
 ) -> BalancedPlan:
+    """The record's outcomes under ``health``; ``ramps``: when members with a slow start
+    recovered (their weight's share at ``now`` follows, ``ramp_share``)."""
     policy = REGISTRY[rec.select]
     outcomes: list[dict[int, Outcome]] = []
     for rule in rec.rules:
         per_type: dict[int, Outcome] = {}
         for qtype in rec.types:
-            per_type[qtype] = _rule_outcome(cz, rec, rule.pools, qtype, health, aliases)
+            per_type[qtype] = _rule_outcome(cz, rec, rule.pools, qtype, health, aliases, ramps, now)
         if rec.cname:  # the one CNAME answers every type: the usual ones are looked up directly
             for qtype in CNAME_QTYPES:
                 per_type[qtype] = per_type[T_CNAME]
@@ -236,11 +243,38 @@ def plan_balanced(
 _Cand = tuple[bytes, int, MemberKey]
 
 
-def _choice(pool: Pool, cands: list[_Cand], qtype: int, ttl: int, weighted: bool) -> PoolChoice:
-    pairs = [(member_fragment(qtype, ttl, rd), w if weighted else 1) for rd, w, _ in cands]
+RAMP_FLOOR = 0.05  # a member's share of its weight when its slow start begins
+RAMP_SCALE = 100  # a pool's weights are scaled by this while one of its members ramps
+
+
+def ramp_share(start: float | None, now: float, seconds: float) -> float:
+    """A member's share of its weight ``now``: from RAMP_FLOOR at ``start`` (its recovery)
+    up to 1 after ``seconds``, linearly; 1 without slow start or recovery."""
+    if start is None or seconds <= 0:
+        return 1.0
+    return min(1.0, max(RAMP_FLOOR, (now - start) / seconds))
+
+
+def _choice(
+    pool: Pool, cands: list[_Cand], qtype: int, ttl: int, weighted: bool, shares: list[float] | None = None
+) -> PoolChoice:
+    """The candidates as a pool choice; ``shares`` (slow start, aligned with ``cands``)
+    scale the weights, unless no candidate has its full weight (then none ramps: a member
+    that recovers while the others are down takes the traffic at once)."""
+    ramping = (
+        weighted and shares is not None and any(x < 1.0 for x in shares) and any(x >= 1.0 for x in shares)
+    )
+    if ramping and shares is not None:
+        pairs = [
+            (member_fragment(qtype, ttl, rd), max(1, round(w * RAMP_SCALE * x)))
+            for (rd, w, _), x in zip(cands, shares, strict=True)
+        ]
+    else:
+        pairs = [(member_fragment(qtype, ttl, rd), w if weighted else 1) for rd, w, _ in cands]
     loc = (pool.location.lat, pool.location.lon) if pool.location is not None else None
     keys = tuple(k for _, _, k in cands)
-    return PoolChoice(pool.name, Candidates.of(pairs, [rd for rd, _, _ in cands]), loc, keys)
+    cs = Candidates.of(pairs, [rd for rd, _, _ in cands])
+    return PoolChoice(pool.name, cs, loc, keys, tuple(shares) if ramping and shares is not None else ())
 
 
 def _candidates(
@@ -288,6 +322,19 @@ def _candidates(
     return up, out, stale
 
 
+def _members_by_key(
+    cz: CompiledZone, pool: Pool, aliases: Mapping[bytes, Resolved]
+) -> dict[MemberKey, Member]:
+    out: dict[MemberKey, Member] = {}
+    for m in pool.members:
+        out[member_key(cz.origin, pool.name, m)] = m
+        if m.alias is not None:
+            r = aliases.get(m.alias, NOT_RESOLVED)
+            for a in (*r.v4, *r.v6):
+                out[alias_key(cz.origin, pool.name, m, a)] = m
+    return out
+
+
 def _rule_outcome(
     cz: CompiledZone,
     rec: Balanced,
@@ -295,6 +342,8 @@ def _rule_outcome(
     qtype: int,
     health: HealthView,
     aliases: Mapping[bytes, Resolved],
+    ramps: Mapping[MemberKey, float] | None = None,
+    now: float = 0.0,
 ) -> Outcome:
     fam = FAMILY_OF_TYPE.get(qtype, 0)  # 0: a CNAME, from target members
     skipped: list[tuple[str, str]] = []
@@ -303,13 +352,19 @@ def _rule_outcome(
     for pname in pool_names:
         pool = cz.pools[pname]
         up, usable, is_stale = _candidates(cz, pool, fam, health, aliases)  # fam 0: the targets
+        by_key = _members_by_key(cz, pool, aliases) if ramps else {}
         if up < pool.needed():
             skipped.append((pname, f"{up} of {len(pool.members)} members up, min_healthy is {pool.needed()}"))
         elif not usable:
             what = f"IPv{fam}" if fam else "target"
             skipped.append((pname, f"no up {what} member with weight > 0"))
         else:
-            up_pools.append(_choice(pool, usable, qtype, rec.ttl, True))
+            shares = (
+                [ramp_share(ramps.get(k), now, pool.ramp_of(by_key[k])) for _, _, k in usable]
+                if ramps
+                else None
+            )
+            up_pools.append(_choice(pool, usable, qtype, rec.ttl, True, shares))
             if is_stale:
                 stale.add(pname)
     if up_pools:
@@ -505,6 +560,9 @@ class ServingState:
     signers: dict[bytes, Any] = field(default_factory=dict, compare=False)
     # alias name -> its current addresses (gslb.server.aliases), kept across reloads
     aliases: Mapping[bytes, Resolved] = field(default_factory=dict, compare=False)
+    # slow start: members that recovered, and when; the plans' shares are for ``ramp_now``
+    ramps: Mapping[MemberKey, float] = field(default_factory=dict, compare=False)
+    ramp_now: float = field(default=0.0, compare=False)
 
     def find_zone(self, key: bytes) -> CompiledZone | None:
         zones = self.zones
@@ -521,9 +579,9 @@ class ServingState:
         """The same compiled zones under another health view: only the balanced names
         whose pools hold a member that changed are planned again."""
         changed = changed_members(self.health, health)
-        al = self.aliases
+        al, rp, now = self.aliases, self.ramps, self.ramp_now
         plans = {
-            name: plan_balanced(self.zone_of(name), p.record, health, p.decisions, al)
+            name: plan_balanced(self.zone_of(name), p.record, health, p.decisions, al, rp, now)
             if p.member_keys & changed
             else p
             for name, p in self.plans.items()
@@ -537,14 +595,29 @@ class ServingState:
         changed = {n for n in old.keys() | aliases.keys() if old.get(n) != aliases.get(n)}
         if not changed:
             return self
-        h = self.health
+        h, rp, now = self.health, self.ramps, self.ramp_now
         plans = {
-            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, aliases)
+            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, aliases, rp, now)
             if p.aliases & changed
             else p
             for name, p in self.plans.items()
         }
         return dataclasses.replace(self, plans=plans, aliases=aliases)
+
+    def with_ramps(self, ramps: Mapping[MemberKey, float], now: float) -> ServingState:
+        """Slow start: members that recovered at ``ramps``' times, their weights' shares at
+        ``now``. The names whose members ramp (or just stopped) are planned again."""
+        touched = set(ramps) | set(self.ramps)
+        if not touched:
+            return self
+        h, al = self.health, self.aliases
+        plans = {
+            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, al, ramps, now)
+            if not p.member_keys.isdisjoint(touched)
+            else p
+            for name, p in self.plans.items()
+        }
+        return dataclasses.replace(self, plans=plans, ramps=ramps, ramp_now=now)
 
     def with_loads(self, loads: Mapping[MemberKey, float]) -> ServingState:
         """The same state with new load readings (nothing is recompiled)."""

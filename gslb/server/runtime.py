@@ -41,7 +41,7 @@ from gslb.dns import names, tsig
 from gslb.dns.cookies import Cookies, load_secrets, random_secret
 from gslb.health.overrides import Overrides
 from gslb.health.process import ProberProcess
-from gslb.health.view import ALL_UP, HealthView, MemberKey, Resolved, member_key
+from gslb.health.view import ALL_UP, HealthView, MemberKey, Resolved, changed_members, member_key
 from gslb.secondaries.notify import Notifier
 from gslb.secondaries.xfr import Journal, Transfers, transfer_policies
 from gslb.server.alerts import Alerts, Webhook
@@ -53,7 +53,7 @@ from gslb.server.transport.tcp import TcpLimits, serve_tcp
 from gslb.server.transport.udp import MmsgTransport, rate_limiter, serve_udp, udp_path
 from gslb.zones.directory import ZoneSet, no_gc
 from gslb.zones.errors import Problem
-from gslb.zones.model import Zone
+from gslb.zones.model import Member, Zone
 
 log = logging.getLogger("gslb")
 
@@ -180,6 +180,8 @@ class Answerer:
         if current != built_with:  # health changed while it was being built
             state = state.with_health(current)
         state = state.with_aliases(self.alias_view)  # as aliases may have (a no-op otherwise)
+        if self.state.ramps:  # members still ramping keep ramping in the new state
+            state = state.with_ramps(self.state.ramps, time.time())
         old = self.state
         self.state = state.with_loads(self.state.loads).with_counts(self.stats.balanced)
         return old
@@ -290,6 +292,7 @@ class Workers(Protocol):
     async def stop(self) -> None: ...
     def health(self, view: HealthView) -> None: ...
     def aliases(self, view: Mapping[bytes, Resolved]) -> None: ...
+    def ramps(self, ramps: Mapping[MemberKey, float]) -> None: ...
     def loads(self, loads: Mapping[MemberKey, float]) -> None: ...
     def reload(self) -> None: ...
     def snapshots(self) -> list[dict[str, Any]]: ...
@@ -327,6 +330,10 @@ class Server(Answerer):
             self.set_aliases,
         )
         self.facts.alias_resolutions = self.aliases.stats.per_name  # read at scrape time
+        # slow start: the members that have one (seconds), and those ramping now (since when)
+        self._slow: dict[MemberKey, float] = {}
+        self._pools_of_slow: dict[tuple[str, str], list[tuple[MemberKey, Member]]] = {}
+        self.ramps: dict[MemberKey, float] = {}
         self.alerts = Alerts([_webhook(h) for h in opts.alerts], node=opts.node_name)
         self.notifier = Notifier(self.transfers.notify_targets, self.keyring)
         self._alerted: HealthView | None = None  # the view alerts were last compared with
@@ -343,6 +350,19 @@ class Server(Answerer):
         return self.health.with_forced(forced)
 
     def zones_changed(self) -> None:
+        self._slow = {
+            member_key(z, p.name, m): p.ramp_of(m)
+            for z in self.zones()
+            for p in z.pools
+            for m in p.members
+            if p.ramp_of(m) > 0
+        }
+        self._pools_of_slow = {}
+        for z in self.zones():
+            for p in z.pools:
+                if any(p.ramp_of(m) > 0 for m in p.members):
+                    pk = (names.to_text(z.origin), p.name)
+                    self._pools_of_slow[pk] = [(member_key(z, p.name, m), m) for m in p.members]
         if self.cluster is not None:
             self.cluster.set_zones(_quorums(self.zones()), self.cluster.serials, self.cluster.digests)
         self.aliases.update(m.alias for z in self.zones() for p in z.pools for m in p.members if m.alias)
@@ -391,11 +411,58 @@ class Server(Answerer):
             health = self.cluster.view(health, self._version)
         self.health = health
         effective = self.effective_health()
+        before = self.state.health
         self.state = self.state.with_health(effective)
         if self.pool is not None:
             self.pool.health(effective)
+        if self._slow:
+            self._ramp_recoveries(before, effective)
         if self.alerts.hooks:
             self._alert_changes(effective)
+
+    # -- slow start -------------------------------------------------------------------
+    def _ramp_secs(self, k: MemberKey) -> float:
+        """The slow start of a member key (an alias's address: its member's), 0 for none."""
+        secs = self._slow.get(k)
+        if secs is None and " " in k[2]:
+            secs = self._slow.get((k[0], k[1], k[2].split(" ", 1)[0]))
+        return secs or 0.0
+
+    def _ramp_recoveries(self, before: HealthView, after: HealthView) -> None:
+        """Members with a slow start that came back into rotation ramp from now; one that
+        left it stops ramping (and ramps again from its next recovery)."""
+        changed = False
+        now = time.time()
+        for k in changed_members(before, after):
+            if not self._ramp_secs(k):
+                continue
+            if _out(before, k) and not _out(after, k):
+                # back while no other member of its pool is in rotation: it takes the
+                # traffic at once (there is nobody to take the rest)
+                own = k[2].split(" ", 1)[0]  # an alias's address: its member is not an other
+                pool = self._pools_of_slow.get((k[0], k[1]), [])
+                others = [after.is_up(ok, om) for ok, om in pool if ok[2] != own]
+                if any(others):
+                    self.ramps[k] = now
+                    changed = True
+            elif _out(after, k) and self.ramps.pop(k, None) is not None:
+                changed = True
+        if changed:
+            self._publish_ramps(now)
+
+    def _publish_ramps(self, now: float) -> None:
+        self.ramps = {k: t for k, t in self.ramps.items() if now - t < self._ramp_secs(k)}
+        self.state = self.state.with_ramps(dict(self.ramps), now)
+        if self.pool is not None:
+            self.pool.ramps(dict(self.ramps))
+
+    async def _ramp_ticks(self) -> None:
+        """While members ramp: their shares move on twice a second (and once more at the
+        end, to their full weight)."""
+        while True:
+            await asyncio.sleep(RAMP_TICK)
+            if self.ramps or self.state.ramps:
+                self._publish_ramps(time.time())
 
     # -- alerts -------------------------------------------------------------------------
     def _alert_changes(self, view: HealthView) -> None:
@@ -552,6 +619,7 @@ class Server(Answerer):
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         sampler: asyncio.Task[None] | None = None
+        ramper: asyncio.Task[None] | None = None
         try:
             await self.start()
             if pool is not None:
@@ -563,6 +631,7 @@ class Server(Answerer):
             self._alerted = self.effective_health()  # the baseline alerts compare with
             await self.alerts.start()
             sampler = loop.create_task(self._sample())
+            ramper = loop.create_task(self._ramp_ticks())
             await self.prober.start(watchdog_after=self.opts.stall_after)
             if self.cluster is not None:
                 self._tell_serials()
@@ -576,6 +645,8 @@ class Server(Answerer):
         finally:  # also when starting failed half-way: nothing is left running
             if sampler is not None:
                 sampler.cancel()
+            if ramper is not None:
+                ramper.cancel()
             if self.pool is not None:
                 await self.pool.stop()
             if self.cluster is not None:
@@ -586,6 +657,16 @@ class Server(Answerer):
             await self.notifier.close()
             await self.close()
             log.info("stopped")
+
+
+RAMP_TICK = 0.5  # seconds between slow-start steps
+
+
+def _out(view: HealthView, k: MemberKey) -> bool:
+    """Out of rotation in ``view``: forced down or drained, or down by the checks and not
+    forced up (a member's fixed ``status`` never changes, so it never ramps)."""
+    f = view.forced.get(k)
+    return f in ("down", "drain") or (f != "up" and k in view.down)
 
 
 def _webhook(h: tuple[str, str | None, tuple[str, ...], tuple[str, ...], tuple[str, ...]]) -> Webhook:

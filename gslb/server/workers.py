@@ -49,6 +49,10 @@ class Aliases(NamedTuple):
     view: Mapping[bytes, Resolved]  # alias names' addresses, as the primary resolved them
 
 
+class Ramps(NamedTuple):
+    ramps: Mapping[MemberKey, float]  # slow start: members ramping since (Unix time)
+
+
 class Reload(NamedTuple):
     pass
 
@@ -57,7 +61,7 @@ class Stop(NamedTuple):
     pass
 
 
-ToWorker = Health | Loads | Aliases | Reload | Stop
+ToWorker = Health | Loads | Aliases | Ramps | Reload | Stop
 
 
 # -- the pipe: worker -> primary
@@ -185,6 +189,9 @@ class WorkerPool:
     def aliases(self, view: Mapping[bytes, Resolved]) -> None:
         self._broadcast(Aliases(view))
 
+    def ramps(self, ramps: Mapping[MemberKey, float]) -> None:
+        self._broadcast(Ramps(ramps))
+
     def reload(self) -> None:
         self._broadcast(Reload())
 
@@ -251,6 +258,8 @@ class Worker(Answerer):
                     elif isinstance(msg, Aliases):
                         self.alias_view = dict(msg.view)
                         self.state = self.state.with_aliases(msg.view)
+                    elif isinstance(msg, Ramps):  # the primary steps them twice a second
+                        self.state = self.state.with_ramps(msg.ramps, time.time())
                     elif isinstance(msg, Reload):
                         self.reload_soon()
                     elif isinstance(msg, Stop):

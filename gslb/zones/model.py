@@ -103,6 +103,7 @@ class Member:
     check_port: int | None = None
     target: bytes | None = None  # wire form, lower case
     alias: bytes | None = None  # wire form, lower case
+    slow_start: float | None = None  # seconds (None: the pool's)
 
     def __post_init__(self) -> None:
         _require(0 <= self.weight <= WEIGHT_MAX, f"weight must be 0..{WEIGHT_MAX}")
@@ -152,6 +153,7 @@ class Pool:
     min_healthy: int = 1  # absolute count ...
     min_healthy_percent: float | None = None  # ... or a share of the members
     location: Location | None = None
+    slow_start: float = 0.0  # seconds a recovered member's weight takes to reach its full value
 
     def __post_init__(self) -> None:
         _require(len(self.members) > 0, "a pool needs members")
@@ -163,6 +165,10 @@ class Pool:
     def holds_names(self) -> bool:
         """The pool's members are target names (a CNAME pool), not addresses."""
         return self.members[0].target is not None
+
+    def ramp_of(self, member: Member) -> float:
+        """The member's slow start (s): its own, else the pool's; 0 is none."""
+        return member.slow_start if member.slow_start is not None else self.slow_start
 
     def needed(self) -> int:
         """Healthy members needed for this pool to count as up."""

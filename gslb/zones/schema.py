@@ -19,6 +19,13 @@ _DURATION: dict[str, Any] = {
         {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
     ]
 }
+_RAMP: dict[str, Any] = {
+    "description": "slow start: a recovered member's weight ramps up over this long (0: at once)",
+    "oneOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
+    ],
+}
 _STATUS_ONE: dict[str, Any] = {
     "oneOf": [
         {"type": "integer", "minimum": 100, "maximum": 599},
@@ -88,6 +95,7 @@ MEMBER = _obj(
         "status": {"enum": ["up", "down", "obey"]},
         "check_address": _IP,
         "check_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "slow_start": _RAMP,
     },
 )
 MEMBER["oneOf"] = [{"required": ["address"]}, {"required": ["target"]}, {"required": ["alias"]}]
@@ -109,6 +117,7 @@ POOL = _obj(
             ("lat", "lon"),
         ),
         "members": {"type": "array", "items": MEMBER, "minItems": 1},
+        "slow_start": _RAMP,
     },
     ("members",),
 )

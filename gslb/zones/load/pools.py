@@ -54,7 +54,7 @@ def _pools(
 
 def _pool(ctx: _Ctx, name: str, loc: Located, checks: frozenset[str], origin: bytes) -> Pool | None:
     key = f"pools.{name}"
-    m = ctx.mapping(loc, key, ("members",), ("check", "min_healthy", "location"))
+    m = ctx.mapping(loc, key, ("members",), ("check", "min_healthy", "location", "slow_start"))
     if m is None:
         return None
     before = len(ctx.problems)
@@ -113,9 +113,10 @@ def _pool(ctx: _Ctx, name: str, loc: Located, checks: frozenset[str], origin: by
             lon = ctx.float_(lm["lon"], f"{key}.location.lon", -180, 180)
             if lat is not None and lon is not None:
                 location = Location(lat, lon)
-    if len(ctx.problems) > before or not members:
+    slow = _opt(m, "slow_start", lambda v: ctx.duration(v, f"{key}.slow_start", 0, 86400), 0.0)
+    if len(ctx.problems) > before or not members or slow is None:
         return None
-    return Pool(name, tuple(members), check, min_count, min_pct, location)
+    return Pool(name, tuple(members), check, min_count, min_pct, location, slow)
 
 
 _LDH = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
@@ -126,7 +127,17 @@ def _member(ctx: _Ctx, key: str, loc: Located, origin: bytes) -> Member | None:
         loc,
         key,
         (),
-        ("address", "target", "alias", "weight", "name", "status", "check_address", "check_port"),
+        (
+            "address",
+            "target",
+            "alias",
+            "weight",
+            "name",
+            "status",
+            "check_address",
+            "check_port",
+            "slow_start",
+        ),
     )
     if m is None:
         return None
@@ -169,6 +180,9 @@ def _member(ctx: _Ctx, key: str, loc: Located, origin: bytes) -> Member | None:
         ctx.err(m["status"], f"{key}.status", f"must be up, down or obey, got {status!r}")
     check_addr = _opt(m, "check_address", lambda v: ctx.ip(v, f"{key}.check_address"), None)
     check_port = _opt(m, "check_port", lambda v: ctx.int_(v, f"{key}.check_port", 1, 65535), None)
+    slow = _opt(m, "slow_start", lambda v: ctx.duration(v, f"{key}.slow_start", 0, 86400), None)
+    if "slow_start" in m and slow is None:
+        return None
     named = target or alias
     if len(ctx.problems) > before or (addr is None and named is None) or weight is None:
         return None
@@ -181,6 +195,7 @@ def _member(ctx: _Ctx, key: str, loc: Located, origin: bytes) -> Member | None:
         status=status,  # type: ignore[arg-type]
         check_address=check_addr,
         check_port=check_port,
+        slow_start=slow,
     )
 
 
