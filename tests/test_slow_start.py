@@ -10,6 +10,7 @@ import collections
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tests.test_health import INTERVAL, wait_until
 
 HOSTS = ["127.0.0.81", "127.0.0.82"]
 RAMP = 20.0  # seconds
+TOKEN = "slow-t0ken"
 
 ZONE = """zone: ss.test.
 nameservers: {{ns1.ss.test.: [192.0.2.53]}}
@@ -46,7 +48,8 @@ def setup(tmp_path: Path) -> Iterator[tuple[GslbProcess, list[Target]]]:
     (zdir / "ss.test.yaml").write_text(
         ZONE.format(port=port, interval=INTERVAL, ramp=RAMP, a=HOSTS[0], b=HOSTS[1])
     )
-    srv = GslbProcess(zdir, tmp_path / "gslb.log")
+    (tmp_path / "token").write_text(TOKEN)
+    srv = GslbProcess(zdir, tmp_path / "gslb.log", ["--api-token-file", str(tmp_path / "token")])
     try:
         yield srv, targets
     finally:
@@ -134,3 +137,23 @@ def test_the_only_member_back_takes_the_traffic_at_once(setup: tuple[GslbProcess
         for t in targets:
             if t.server is None:  # stopped
                 t.start()
+
+
+def test_a_member_back_from_a_drain_ramps(setup: tuple[GslbProcess, list[Target]]) -> None:
+    srv = setup[0]
+    wait_until(lambda: both_up(srv), 10, "both in rotation")
+
+    def post(action: str) -> None:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{srv.api_port}/v1/members/ss.test/p/b/{action}", data=b"{}", method="POST"
+        )
+        req.add_header("Authorization", f"Bearer {TOKEN}")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+
+    post("drain")
+    wait_until(lambda: set(picks(srv, 20)) == {HOSTS[0]}, 3, "b drained")
+    post("clear")
+    wait_until(lambda: HOSTS[1] in picks(srv, 100), 3, "b back")
+    got = picks(srv, 400)
+    assert got[HOSTS[1]] < 80, got  # about 5-10% in its first seconds, not half
