@@ -158,6 +158,8 @@ def _balanced(
                     text = f"down (alias {r.why})"
             members.append({"pool": pname, "name": m.name, **where, "weight": m.weight,
                             "in_rotation": state.health.is_up(k, m), "state": text})  # fmt: skip
+            if k in state.rtts and bplan.policy.uses_rtts:  # select: fastest: what it measured
+                members[-1]["rtt_ms"] = round(state.rtts[k] * 1000, 2)
             if k in state.ramps:  # slow start: its weight's share now
                 share = ramp_share(state.ramps[k], state.ramp_now, pool.ramp_of(m))
                 members[-1]["slow_start"] = {"share": round(share, 3), "seconds": pool.ramp_of(m)}
@@ -245,6 +247,8 @@ def render(r: dict[str, Any]) -> str:
                 where = m["address"] if "address" in m else f"-> {m['target']}"
             ramp = m.get("slow_start")
             ramping = f", slow start: {ramp['share']:.0%} of its weight" if ramp else ""
+            if "rtt_ms" in m:
+                ramping += f", round trip {m['rtt_ms']:g} ms"
             lines.append(
                 f"    member {m['pool']}/{m['name']} {where} weight {m['weight']}: {m['state']}{ramping}"
             )

@@ -195,15 +195,22 @@ def plan_balanced(
     aliases: Mapping[bytes, Resolved] = NO_ALIASES,
     ramps: Mapping[MemberKey, float] | None = None,
     now: float = 0.0,
+    orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]] | None = None,
 ) -> BalancedPlan:
     """The record's outcomes under ``health``; ``ramps``: when members with a slow start
-    recovered (their weight's share at ``now`` follows, ``ramp_share``)."""
+    recovered (their weight's share at ``now`` follows, ``ramp_share``); ``orders``: for
+    ``select: fastest``, each pool's members fastest first (gslb.server.runtime)."""
     policy = REGISTRY[rec.select]
     outcomes: list[dict[int, Outcome]] = []
+    order = None
+    if policy.uses_rtts and orders:
+        order = {
+            p: orders[(rec.name, p)] for rule in rec.rules for p in rule.pools if (rec.name, p) in orders
+        }
     for rule in rec.rules:
         per_type: dict[int, Outcome] = {}
         for qtype in rec.types:
-            per_type[qtype] = _rule_outcome(cz, rec, rule.pools, qtype, health, aliases, ramps, now)
+            per_type[qtype] = _rule_outcome(cz, rec, rule.pools, qtype, health, aliases, ramps, now, order)
         if rec.cname:  # the one CNAME answers every type: the usual ones are looked up directly
             for qtype in CNAME_QTYPES:
                 per_type[qtype] = per_type[T_CNAME]
@@ -344,6 +351,7 @@ def _rule_outcome(
     aliases: Mapping[bytes, Resolved],
     ramps: Mapping[MemberKey, float] | None = None,
     now: float = 0.0,
+    order: Mapping[str, tuple[MemberKey, ...]] | None = None,
 ) -> Outcome:
     fam = FAMILY_OF_TYPE.get(qtype, 0)  # 0: a CNAME, from target members
     skipped: list[tuple[str, str]] = []
@@ -352,6 +360,9 @@ def _rule_outcome(
     for pname in pool_names:
         pool = cz.pools[pname]
         up, usable, is_stale = _candidates(cz, pool, fam, health, aliases)  # fam 0: the targets
+        if order is not None and pname in order:  # select: fastest, the fastest first
+            rank = {k: i for i, k in enumerate(order[pname])}
+            usable.sort(key=lambda c: rank.get(c[2], len(rank)))  # stable: the unmeasured in zone order
         by_key = _members_by_key(cz, pool, aliases) if ramps else {}
         if up < pool.needed():
             skipped.append((pname, f"{up} of {len(pool.members)} members up, min_healthy is {pool.needed()}"))
@@ -563,6 +574,11 @@ class ServingState:
     # slow start: members that recovered, and when; the plans' shares are for ``ramp_now``
     ramps: Mapping[MemberKey, float] = field(default_factory=dict, compare=False)
     ramp_now: float = field(default=0.0, compare=False)
+    # select: fastest: (record name, pool) -> its members fastest first (gslb.server.runtime)
+    orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]] = field(default_factory=dict, compare=False)
+    rtts: Mapping[MemberKey, float] = field(
+        default_factory=dict, compare=False
+    )  # the round trips behind them
 
     def find_zone(self, key: bytes) -> CompiledZone | None:
         zones = self.zones
@@ -579,9 +595,9 @@ class ServingState:
         """The same compiled zones under another health view: only the balanced names
         whose pools hold a member that changed are planned again."""
         changed = changed_members(self.health, health)
-        al, rp, now = self.aliases, self.ramps, self.ramp_now
+        al, rp, now, od = self.aliases, self.ramps, self.ramp_now, self.orders
         plans = {
-            name: plan_balanced(self.zone_of(name), p.record, health, p.decisions, al, rp, now)
+            name: plan_balanced(self.zone_of(name), p.record, health, p.decisions, al, rp, now, od)
             if p.member_keys & changed
             else p
             for name, p in self.plans.items()
@@ -595,14 +611,36 @@ class ServingState:
         changed = {n for n in old.keys() | aliases.keys() if old.get(n) != aliases.get(n)}
         if not changed:
             return self
-        h, rp, now = self.health, self.ramps, self.ramp_now
+        h, rp, now, od = self.health, self.ramps, self.ramp_now, self.orders
         plans = {
-            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, aliases, rp, now)
+            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, aliases, rp, now, od)
             if p.aliases & changed
             else p
             for name, p in self.plans.items()
         }
         return dataclasses.replace(self, plans=plans, aliases=aliases)
+
+    def with_orders(
+        self,
+        orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]],
+        rtts: Mapping[MemberKey, float] | None = None,
+    ) -> ServingState:
+        """``select: fastest``: each (record, pool)'s members fastest first (and the round
+        trips behind the order, for explain); the records whose order changed are planned
+        again."""
+        old = self.orders
+        rtts = self.rtts if rtts is None else rtts
+        changed = {n for n, p in (old.keys() | orders.keys()) if old.get((n, p)) != orders.get((n, p))}
+        if not changed:
+            return dataclasses.replace(self, orders=orders, rtts=rtts)
+        h, al, rp, now = self.health, self.aliases, self.ramps, self.ramp_now
+        plans = {
+            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, al, rp, now, orders)
+            if name in changed
+            else p
+            for name, p in self.plans.items()
+        }
+        return dataclasses.replace(self, plans=plans, orders=orders, rtts=rtts)
 
     def with_ramps(self, ramps: Mapping[MemberKey, float], now: float) -> ServingState:
         """Slow start: members that recovered at ``ramps``' times, their weights' shares at
@@ -610,9 +648,9 @@ class ServingState:
         touched = set(ramps) | set(self.ramps)
         if not touched:
             return self
-        h, al = self.health, self.aliases
+        h, al, od = self.health, self.aliases, self.orders
         plans = {
-            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, al, ramps, now)
+            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, al, ramps, now, od)
             if not p.member_keys.isdisjoint(touched)
             else p
             for name, p in self.plans.items()

@@ -54,6 +54,8 @@ log = logging.getLogger("gslb.health")
 
 STATE_FILE = "health.json"
 LOAD_PERIOD = 0.25  # seconds between load publications (when they changed)
+RTT_ALPHA = 0.3  # weight of the newest probe in a target's smoothed round trip
+RTT_PERIOD = 1.0  # seconds between round-trip publications (when they changed)
 MAX_TRANSITIONS = 1000
 
 
@@ -80,6 +82,7 @@ class _Slot:
     stale_reported: bool = False
     load: float | None = None  # last reported load and when (monotonic)
     load_at: float = 0.0
+    rtt: float | None = None  # smoothed duration of passing probes (s), for select: fastest
     known: bool = False  # the state comes from a persisted or earlier state, not fail-open
 
 
@@ -169,11 +172,14 @@ class Prober:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         publish_loads: Callable[[dict[MemberKey, float]], None] | None = None,
+        publish_rtts: Callable[[dict[MemberKey, float]], None] | None = None,
         seed: TargetStates | None = None,
     ) -> None:
         self.publish = publish
         self.publish_loads = publish_loads
         self._last_loads: dict[MemberKey, float] = {}
+        self.publish_rtts = publish_rtts
+        self._last_rtts: dict[MemberKey, float] = {}
         self.state_dir = state_dir
         self.sem = asyncio.Semaphore(max_concurrency)
         self.rng = rng or random.Random()
@@ -275,6 +281,8 @@ class Prober:
         loop = asyncio.get_running_loop()
         if self.publish_loads is not None:
             self._tasks.add(loop.create_task(self._loads()))
+        if self.publish_rtts is not None:
+            self._tasks.add(loop.create_task(self._rtts()))
         if watchdog_after is not None:
             self._watch_stop.clear()
             self._watchdog = threading.Thread(
@@ -362,6 +370,12 @@ class Prober:
         c = slot.target.check
         if result.load is not None:
             slot.load, slot.load_at = result.load, time.monotonic()
+        if result.ok:  # an exponentially weighted average of passing probes' round trips
+            slot.rtt = (
+                result.duration if slot.rtt is None else slot.rtt + RTT_ALPHA * (result.duration - slot.rtt)
+            )
+        else:
+            slot.rtt = None  # a failing target has no round trip to compare
         first = slot.state.last is None and not slot.known
         slot.state, tr = observe(slot.state, result, c.rise, c.fall)
         if tr is not None:
@@ -531,6 +545,19 @@ class Prober:
                 for k in slot.members:
                     out[k] = slot.load
         return out
+
+    def rtts(self) -> dict[MemberKey, float]:
+        """Each probed member's smoothed round trip (s): passing targets only."""
+        return {k: slot.rtt for slot in self.slots.values() if slot.rtt is not None for k in slot.members}
+
+    async def _rtts(self) -> None:
+        """Publish round trips when they change (every RTT_PERIOD at most)."""
+        while True:
+            await asyncio.sleep(RTT_PERIOD)
+            rtts = self.rtts()
+            if rtts != self._last_rtts and self.publish_rtts is not None:
+                self._last_rtts = rtts
+                self.publish_rtts(rtts)
 
     async def _loads(self) -> None:
         """Publish load readings when they change (at most every LOAD_PERIOD)."""

@@ -89,12 +89,16 @@ class Loads(NamedTuple):
     loads: dict[MemberKey, float]
 
 
+class Rtts(NamedTuple):
+    rtts: dict[MemberKey, float]  # smoothed round trips of passing probes (s)
+
+
 class Reply(NamedTuple):
     n: int
     doc: dict[str, Any]
 
 
-FromProber = Health | Beat | Round | Loads | Reply
+FromProber = Health | Beat | Round | Loads | Rtts | Reply
 ASK_TIMEOUT = 0.5  # the API waits this long for the child, then answers from the last reply
 
 
@@ -107,10 +111,12 @@ class ProberProcess:
         stall_after: float = 10.0,
         nice: int = 10,
         publish_loads: Callable[[dict[MemberKey, float]], None] | None = None,
+        publish_rtts: Callable[[dict[MemberKey, float]], None] | None = None,
         on_stall: Callable[[bool, float], None] | None = None,
     ) -> None:
         self.publish = publish
         self.publish_loads = publish_loads
+        self.publish_rtts = publish_rtts
         self.on_stall = on_stall  # (stalled, seconds without progress): for alerts
         self.state_dir = state_dir
         self.concurrency = concurrency
@@ -316,6 +322,9 @@ class ProberProcess:
         elif isinstance(msg, Loads):
             if self.publish_loads is not None:
                 self.publish_loads(msg.loads)
+        elif isinstance(msg, Rtts):
+            if self.publish_rtts is not None:
+                self.publish_rtts(msg.rtts)
         elif isinstance(msg, Round):
             if not self.first_round:
                 log.info("health: first probe round complete")
@@ -416,6 +425,7 @@ async def _child(
         state_dir,
         concurrency,
         publish_loads=lambda loads: send(Loads(loads)),
+        publish_rtts=lambda rtts: send(Rtts(rtts)),
         seed=seed,
     )
 

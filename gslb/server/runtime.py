@@ -182,6 +182,8 @@ class Answerer:
         state = state.with_aliases(self.alias_view)  # as aliases may have (a no-op otherwise)
         if self.state.ramps:  # members still ramping keep ramping in the new state
             state = state.with_ramps(self.state.ramps, time.time())
+        if self.state.orders:  # select: fastest keeps its order (the next round trips re-steer)
+            state = state.with_orders(self.state.orders)
         old = self.state
         self.state = state.with_loads(self.state.loads).with_counts(self.stats.balanced)
         return old
@@ -293,6 +295,7 @@ class Workers(Protocol):
     def health(self, view: HealthView) -> None: ...
     def aliases(self, view: Mapping[bytes, Resolved]) -> None: ...
     def ramps(self, ramps: Mapping[MemberKey, float]) -> None: ...
+    def orders(self, orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]]) -> None: ...
     def loads(self, loads: Mapping[MemberKey, float]) -> None: ...
     def reload(self) -> None: ...
     def snapshots(self) -> list[dict[str, Any]]: ...
@@ -323,6 +326,7 @@ class Server(Answerer):
             opts.probe_concurrency,
             opts.stall_after,
             publish_loads=self.set_loads,
+            publish_rtts=self.set_rtts,
             on_stall=self._prober_stall,
         )
         self.aliases = AliasResolver(
@@ -331,6 +335,8 @@ class Server(Answerer):
         )
         self.facts.alias_resolutions = self.aliases.stats.per_name  # read at scrape time
         # slow start: the members that have one (seconds), and those ramping now (since when)
+        self.rtts: dict[MemberKey, float] = {}  # select: fastest: the prober's round trips
+        self._leaders: dict[tuple[bytes, str], MemberKey] = {}
         self._slow: dict[MemberKey, float] = {}
         self._pools_of_slow: dict[tuple[str, str], list[tuple[MemberKey, Member]]] = {}
         self.ramps: dict[MemberKey, float] = {}
@@ -395,6 +401,49 @@ class Server(Answerer):
         now = self.aliases.addresses()
         if now != before:
             self.prober.update(aliases=now)
+
+    # -- select: fastest ----------------------------------------------------------------
+    def set_rtts(self, rtts: dict[MemberKey, float]) -> None:
+        """The prober's smoothed round trips: ``select: fastest`` records re-steer."""
+        self.rtts = rtts
+        self._steer()
+
+    def _steer(self) -> None:
+        """Each fastest record's pools, members by round trip, the current fastest kept
+        first until another beats it by more than the record's hysteresis (ms and %)."""
+        orders: dict[tuple[bytes, str], tuple[MemberKey, ...]] = {}
+        leaders: dict[tuple[bytes, str], MemberKey] = {}
+        rtts = self.rtts
+        for name, plan in self.state.plans.items():
+            if not plan.policy.uses_rtts:
+                continue
+            params = dict(plan.record.params)
+            ms, pct = params.get("hysteresis.ms", 2) / 1000, params.get("hysteresis.percent", 10) / 100
+            cz = self.state.zone_of(name)
+            for rule in plan.record.rules:
+                for pname in rule.pools:
+                    keys = [k for k in plan.member_keys if k[1] == pname and k[0] == names.to_text(cz.origin)]
+                    measured = sorted((rtts[k], k) for k in keys if k in rtts)
+                    order = [k for _, k in measured]
+                    lead = self._leaders.get((name, pname))
+                    if order and lead is not None and lead in rtts and order[0] != lead:
+                        gap = rtts[lead] - rtts[order[0]]
+                        if gap <= ms or gap <= rtts[lead] * pct:  # not faster by both: no change
+                            order.remove(lead)
+                            order.insert(0, lead)
+                    if order:
+                        leaders[(name, pname)] = order[0]
+                    orders[(name, pname)] = tuple(order)
+        for (name, pname), k in leaders.items():
+            was = self._leaders.get((name, pname))
+            if was is not None and was != k:
+                log.info("fastest: %s pool %s now answers with %s (%.1f ms; was %s)", names.to_text(name),
+                         pname, k[2], rtts[k] * 1000, was[2])  # fmt: skip
+        self._leaders = leaders
+        changed = orders != self.state.orders
+        self.state = self.state.with_orders(orders, dict(rtts))
+        if changed and self.pool is not None:
+            self.pool.orders(orders)
 
     def set_loads(self, loads: dict[MemberKey, float]) -> None:
         self.state = self.state.with_loads(loads)

@@ -49,6 +49,10 @@ class Aliases(NamedTuple):
     view: Mapping[bytes, Resolved]  # alias names' addresses, as the primary resolved them
 
 
+class Orders(NamedTuple):
+    orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]]  # select: fastest, from the primary
+
+
 class Ramps(NamedTuple):
     ramps: Mapping[MemberKey, float]  # slow start: members ramping since (Unix time)
 
@@ -61,7 +65,7 @@ class Stop(NamedTuple):
     pass
 
 
-ToWorker = Health | Loads | Aliases | Ramps | Reload | Stop
+ToWorker = Health | Loads | Aliases | Ramps | Orders | Reload | Stop
 
 
 # -- the pipe: worker -> primary
@@ -133,6 +137,10 @@ class WorkerPool:
             self._send(i, Loads(dict(server.state.loads)))
         if server.alias_view:
             self._send(i, Aliases(dict(server.alias_view)))
+        if server.state.orders:
+            self._send(i, Orders(dict(server.state.orders)))
+        if server.state.ramps:
+            self._send(i, Ramps(dict(server.state.ramps)))
 
     def _readable(self, i: int) -> None:
         conn = self.conns.get(i)
@@ -191,6 +199,9 @@ class WorkerPool:
 
     def ramps(self, ramps: Mapping[MemberKey, float]) -> None:
         self._broadcast(Ramps(ramps))
+
+    def orders(self, orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]]) -> None:
+        self._broadcast(Orders(orders))
 
     def reload(self) -> None:
         self._broadcast(Reload())
@@ -260,6 +271,8 @@ class Worker(Answerer):
                         self.state = self.state.with_aliases(msg.view)
                     elif isinstance(msg, Ramps):  # the primary steps them twice a second
                         self.state = self.state.with_ramps(msg.ramps, time.time())
+                    elif isinstance(msg, Orders):
+                        self.state = self.state.with_orders(msg.orders)
                     elif isinstance(msg, Reload):
                         self.reload_soon()
                     elif isinstance(msg, Stop):

@@ -91,6 +91,7 @@ class Policy(Protocol):
     uses_client: bool  # the pick depends on the client's address (ECS scope: hash prefix)
     uses_location: bool  # the pick depends on the client's coordinates (ECS scope: GeoIP network)
     uses_loads: bool  # the pick reads the members' reported loads
+    uses_rtts: bool  # the plan orders the candidates by measured round trip (fastest first)
     params: tuple[Param, ...]  # the answer: keys it takes besides select and count
 
     def client_prefixes(self, values: ParamValues) -> tuple[int, int]:
@@ -120,6 +121,7 @@ class FirstPool:
     uses_client = False
     uses_location = False
     uses_loads = False
+    uses_rtts = False
     params: tuple[Param, ...] = ()
 
     def client_prefixes(self, values: ParamValues) -> tuple[int, int]:
@@ -134,6 +136,7 @@ class FirstPool:
 
 from gslb.answer.policies import all as _all  # noqa: E402
 from gslb.answer.policies import closest as _closest  # noqa: E402
+from gslb.answer.policies import fastest as _fastest  # noqa: E402
 from gslb.answer.policies import first as _first  # noqa: E402
 from gslb.answer.policies import hashed as _hashed  # noqa: E402
 from gslb.answer.policies import least_loaded as _least_loaded  # noqa: E402
@@ -148,5 +151,6 @@ REGISTRY: dict[str, Policy] = {
         _hashed.POLICY,
         _closest.POLICY,
         _least_loaded.POLICY,
+        _fastest.POLICY,
     )
 }

@@ -37,6 +37,7 @@ class Closest:
     uses_client = False
     uses_location = True
     uses_loads = False
+    uses_rtts = False
     params: tuple[Param, ...] = ()
 
     def client_prefixes(self, values: ParamValues) -> tuple[int, int]:
