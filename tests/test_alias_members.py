@@ -13,6 +13,7 @@ import base64
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -36,7 +37,7 @@ nameservers: {{ns1.target.test.: [192.0.2.53]}}
 records:
   lb:
 {addrs}
-    - {{type: AAAA, value: "2001:db8::71", ttl: {ttl}}}
+    - {{type: AAAA, value: "::1", ttl: {ttl}}}
   nothing: [{{type: TXT, value: '"no addresses here"'}}]
 """
 
@@ -59,6 +60,19 @@ records:
 """
 
 
+def _port_with_v6() -> int:
+    """A TCP port free on the three IPv4 loopback addresses and on ::1."""
+    for _ in range(50):
+        port = free_port(LB)
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("::1", port))
+            except OSError:
+                continue
+        return port
+    raise OSError("no port free on the loopback addresses and ::1")
+
+
 def target_zone(addrs: list[str]) -> str:
     lines = "\n".join(f"    - {{type: A, value: {a}, ttl: {TTL}}}" for a in addrs)
     return TARGET_ZONE.format(addrs=lines, ttl=TTL)
@@ -70,8 +84,8 @@ def setup(tmp_path: Path) -> Iterator[tuple[GslbProcess, GslbProcess, list[Targe
     tdir.mkdir()
     (tdir / "target.test.yaml").write_text(target_zone(LB[:2]))
     auth = GslbProcess(tdir, tmp_path / "auth.log", ["--watch-interval", "0"])
-    port = free_port(LB)
-    backends = [Target(h, port) for h in LB]
+    port = _port_with_v6()
+    backends = [Target(h, port) for h in [*LB, "::1"]]  # ::1: the alias's AAAA, probed too
     zdir = tmp_path / "zones"
     zdir.mkdir()
     (zdir / "m.test.yaml").write_text(ZONE.format(port=port, interval=INTERVAL, fall=FALL, rise=RISE))
@@ -104,7 +118,7 @@ def test_alias_addresses_answer_and_follow_the_name(
 ) -> None:
     srv, auth, backends = setup
     wait_until(lambda: answer(srv) == set(LB[:2]), 10, "the alias's addresses at the apex")
-    assert answer(srv, "AAAA") == {"2001:db8::71"}
+    assert answer(srv, "AAAA") == {"::1"}
     r = srv.query("m.test.", "A")
     assert r.answer[0].ttl == 5 and not ede_codes(r)  # the record's TTL; fresh: no EDE
     # the probes reach each address by itself, with the alias name as Host
@@ -133,7 +147,7 @@ def test_a_dead_address_of_a_live_name_leaves_the_answer(
         elb = next(m for m in doc["members"] if m["pool"] == "elb")
         assert elb["in_rotation"] and elb["alias"]["resolved"] == "resolved", elb
         down = {a["address"]: a["down"] for a in elb["alias"]["addresses"]}
-        assert down == {LB[0]: False, LB[1]: True, "2001:db8::71": False}, elb
+        assert down == {LB[0]: False, LB[1]: True, "::1": False}, elb
     finally:
         backends[1].start()
     wait_until(lambda: answer(srv) == set(LB[:2]), INTERVAL * RISE + 5, "back")
@@ -271,7 +285,7 @@ def test_flattened_answers_are_signed_and_validate(
             f"trust-anchors {{ s.test. static-key {dnskey.flags} {dnskey.protocol} {dnskey.algorithm} "
             f'"{base64.b64encode(dnskey.key).decode()}"; }};\n'
         )
-        for rtype, want in (("A", LB[:2]), ("AAAA", ["2001:db8::71"])):
+        for rtype, want in (("A", LB[:2]), ("AAAA", ["::1"])):
             args = ["-p", str(srv.port), "-a", str(anchor), "+root=s.test", "s.test.", rtype]
             out = subprocess.run(["delv", f"@{srv.host}", *args], capture_output=True, text=True, timeout=30,
                                  check=False)  # fmt: skip
