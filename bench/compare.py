@@ -23,6 +23,11 @@ Workloads (query files written here):
   weighted  w.bench.test. A: gslb `select: weighted`, gdnsd `DYNA weighted!`, PowerDNS
             `LUA A "pickwrandom(...)"`; Knot and NSD serve the same three addresses
             as a static RRset (what a C server does with no balancing at all)
+  fastest   f.bench.test. A: gslb `select: fastest` over the weighted pool (no probes here:
+            the zone's order; the answer path is the one a measured order takes)
+  ramp      r.bench.test. A: gslb `select: weighted` over the same three addresses, one
+            of them slow-starting (drained and put back through the API before the runs,
+            `slow_start: 1h`): the plan is stepped twice a second throughout
   cname     c.bench.test. A, a CNAME to one of three CDN names by weight (multi-CDN):
             gslb `types: [CNAME]` over a pool of names, gdnsd `DYNC weighted!`,
             PowerDNS `LUA CNAME "pickwrandom(...)"`; Knot and NSD a static CNAME
@@ -169,6 +174,14 @@ records:
     - types: [CNAME]
       answer: {select: weighted}
       rules: [{pools: [cdns]}]
+  f:
+    - types: [A]
+      answer: {select: fastest}
+      rules: [{pools: [web]}]
+  r:
+    - types: [A]
+      answer: {select: weighted, count: 1}
+      rules: [{pools: [ramp]}]
 """
 GSLB_ZONE = GSLB_ZONE.replace(
     "%MEMBERS%", "\n".join(f"      - {{address: {a}, weight: {w}}}" for a, w in WEIGHTED)
@@ -176,6 +189,8 @@ GSLB_ZONE = GSLB_ZONE.replace(
     "records:\n",
     "  cdns:\n    members:\n"
     + "".join(f"      - {{target: {t}, weight: {w}}}\n" for t, w in CNAMES)
+    + "  ramp:\n    slow_start: 1h\n    members:\n"
+    + "".join(f"      - {{address: {a}, weight: {w}, name: m{i}}}\n" for i, (a, w) in enumerate(WEIGHTED))
     + "records:\n",
     1,
 )
@@ -318,9 +333,28 @@ def _gslb(work: Path, port: int, extra: str) -> list[str]:
         city, asn = write_city(work / "city.mmdb"), write_asn(work / "asn.mmdb")
         geo_args = ["--geoip-db", str(city), "--asn-db", str(asn)]
     rrl = ["--rrl-rate", str(RRL_RATE)] if RRL else []
+    (work / "token").write_text("bench-token")
     return [sys.executable, "-m", "gslb", "--log-level", "info", "serve", "--zones", str(zdir),
-            "--listen", f"127.0.0.1:{port}", "--state-dir", "", "--no-api", *geo_args, *rrl,
-            *shlex.split(extra)]  # fmt: skip
+            "--listen", f"127.0.0.1:{port}", "--state-dir", "", "--api", "127.0.0.1:0",
+            "--api-token-file", str(work / "token"), *geo_args, *rrl, *shlex.split(extra)]  # fmt: skip
+
+
+def start_ramp(log: Path) -> None:
+    """The ramp workload: drain r.bench.test.'s member m1 through the API and put it back,
+    so it ramps (slow_start 1h) through every run: its plan is stepped twice a second."""
+    import json
+    import urllib.request
+
+    m = re.search(r"HTTP API on http://127\.0\.0\.1:(\d+)/", log.read_text())
+    if not m:
+        raise SystemExit(f"no API address in {log}")
+    for action in ("drain", "clear"):
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{m.group(1)}/v1/members/bench.test/ramp/m1/{action}", data=b"{}", method="POST"
+        )
+        req.add_header("Authorization", "Bearer bench-token")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            json.loads(r.read())
 
 
 def _gslb_py(work: Path, port: int, extra: str) -> list[str]:
@@ -522,14 +556,38 @@ SERVERS = {
             sys.executable,
             [],
             _gslb,
-            {"static", "weighted", "cname", "geo_ecs", "mix", "flood", "geo_many", "geo_one", *RES_WORKLOADS},
+            {
+                "static",
+                "weighted",
+                "cname",
+                "fastest",
+                "ramp",
+                "geo_ecs",
+                "mix",
+                "flood",
+                "geo_many",
+                "geo_one",
+                *RES_WORKLOADS,
+            },
         ),
         Server(
             "gslb-py",
             sys.executable,
             [],
             _gslb_py,
-            {"static", "weighted", "cname", "geo_ecs", "mix", "flood", "geo_many", "geo_one", *RES_WORKLOADS},
+            {
+                "static",
+                "weighted",
+                "cname",
+                "fastest",
+                "ramp",
+                "geo_ecs",
+                "mix",
+                "flood",
+                "geo_many",
+                "geo_one",
+                *RES_WORKLOADS,
+            },
         ),
         Server(
             "knot",
@@ -578,6 +636,8 @@ def query_files(work: Path) -> dict[str, Path]:
         "static": STATIC_QUERIES,
         "weighted": ["w.bench.test. A"],
         "cname": ["c.bench.test. A"],
+        "fastest": ["f.bench.test. A"],
+        "ramp": ["r.bench.test. A"],
         "geo_ecs": ["geo.geo.test. A", "near.geo.test. A", "sticky.geo.test. A"],
         "mix": mix,
         "flood": flood_names(rnd),
@@ -890,6 +950,8 @@ def main() -> int:
                         continue
                     if wl in RES_WORKLOADS:
                         qf[wl] = resolver_packets(work, wl, port)
+                    if wl == "ramp":
+                        start_ramp(log)
                     runs = []
                     for _ in range(args.runs):
                         if wl == "flood":
