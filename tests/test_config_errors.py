@@ -138,8 +138,8 @@ SNIPPETS: list[tuple[str, str]] = [
     ),
     (
         "pools: {p: {members: [{address: 192.0.2.9}]}}\nrecords:\n"
-        "  w: [{types: [A], answer: {select: fastest}, rules: [{pools: [p]}]}]\n",
-        "5:37: records.w[0].answer.select: unknown select 'fastest'",
+        "  w: [{types: [A], answer: {select: quickest}, rules: [{pools: [p]}]}]\n",
+        "5:37: records.w[0].answer.select: unknown select 'quickest'",
     ),
     (
         "pools: {p: {members: [{address: 192.0.2.9}]}}\nrecords:\n"

@@ -32,7 +32,15 @@ from gslb.dns.consts import EDNS_MAX_UDP, rcode_name
 from gslb.dns.wire import Ecs, Edns, Query, RRw
 from gslb.health.overrides import Overrides
 from gslb.health.prober import load_state, targets_of
-from gslb.health.view import NOT_RESOLVED, HealthView, MemberKey, alias_key, down_from_states, member_key
+from gslb.health.view import (
+    NOT_RESOLVED,
+    HealthView,
+    MemberKey,
+    alias_key,
+    check_key,
+    down_from_states,
+    member_key,
+)
 from gslb.zones.errors import ConfigError
 from gslb.zones.load import iter_zone_files, load_zone
 from gslb.zones.model import Balanced, Member, Zone
@@ -138,12 +146,26 @@ def _balanced(
     worst = 0.0
     for pname in rule.pools:
         pool = pools[pname]
-        check = checks.get(pool.check or "")
-        if check is not None:
-            worst = max(worst, check.interval * check.fall + check.timeout)
+        for c in (checks[n] for n in pool.check_names):
+            worst = max(worst, c.interval * c.fall + c.timeout)
         for m in pool.members:
             k = member_key(zone, pname, m)
-            text = _member_state(state.health, k, m, check is not None, k in by_hand)
+            text = _member_state(state.health, k, m, bool(pool.check_names), k in by_hand)
+            calc: list[dict[str, str]] = []
+            in_rotation = state.health.is_up(k, m)
+            if pool.checks:  # calculated: each child's state, and what they make
+                kids = tuple(check_key(zone, pname, m, c) for c in pool.checks)
+                calc = [
+                    {"check": c, "state": str(state.health.state_of(ck, m))}
+                    for c, ck in zip(pool.checks, kids, strict=True)
+                ]
+                in_rotation = state.health.combined_up(k, m, kids, pool.checks_needed)
+                n_up = sum(ck not in state.health.down for ck in kids)
+                if m.status == "obey" and k not in state.health.forced:
+                    text = (
+                        f"{'up' if in_rotation else 'down'} (calculated: {n_up} of {len(kids)} checks up, "
+                        f"{pool.checks_needed} needed)"
+                    )
             where: dict[str, Any] = {"address": str(m.address)}
             if m.target is not None:
                 where = {"target": m.ident}
@@ -157,7 +179,9 @@ def _balanced(
                 if r.gone:
                     text = f"down (alias {r.why})"
             members.append({"pool": pname, "name": m.name, **where, "weight": m.weight,
-                            "in_rotation": state.health.is_up(k, m), "state": text})  # fmt: skip
+                            "in_rotation": in_rotation, "state": text})  # fmt: skip
+            if calc:
+                members[-1]["checks"] = calc
             if k in state.rtts and bplan.policy.uses_rtts:  # select: fastest: what it measured
                 members[-1]["rtt_ms"] = round(state.rtts[k] * 1000, 2)
             if k in state.ramps:  # slow start: its weight's share now
@@ -252,6 +276,8 @@ def render(r: dict[str, Any]) -> str:
             lines.append(
                 f"    member {m['pool']}/{m['name']} {where} weight {m['weight']}: {m['state']}{ramping}"
             )
+            for c in m.get("checks", ()):
+                lines.append(f"      check {c['check']}: {c['state']}")
         if b["worst_case_failover_s"] is not None:
             lines.append(f"  worst-case failover: {b['worst_case_failover_s']} s ({b['failover_formula']})")
     for rr in r["answer"]:

@@ -32,6 +32,7 @@ from gslb.health.view import (
     Resolved,
     alias_key,
     changed_members,
+    check_key,
     member_key,
 )
 from gslb.zones.model import Balanced, GeoMatch, Member, Pool, RRset, Zone
@@ -230,14 +231,23 @@ def plan_balanced(
     needs_client = criteria or policy.uses_client or policy.uses_location
     keys: set[MemberKey] = set()
     alias_names: set[bytes] = set()
-    for rule in rec.rules:
-        for pname in rule.pools:
-            for m in cz.pools[pname].members:
-                keys.add(member_key(cz.origin, pname, m))
-                if m.alias is not None:
-                    alias_names.add(m.alias)
-                    r = aliases.get(m.alias, NOT_RESOLVED)
-                    keys.update(alias_key(cz.origin, pname, m, a) for a in (*r.v4, *r.v6))
+    # the rules' pools and the pools they require (their health decides these too)
+    todo = [p for rule in rec.rules for p in rule.pools]
+    pools_seen: set[str] = set()
+    while todo:
+        pname = todo.pop()
+        if pname in pools_seen:
+            continue
+        pools_seen.add(pname)
+        todo.extend(cz.pools[pname].requires)
+        pool = cz.pools[pname]
+        for m in pool.members:
+            keys.add(member_key(cz.origin, pname, m))
+            keys.update(check_key(cz.origin, pname, m, c) for c in pool.checks)
+            if m.alias is not None:
+                alias_names.add(m.alias)
+                r = aliases.get(m.alias, NOT_RESOLVED)
+                keys.update(alias_key(cz.origin, pname, m, a) for a in (*r.v4, *r.v6))
     prefixes = policy.client_prefixes(dict(rec.params))
     return BalancedPlan(
         rec, policy, count, tuple(outcomes), matchers, catch_all, prefixes, needs_client, needs_geo,
@@ -301,8 +311,13 @@ def _candidates(
     stale = False
     for m in pool.members:
         key = member_key(cz.origin, pool.name, m)
-        if health is not None and not health.is_up(key, m):
-            continue
+        if health is not None:
+            if pool.checks:  # calculated: enough of its child checks up
+                children = tuple(check_key(cz.origin, pool.name, m, c) for c in pool.checks)
+                if not health.combined_up(key, m, children, pool.checks_needed):
+                    continue
+            elif not health.is_up(key, m):
+                continue
         if m.alias is None:
             up += 1
             if m.family == fam and (m.weight > 0 or health is None) and m.rdata not in seen:
@@ -327,6 +342,24 @@ def _candidates(
                 out.append((packed, m.weight, alias_key(cz.origin, pool.name, m, a)))
                 stale = stale or r.stale
     return up, out, stale
+
+
+def _requirement_down(
+    cz: CompiledZone, pool: Pool, health: HealthView, aliases: Mapping[bytes, Resolved], seen: set[str]
+) -> str:
+    """The first pool ``pool`` requires (``requires:``, and theirs in turn) that is down,
+    or "": a pool is up with ``min_healthy`` members up (the loader refused loops)."""
+    for r in pool.requires:
+        if r in seen:
+            continue
+        req = cz.pools[r]
+        up, _, _ = _candidates(cz, req, 4, health, aliases)
+        if up < req.needed():
+            return r
+        deeper = _requirement_down(cz, req, health, aliases, seen | {r})
+        if deeper:
+            return deeper
+    return ""
 
 
 def _members_by_key(
@@ -364,7 +397,10 @@ def _rule_outcome(
             rank = {k: i for i, k in enumerate(order[pname])}
             usable.sort(key=lambda c: rank.get(c[2], len(rank)))  # stable: the unmeasured in zone order
         by_key = _members_by_key(cz, pool, aliases) if ramps else {}
-        if up < pool.needed():
+        missing = _requirement_down(cz, pool, health, aliases, {pname})
+        if missing:
+            skipped.append((pname, f"it requires pool {missing}, which is down"))
+        elif up < pool.needed():
             skipped.append((pname, f"{up} of {len(pool.members)} members up, min_healthy is {pool.needed()}"))
         elif not usable:
             what = f"IPv{fam}" if fam else "target"

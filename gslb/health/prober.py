@@ -44,7 +44,7 @@ from gslb.dns import names
 from gslb.health.checks import CheckFn, Target, TargetKey, registry
 from gslb.health.checks.http import HttpClient
 from gslb.health.state import Result, TargetState, Transition, observe
-from gslb.health.view import HealthView, MemberKey, TargetStates, alias_key, member_key
+from gslb.health.view import HealthView, MemberKey, TargetStates, alias_key, check_key, member_key
 from gslb.zones.model import CHECK_SCHEDULE_KEYS, Zone
 
 # alias name -> the addresses it resolves to now (the server's resolver, gslb.server.aliases)
@@ -135,6 +135,19 @@ def targets_of(
     for z in zones:
         checks = {c.name: c for c in z.checks}
         for pool in z.pools:
+            if pool.checks:  # calculated: each child check probes each member on its own
+                for m in pool.members:
+                    host = names.to_text(m.target).rstrip(".") if m.target is not None else None
+                    addr = str(m.check_address or m.address or host or "")
+                    for cname in pool.checks:
+                        c = checks[cname]
+                        t = Target(c, addr, m.check_port or c.port, host)
+                        w = out.get(t.key)
+                        if w is None:
+                            w = out[t.key] = Wanted(t, set(), [])
+                        w.members.add(check_key(z, pool.name, m, cname))
+                        w.labels.append(f"{names.to_text(z.origin)}/{pool.name}/{m.name} check:{cname}")
+                continue
             if pool.check is None:
                 continue
             check = checks[pool.check]

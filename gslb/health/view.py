@@ -42,6 +42,14 @@ def alias_key(zone: Zone | bytes, pool: str, member: Member, address: str) -> Me
     return (names.to_text(origin), pool, f"{member.ident} {address}")
 
 
+def check_key(zone: Zone | bytes, pool: str, member: Member, check: str) -> MemberKey:
+    """One child check of a calculated check, for one member: probed, voted on and kept
+    down or up on its own (``192.0.2.10 check:web``); the member is up while enough of
+    its children are (``HealthView.combined_up``)."""
+    origin = zone.origin if isinstance(zone, Zone) else zone
+    return (names.to_text(origin), pool, f"{member.ident} check:{check}")
+
+
 class Resolved(NamedTuple):
     """An alias name's addresses as the answers use them (gslb.server.aliases keeps them
     fresh): serve them while ``gone`` is False; ``stale`` ones (past their TTL, refreshes
@@ -126,6 +134,16 @@ class HealthView:
         if f is not None:
             return f == "up"
         return key not in self.down
+
+    def combined_up(self, key: MemberKey, member: Member, children: tuple[MemberKey, ...], need: int) -> bool:
+        """A member of a pool with a calculated check: its fixed status and overrides
+        first, as for any member, then ``need`` of its child checks' keys up."""
+        if member.status != "obey":
+            return member.status == "up"
+        f = self.forced.get(key)
+        if f is not None:
+            return f == "up"
+        return sum(c not in self.down for c in children) >= need
 
     def with_forced(self, forced: Mapping[MemberKey, str]) -> HealthView:
         return HealthView(self.down, self.version, forced, self.votes, self.alone)

@@ -37,7 +37,7 @@ from gslb.cluster.node import Cluster, Conflict, Unreachable
 from gslb.dns import names
 from gslb.health.overrides import ACTIONS, Override, Overrides
 from gslb.health.process import ProberProcess
-from gslb.health.view import NOT_RESOLVED, alias_key, member_key
+from gslb.health.view import NOT_RESOLVED, alias_key, check_key, member_key
 from gslb.secondaries.notify import Notifier
 from gslb.secondaries.xfr import Transfers
 from gslb.server.alerts import Alerts
@@ -411,9 +411,27 @@ def status_doc(server: ServerView, targets: dict[str, dict[str, Any]]) -> dict[s
                             {"node": n, "up": o.up, "reason": o.reason, "since": o.since, "rtt": o.rtt}
                             for n, o in t_votes.votes
                         ],
-                        "interval": checks[p.check].interval if p.check else None,
+                        "interval": checks[p.check_names[0]].interval if p.check_names else None,
                     }
                 )
+                if p.checks:  # calculated: each child check's word, and what they make together
+                    kids = [check_key(z, p.name, m, c) for c in p.checks]
+                    up = state.health.combined_up(k, m, tuple(kids), p.checks_needed)
+                    n_up = sum(ck not in state.health.down for ck in kids)
+                    members[-1]["checks"] = [
+                        {
+                            "check": c,
+                            "state": state.health.state_of(ck, m).state,
+                            "last_error": by_member.get(f"{label} check:{c}", {}).get("last_error"),
+                        }
+                        for c, ck in zip(p.checks, kids, strict=True)
+                    ]
+                    if m.status == "obey" and k not in state.health.forced:
+                        members[-1].update(
+                            in_rotation=up,
+                            state="up" if up else "down",
+                            why=f"calculated: {n_up} of {len(kids)} checks up, {p.checks_needed} needed",
+                        )
                 if m.alias is not None:  # its name's addresses now, each with its probe's word
                     r = state.aliases.get(m.alias, NOT_RESOLVED)
                     members[-1]["alias"] = {

@@ -22,7 +22,7 @@ from gslb.answer.state import ServingState, StatsKey
 from gslb.dns import names
 from gslb.dns.consts import rcode_name, type_name
 from gslb.dns.wire import question_end
-from gslb.health.view import member_key
+from gslb.health.view import check_key, member_key
 
 XFR_OUTCOMES = (
     "axfr", "ixfr", "ixfr_current", "ixfr_as_axfr", "refused", "badkey", "badsig", "badtime", "formerr",
@@ -293,7 +293,12 @@ class _Collector(Collector):
             for pool in cz.zone.pools:
                 for m in pool.members:
                     k = member_key(cz.zone, pool.name, m)
-                    g.add_metric([k[0], pool.name, m.name, k[2]], 1.0 if health.is_up(k, m) else 0.0)
+                    if pool.checks:  # calculated health: enough of its child checks
+                        kids = tuple(check_key(cz.zone, pool.name, m, c) for c in pool.checks)
+                        up = health.combined_up(k, m, kids, pool.checks_needed)
+                    else:
+                        up = health.is_up(k, m)
+                    g.add_metric([k[0], pool.name, m.name, k[2]], 1.0 if up else 0.0)
         yield g
 
     def _aliases(self) -> Iterator[Metric]:

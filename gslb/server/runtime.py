@@ -41,7 +41,7 @@ from gslb.dns import names, tsig
 from gslb.dns.cookies import Cookies, load_secrets, random_secret
 from gslb.health.overrides import Overrides
 from gslb.health.process import ProberProcess
-from gslb.health.view import ALL_UP, HealthView, MemberKey, Resolved, changed_members, member_key
+from gslb.health.view import ALL_UP, HealthView, MemberKey, Resolved, changed_members, check_key, member_key
 from gslb.secondaries.notify import Notifier
 from gslb.secondaries.xfr import Journal, Transfers, transfer_policies
 from gslb.server.alerts import Alerts, Webhook
@@ -739,6 +739,9 @@ def _quorums(zones: list[Zone]) -> dict[MemberKey, str]:
     for z in zones:
         checks = {c.name: c for c in z.checks}
         for p in z.pools:
+            for c in p.checks:  # calculated: each child check's key, with that check's quorum
+                for m in p.members:
+                    out[check_key(z, p.name, m, c)] = checks[c].quorum or z.quorum
             if p.check is None:
                 continue
             q = checks[p.check].quorum or z.quorum

@@ -154,6 +154,11 @@ class Pool:
     min_healthy_percent: float | None = None  # ... or a share of the members
     location: Location | None = None
     slow_start: float = 0.0  # seconds a recovered member's weight takes to reach its full value
+    # calculated health: a member is up while ``checks_needed`` of these checks pass for it
+    # (all, any, or at least N); ``check`` is None then
+    checks: tuple[str, ...] = ()
+    checks_needed: int = 0
+    requires: tuple[str, ...] = ()  # pools that must be up for this one to count as up
 
     def __post_init__(self) -> None:
         _require(len(self.members) > 0, "a pool needs members")
@@ -165,6 +170,11 @@ class Pool:
     def holds_names(self) -> bool:
         """The pool's members are target names (a CNAME pool), not addresses."""
         return self.members[0].target is not None
+
+    @property
+    def check_names(self) -> tuple[str, ...]:
+        """Every check probing the members: the one, or a calculated check's children."""
+        return (self.check,) if self.check is not None else self.checks
 
     def ramp_of(self, member: Member) -> float:
         """The member's slow start (s): its own, else the pool's; 0 is none."""

@@ -102,7 +102,27 @@ MEMBER["oneOf"] = [{"required": ["address"]}, {"required": ["target"]}, {"requir
 
 POOL = _obj(
     {
-        "check": {"type": "string"},
+        "check": {
+            "description": "the check probing the members, or a calculated one: {all: [...]}, "
+            "{any: [...]} or {at_least: N, of: [...]}",
+            "oneOf": [
+                {"type": "string"},
+                _obj({"all": {"type": "array", "items": {"type": "string"}, "minItems": 2}}, ("all",)),
+                _obj({"any": {"type": "array", "items": {"type": "string"}, "minItems": 2}}, ("any",)),
+                _obj(
+                    {
+                        "at_least": {"type": "integer", "minimum": 1},
+                        "of": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+                    },
+                    ("at_least", "of"),
+                ),
+            ],
+        },
+        "requires": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "pools that must be up for this one to count as up",
+        },
         "min_healthy": {
             "oneOf": [
                 {"type": "integer", "minimum": 0},

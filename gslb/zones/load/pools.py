@@ -23,13 +23,59 @@ def _defined(loc: Located | None) -> frozenset[str]:
 
 
 def _used_checks(pools_loc: Located | None) -> set[str]:
-    """Check names referenced by any pool, valid or not."""
+    """Check names referenced by any pool (alone or in a calculated check), valid or not."""
     out: set[str] = set()
     if pools_loc is not None and isinstance(pools_loc.value, dict):
         for pl in pools_loc.value.values():
             if isinstance(pl.value, dict) and "check" in pl.value:
-                out.add(str(pl.value["check"].value))
+                c = pl.value["check"].value
+                if isinstance(c, dict):
+                    for k in ("all", "any", "of"):
+                        lst = c[k].value if k in c else None
+                        if isinstance(lst, list):
+                            out.update(str(i.value) for i in lst)
+                else:
+                    out.add(str(c))
     return out
+
+
+def _calculated(
+    ctx: _Ctx, loc: Located, key: str, checks: frozenset[str]
+) -> tuple[tuple[str, ...], int] | None:
+    """``check: {all: [a, b]}``, ``{any: [a, b]}`` or ``{at_least: 2, of: [a, b, c]}``:
+    the child checks and how many of them must pass."""
+    m = ctx.mapping(loc, key, (), ("all", "any", "at_least", "of"))
+    if m is None:
+        return None
+    kinds = [k for k in ("all", "any", "of") if k in m]
+    if len(kinds) != 1 or ("of" in m) != ("at_least" in m):
+        ctx.err(loc, key, "a calculated check is {all: [...]}, {any: [...]} or {at_least: N, of: [...]}")
+        return None
+    seq = ctx.seq(m[kinds[0]], f"{key}.{kinds[0]}")
+    names_: list[str] = []
+    for i, c in enumerate(seq or []):
+        s = ctx.str_(c, f"{key}.{kinds[0]}[{i}]")
+        if s is None:
+            continue
+        if s not in checks:
+            known = ", ".join(sorted(checks)) or "none defined"
+            ctx.err(c, f"{key}.{kinds[0]}[{i}]", f"undefined check {s!r} (checks: {known})")
+        elif s in names_:
+            ctx.err(c, f"{key}.{kinds[0]}[{i}]", f"check {s!r} listed twice")
+        else:
+            names_.append(s)
+    if seq is not None and len(seq) < 2:
+        ctx.err(m[kinds[0]], f"{key}.{kinds[0]}", "a calculated check combines two checks or more")
+        return None
+    if len(names_) != len(seq or []):
+        return None
+    need = len(names_) if kinds[0] == "all" else 1
+    if kinds[0] == "of":
+        n = ctx.int_(m["at_least"], f"{key}.at_least", 1, len(names_))
+        if n is None:
+            return None
+        need = n
+    return tuple(names_), need
 
 
 def _pools(
@@ -49,19 +95,70 @@ def _pools(
         p = _pool(ctx, name, pl, check_names, origin)
         if p is not None:
             out[name] = (p, pl)
+    _check_requires(ctx, loc, out)
     return out
+
+
+def _requires_locs(pl: Located) -> list[Located]:
+    r = pl.value.get("requires") if isinstance(pl.value, dict) else None
+    return r.value if r is not None and isinstance(r.value, list) else []
+
+
+def _check_requires(ctx: _Ctx, loc: Located, pools: dict[str, tuple[Pool, Located]]) -> None:
+    """``requires:`` names pools of the zone, and no pool depends on itself through them
+    (the loop is spelled out at the pool whose requirement closes it)."""
+    defined = _defined(loc)
+    for name, (pool, pl) in list(pools.items()):
+        for i, (r, rl) in enumerate(zip(pool.requires, _requires_locs(pl), strict=False)):
+            if r not in defined:
+                known = ", ".join(sorted(defined))
+                ctx.err(rl, f"pools.{name}.requires[{i}]", f"undefined pool {r!r} (pools: {known})")
+            elif r == name:
+                ctx.err(rl, f"pools.{name}.requires[{i}]", "a pool cannot require itself")
+    done: set[str] = set()
+
+    def walk(name: str, path: list[str]) -> None:
+        entry = pools.get(name)
+        if entry is None or name in done:
+            return
+        pool, pl = entry
+        for i, (r, rl) in enumerate(zip(pool.requires, _requires_locs(pl), strict=False)):
+            if r == name:
+                continue  # said above
+            if r in path:
+                loop = " -> ".join([*path[path.index(r) :], r])
+                ctx.err(rl, f"pools.{name}.requires[{i}]", f"requirement loop: {loop}")
+            else:
+                walk(r, [*path, r])
+        done.add(name)
+
+    for name in pools:
+        walk(name, [name])
 
 
 def _pool(ctx: _Ctx, name: str, loc: Located, checks: frozenset[str], origin: bytes) -> Pool | None:
     key = f"pools.{name}"
-    m = ctx.mapping(loc, key, ("members",), ("check", "min_healthy", "location", "slow_start"))
+    m = ctx.mapping(loc, key, ("members",), ("check", "min_healthy", "location", "slow_start", "requires"))
     if m is None:
         return None
     before = len(ctx.problems)
-    check = _opt(m, "check", lambda v: ctx.str_(v, f"{key}.check"), None)
-    if check is not None and check not in checks:
-        known = ", ".join(sorted(checks)) or "none defined"
-        ctx.err(m["check"], f"{key}.check", f"undefined check {check!r} (checks: {known})")
+    check = None
+    children: tuple[str, ...] = ()
+    need = 0
+    if "check" in m and isinstance(m["check"].value, dict):  # calculated health
+        calc = _calculated(ctx, m["check"], f"{key}.check", checks)
+        if calc is not None:
+            children, need = calc
+    else:
+        check = _opt(m, "check", lambda v: ctx.str_(v, f"{key}.check"), None)
+        if check is not None and check not in checks:
+            known = ", ".join(sorted(checks)) or "none defined"
+            ctx.err(m["check"], f"{key}.check", f"undefined check {check!r} (checks: {known})")
+    requires: list[str] = []
+    for i, r in enumerate(ctx.seq(m["requires"], f"{key}.requires") or [] if "requires" in m else []):
+        s = ctx.str_(r, f"{key}.requires[{i}]")
+        if s is not None:
+            requires.append(s)
     members: list[Member] = []
     seen: dict[str, int] = {}
     items = ctx.seq(m["members"], f"{key}.members") if "members" in m else None
@@ -114,9 +211,21 @@ def _pool(ctx: _Ctx, name: str, loc: Located, checks: frozenset[str], origin: by
             if lat is not None and lon is not None:
                 location = Location(lat, lon)
     slow = _opt(m, "slow_start", lambda v: ctx.duration(v, f"{key}.slow_start", 0, 86400), 0.0)
+    if children:
+        for i, mem in enumerate(members):
+            if mem.alias is not None:
+                ctx.err(
+                    m["check"],
+                    f"{key}.check",
+                    f"members[{i}] is an alias: its addresses are probed by one check each; give its "
+                    "pool one check",
+                )
+                break
     if len(ctx.problems) > before or not members or slow is None:
         return None
-    return Pool(name, tuple(members), check, min_count, min_pct, location, slow)
+    return Pool(
+        name, tuple(members), check, min_count, min_pct, location, slow, children, need, tuple(requires)
+    )
 
 
 _LDH = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")

@@ -95,6 +95,13 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
     dnssec_keys = _dnssec(ctx, top.get("dnssec"), origin, ns_ttl_, rrsets)
 
     pools_loc = top.get("pools")
+    todo = list(used_pools)  # a pool another used pool requires is used too
+    while todo:
+        entry = pools.get(todo.pop())
+        for r in entry[0].requires if entry is not None else ():
+            if r not in used_pools:
+                used_pools.add(r)
+                todo.append(r)
     if pools_loc is not None and isinstance(pools_loc.value, dict):
         for name, loc in pools_loc.value.items():
             if name not in used_pools:
