@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 import random
 import time
+from pathlib import Path
 
 import pytest
 
 from gslb.cluster.etcd import KV, Event
 from gslb.cluster.node import Cluster, Options
 from gslb.cluster.votes import Obs
+from gslb.dns import names
 from gslb.health.view import HealthView
+from gslb.server.runtime import _quorums
+from gslb.zones.load import load_zone
 
 KEYS = [("z.test.", "p", f"192.0.2.{i}") for i in range(40)]
 QUORUMS = ("majority", "any", "all", "60%")
@@ -174,3 +178,24 @@ def test_the_stale_clock_runs_from_the_last_successful_request() -> None:
     assert 1.4 < c.stale_for < 1.7 and c.status()["last_sync_seconds"] == pytest.approx(1.5, abs=0.15)
     c.etcd.last_ok = time.monotonic() - 30.5
     assert c.alone
+
+
+def test_an_alias_address_is_voted_under_its_check_s_quorum(tmp_path: Path) -> None:
+    """An alias member's addresses are voted on one by one, each under the quorum of the
+    pool's check (here `any`: one down vote of two takes the address out; without its
+    quorum it would count under majority and stay in)."""
+    z = tmp_path / "q.test.yaml"
+    z.write_text(
+        "zone: q.test.\nnameservers: {ns1.q.test.: [192.0.2.53]}\n"
+        "checks:\n  web: {type: tcp, port: 80, quorum: any}\n"
+        "pools:\n  p: {check: web, members: [{alias: lb.example.net.}]}\n"
+        "records:\n  www: [{types: [A], rules: [{pools: [p]}]}]\n"
+    )
+    key = ("q.test.", "p", "lb.example.net. 192.0.2.7")
+    c = Cluster(Options(("127.0.0.1:1",), "a"), lambda: None)
+    c.connected = True
+    c.set_zones(_quorums([load_zone(z)], {names.from_text("lb.example.net."): ("192.0.2.7",)}), {}, {})
+    assert c.quorum[key] == "any"
+    c.set_own({key: Obs(True, "connected", 0.0)}, {key})
+    c._apply([registration("b"), event("b", key, Obs(False, "connection refused", 0.0))])
+    assert key in c.view(HealthView(), 1).down

@@ -41,7 +41,16 @@ from gslb.dns import names, tsig
 from gslb.dns.cookies import Cookies, load_secrets, random_secret
 from gslb.health.overrides import Overrides
 from gslb.health.process import ProberProcess
-from gslb.health.view import ALL_UP, HealthView, MemberKey, Resolved, changed_members, check_key, member_key
+from gslb.health.view import (
+    ALL_UP,
+    HealthView,
+    MemberKey,
+    Resolved,
+    alias_key,
+    changed_members,
+    check_key,
+    member_key,
+)
 from gslb.secondaries.notify import Notifier
 from gslb.secondaries.xfr import Journal, Transfers, transfer_policies
 from gslb.server.alerts import Alerts, Webhook
@@ -370,7 +379,8 @@ class Server(Answerer):
                     pk = (names.to_text(z.origin), p.name)
                     self._pools_of_slow[pk] = [(member_key(z, p.name, m), m) for m in p.members]
         if self.cluster is not None:
-            self.cluster.set_zones(_quorums(self.zones()), self.cluster.serials, self.cluster.digests)
+            quorums = _quorums(self.zones(), self.aliases.addresses())
+            self.cluster.set_zones(quorums, self.cluster.serials, self.cluster.digests)
         self.aliases.update(m.alias for z in self.zones() for p in z.pools for m in p.members if m.alias)
         self.prober.update(self.zones(), self.aliases.addresses())
         if self.cluster is not None:
@@ -401,6 +411,9 @@ class Server(Answerer):
         now = self.aliases.addresses()
         if now != before:
             self.prober.update(aliases=now)
+            if self.cluster is not None:  # the new addresses are voted on with their check's quorum
+                quorums = _quorums(self.zones(), now)
+                self.cluster.set_zones(quorums, self.cluster.serials, self.cluster.digests)
 
     # -- select: fastest ----------------------------------------------------------------
     def set_rtts(self, rtts: dict[MemberKey, float]) -> None:
@@ -733,8 +746,11 @@ def _webhook(h: tuple[str, str | None, tuple[str, ...], tuple[str, ...], tuple[s
     return Webhook(url, secret, frozenset(zones), frozenset(pools), frozenset(events))
 
 
-def _quorums(zones: list[Zone]) -> dict[MemberKey, str]:
-    """Each checked member's quorum: its check's, else its zone's."""
+def _quorums(
+    zones: list[Zone], aliases: Mapping[bytes, tuple[str, ...]] | None = None
+) -> dict[MemberKey, str]:
+    """Each checked member's quorum: its check's, else its zone's (an alias member's: for
+    each address its name resolves to now)."""
     out: dict[MemberKey, str] = {}
     for z in zones:
         checks = {c.name: c for c in z.checks}
@@ -747,6 +763,9 @@ def _quorums(zones: list[Zone]) -> dict[MemberKey, str]:
             q = checks[p.check].quorum or z.quorum
             for m in p.members:
                 out[member_key(z, p.name, m)] = q
+                if m.alias is not None:
+                    for a in (aliases or {}).get(m.alias, ()):
+                        out[alias_key(z, p.name, m, a)] = q
     return out
 
 
