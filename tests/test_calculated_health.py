@@ -34,14 +34,16 @@ pools:
   both: {{check: {{all: [web, admin]}}, members: [{{address: {a}}}, {{address: {b}}}]}}
   either: {{check: {{any: [web, admin]}}, members: [{{address: {a}}}, {{address: {b}}}]}}
   most: {{check: {{at_least: 2, of: [web, alt, admin]}}, members: [{{address: {a}}}, {{address: {b}}}]}}
-  db: {{check: db, members: [{{address: {dbh}}}]}}
+  db: {{check: db, members: [{{address: {dbh}, name: primary}}]}}
   app: {{requires: [db], members: [{{address: 192.0.2.50}}]}}
+  app2: {{requires: [db/primary], members: [{{address: 192.0.2.51}}]}}
   spare: {{members: [{{address: 192.0.2.60}}]}}
 records:
   all: [{{types: [A], answer: {{select: all}}, rules: [{{pools: [both]}}], when_all_down: servfail}}]
   any: [{{types: [A], answer: {{select: all}}, rules: [{{pools: [either]}}], when_all_down: servfail}}]
   most: [{{types: [A], answer: {{select: all}}, rules: [{{pools: [most]}}], when_all_down: servfail}}]
   app: [{{types: [A], rules: [{{pools: [app, spare]}}]}}]
+  app2: [{{types: [A], rules: [{{pools: [app2, spare]}}]}}]
 """
 
 
@@ -131,13 +133,18 @@ def test_a_pool_that_requires_another_is_passed_over_while_it_is_down(
 ) -> None:
     srv, t = setup
     wait_until(lambda: answer(srv, "app") == {"192.0.2.50"}, 10, "app up while db is")
+    assert answer(srv, "app2") == {"192.0.2.51"}
     t["db"].stop()
     try:
         wait_until(lambda: answer(srv, "app") == {"192.0.2.60"}, BOUND + 1, "app passed over: spare answers")
         assert "pool app skipped: it requires pool db, which is down" in explain(srv, "app")
+        assert answer(srv, "app2") == {"192.0.2.60"}  # it requires the member db/primary
+        text = explain(srv, "app2")
+        assert "pool app2 skipped: it requires member primary of pool db, which is down" in text, text
     finally:
         t["db"].start()
     wait_until(lambda: answer(srv, "app") == {"192.0.2.50"}, INTERVAL * RISE + 3, "app back")
+    assert answer(srv, "app2") == {"192.0.2.51"}
 
 
 def test_bad_calculated_checks_and_requirement_loops_are_refused(tmp_path: Path) -> None:
@@ -152,7 +159,7 @@ def test_bad_calculated_checks_and_requirement_loops_are_refused(tmp_path: Path)
         "  al: {check: {all: [web, tcp]}, members: [{alias: lb.example.net.}]}\n"
         "  x: {requires: [y], members: [{address: 192.0.2.4}]}\n"
         "  y: {requires: [x], members: [{address: 192.0.2.5}]}\n"
-        "  z: {requires: [nothere], members: [{address: 192.0.2.6}]}\n"
+        "  z: {requires: [nothere, x/nobody], members: [{address: 192.0.2.6}]}\n"
         "records:\n  w: [{types: [A], rules: [{pools: [one, bad, mix, al, x, y, z]}]}]\n"
     )
     out = subprocess.run([sys.executable, "-m", "gslb", "check", str(z)], capture_output=True, text=True,
@@ -165,3 +172,4 @@ def test_bad_calculated_checks_and_requirement_loops_are_refused(tmp_path: Path)
     assert f"{z}:10:15: pools.al.check: members[0] is an alias" in text, text
     assert f"{z}:12:18: pools.y.requires[0]: requirement loop: x -> y -> x" in text, text
     assert f"{z}:13:18: pools.z.requires[0]: undefined pool 'nothere'" in text, text
+    assert f"{z}:13:27: pools.z.requires[1]: pool 'x' has no member 'nobody'" in text, text

@@ -239,7 +239,7 @@ def plan_balanced(
         if pname in pools_seen:
             continue
         pools_seen.add(pname)
-        todo.extend(cz.pools[pname].requires)
+        todo.extend(r.partition("/")[0] for r in cz.pools[pname].requires)
         pool = cz.pools[pname]
         for m in pool.members:
             keys.add(member_key(cz.origin, pname, m))
@@ -347,16 +347,24 @@ def _candidates(
 def _requirement_down(
     cz: CompiledZone, pool: Pool, health: HealthView, aliases: Mapping[bytes, Resolved], seen: set[str]
 ) -> str:
-    """The first pool ``pool`` requires (``requires:``, and theirs in turn) that is down,
-    or "": a pool is up with ``min_healthy`` members up (the loader refused loops)."""
+    """The first pool (or member: ``db/primary``) that ``pool`` requires, and so on down,
+    that is down, or "": a pool is up with ``min_healthy`` members up, a member as it is
+    in its pool (the loader refused loops)."""
     for r in pool.requires:
-        if r in seen:
+        rp, _, rm = r.partition("/")
+        if rp in seen:
             continue
-        req = cz.pools[r]
-        up, _, _ = _candidates(cz, req, 4, health, aliases)
-        if up < req.needed():
-            return r
-        deeper = _requirement_down(cz, req, health, aliases, seen | {r})
+        req = cz.pools[rp]
+        if rm:  # one member: up as in its pool (its checks, status, overrides, alias)
+            one = tuple(m for m in req.members if rm in (m.name, m.ident))[:1]
+            up, _, _ = _candidates(cz, dataclasses.replace(req, members=one), 4, health, aliases)
+            if up < 1:
+                return f"member {rm} of pool {rp}"
+        else:
+            up, _, _ = _candidates(cz, req, 4, health, aliases)
+            if up < req.needed():
+                return f"pool {rp}"
+        deeper = _requirement_down(cz, req, health, aliases, seen | {rp})
         if deeper:
             return deeper
     return ""
@@ -399,7 +407,7 @@ def _rule_outcome(
         by_key = _members_by_key(cz, pool, aliases) if ramps else {}
         missing = _requirement_down(cz, pool, health, aliases, {pname})
         if missing:
-            skipped.append((pname, f"it requires pool {missing}, which is down"))
+            skipped.append((pname, f"it requires {missing}, which is down"))
         elif up < pool.needed():
             skipped.append((pname, f"{up} of {len(pool.members)} members up, min_healthy is {pool.needed()}"))
         elif not usable:

@@ -105,16 +105,23 @@ def _requires_locs(pl: Located) -> list[Located]:
 
 
 def _check_requires(ctx: _Ctx, loc: Located, pools: dict[str, tuple[Pool, Located]]) -> None:
-    """``requires:`` names pools of the zone, and no pool depends on itself through them
-    (the loop is spelled out at the pool whose requirement closes it)."""
+    """``requires:`` names pools of the zone (``db``), or one member of one (``db/primary``,
+    by its name or address), and no pool depends on itself through them (the loop is
+    spelled out at the pool whose requirement closes it)."""
     defined = _defined(loc)
     for name, (pool, pl) in list(pools.items()):
         for i, (r, rl) in enumerate(zip(pool.requires, _requires_locs(pl), strict=False)):
-            if r not in defined:
+            rp, _, rm = r.partition("/")
+            if rp not in defined:
                 known = ", ".join(sorted(defined))
-                ctx.err(rl, f"pools.{name}.requires[{i}]", f"undefined pool {r!r} (pools: {known})")
-            elif r == name:
+                ctx.err(rl, f"pools.{name}.requires[{i}]", f"undefined pool {rp!r} (pools: {known})")
+            elif rp == name:
                 ctx.err(rl, f"pools.{name}.requires[{i}]", "a pool cannot require itself")
+            elif rm and rp in pools and not any(rm in (x.name, x.ident) for x in pools[rp][0].members):
+                known = ", ".join(x.name for x in pools[rp][0].members)
+                ctx.err(
+                    rl, f"pools.{name}.requires[{i}]", f"pool {rp!r} has no member {rm!r} (members: {known})"
+                )
     done: set[str] = set()
 
     def walk(name: str, path: list[str]) -> None:
@@ -122,7 +129,8 @@ def _check_requires(ctx: _Ctx, loc: Located, pools: dict[str, tuple[Pool, Locate
         if entry is None or name in done:
             return
         pool, pl = entry
-        for i, (r, rl) in enumerate(zip(pool.requires, _requires_locs(pl), strict=False)):
+        for i, (req, rl) in enumerate(zip(pool.requires, _requires_locs(pl), strict=False)):
+            r = req.partition("/")[0]  # a member's pool: its health depends on that pool's checks
             if r == name:
                 continue  # said above
             if r in path:

@@ -98,7 +98,8 @@ def _zone(ctx: _Ctx, doc: Located, text: str) -> Zone | None:
     todo = list(used_pools)  # a pool another used pool requires is used too
     while todo:
         entry = pools.get(todo.pop())
-        for r in entry[0].requires if entry is not None else ():
+        for req in entry[0].requires if entry is not None else ():
+            r = req.partition("/")[0]
             if r not in used_pools:
                 used_pools.add(r)
                 todo.append(r)
