@@ -26,7 +26,14 @@ checks:
   web: {{type: http, port: {port}, path: /healthz, interval: {interval}s, timeout: 0.15s, fall: 2, rise: 2}}
 pools:
   p: {{check: web, members: [{{address: {a}}}, {{address: {b}}}, {{address: {c}}}]}}
+  one: {{check: web, members: [{{address: {a}}}]}}
+  two: {{check: web, members: [{{address: {b}}}]}}
 records:
+  pools:  # fastest also chooses between the rule's pools: by their fastest member
+    - types: [A]
+      ttl: 1
+      answer: {{select: fastest, hysteresis: {{ms: 15, percent: 10}}}}
+      rules: [{{pools: [one, two]}}]
   www:
     - types: [A]
       ttl: 1
@@ -56,14 +63,15 @@ def setup(tmp_path: Path) -> Iterator[tuple[GslbProcess, list[Target]]]:
     assert "Traceback" not in srv.log(), srv.log()
 
 
-def answer(srv: GslbProcess) -> str:
-    return str(srv.query("www.f.test.", "A").answer[0][0].address)
+def answer(srv: GslbProcess, name: str = "www") -> str:
+    return str(srv.query(f"{name}.f.test.", "A").answer[0][0].address)
 
 
 def test_the_fastest_member_answers_and_follows_the_delays(setup: tuple[GslbProcess, list[Target]]) -> None:
     srv, targets = setup
     wait_until(lambda: answer(srv) == HOSTS[1], 10, "b, the fastest (30 ms), answers")
     assert {answer(srv) for _ in range(50)} == {HOSTS[1]}  # always the one: no draw
+    wait_until(lambda: answer(srv, "pools") == HOSTS[1], 5, "pool two, second in the rule, is faster")
     # b slows to 50 ms: still within 15 ms of a's 60 ms, so b stays (hysteresis)
     targets[1].delay = 0.050
     for _ in range(20):  # 4 s: every smoothed round trip has settled by then
@@ -73,6 +81,7 @@ def test_the_fastest_member_answers_and_follows_the_delays(setup: tuple[GslbProc
     targets[1].delay = 0.120
     took = wait_until(lambda: answer(srv) == HOSTS[0], 6, "a takes over")
     assert took < 4, took
+    wait_until(lambda: answer(srv, "pools") == HOSTS[0], 3, "and pool one over pool two")
     srv.wait_log(r"fastest: www\.f\.test\. pool p now answers with 127\.0\.0\.91", 3)
     out = subprocess.run(
         [sys.executable, "-m", "gslb", "explain", "www.f.test", "--api-url", f"http://127.0.0.1:{srv.api_port}"],

@@ -208,6 +208,8 @@ def plan_balanced(
         order = {
             p: orders[(rec.name, p)] for rule in rec.rules for p in rule.pools if (rec.name, p) in orders
         }
+        if (rec.name, "*") in orders:  # every member of the record, fastest first: ranks the pools
+            order["*"] = orders[(rec.name, "*")]
     for rule in rec.rules:
         per_type: dict[int, Outcome] = {}
         for qtype in rec.types:
@@ -422,6 +424,16 @@ def _rule_outcome(
             up_pools.append(_choice(pool, usable, qtype, rec.ttl, True, shares))
             if is_stale:
                 stale.add(pname)
+    if up_pools and order is not None and "*" in order and len(up_pools) > 1:
+        # select: fastest chooses between the rule's up pools too: the one whose fastest
+        # member is fastest (the record's order keeps its hysteresis), as closest ranks them
+        # by distance; the unmeasured keep the rule's order
+        everyone = {k: i for i, k in enumerate(order["*"])}
+        up_pools.sort(
+            key=lambda pc: min(
+                (everyone.get(k, len(everyone)) for k in pc.member_keys), default=len(everyone)
+            )
+        )
     if up_pools:
         return Outcome("answer", tuple(up_pools), tuple(skipped), frozenset(stale))
     if rec.when_all_down != "serve_all":

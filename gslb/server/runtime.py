@@ -433,25 +433,31 @@ class Server(Answerer):
             params = dict(plan.record.params)
             ms, pct = params.get("hysteresis.ms", 2) / 1000, params.get("hysteresis.percent", 10) / 100
             cz = self.state.zone_of(name)
-            for rule in plan.record.rules:
-                for pname in rule.pools:
-                    keys = [k for k in plan.member_keys if k[1] == pname and k[0] == names.to_text(cz.origin)]
-                    measured = sorted((rtts[k], k) for k in keys if k in rtts)
-                    order = [k for _, k in measured]
-                    lead = self._leaders.get((name, pname))
-                    if order and lead is not None and lead in rtts and order[0] != lead:
-                        gap = rtts[lead] - rtts[order[0]]
-                        if gap <= ms or gap <= rtts[lead] * pct:  # not faster by both: no change
-                            order.remove(lead)
-                            order.insert(0, lead)
-                    if order:
-                        leaders[(name, pname)] = order[0]
-                    orders[(name, pname)] = tuple(order)
+            origin = names.to_text(cz.origin)
+            rule_pools = {p for rule in plan.record.rules for p in rule.pools}
+            # "*": every member of the record's pools, which ranks the pools themselves
+            for pname in [*sorted(rule_pools), "*"]:
+                if pname == "*":
+                    keys = [k for k in plan.member_keys if k[1] in rule_pools and k[0] == origin]
+                else:
+                    keys = [k for k in plan.member_keys if k[1] == pname and k[0] == origin]
+                measured = sorted((rtts[k], k) for k in keys if k in rtts)
+                order = [k for _, k in measured]
+                lead = self._leaders.get((name, pname))
+                if order and lead is not None and lead in rtts and order[0] != lead:
+                    gap = rtts[lead] - rtts[order[0]]
+                    if gap <= ms or gap <= rtts[lead] * pct:  # not faster by both: no change
+                        order.remove(lead)
+                        order.insert(0, lead)
+                if order:
+                    leaders[(name, pname)] = order[0]
+                orders[(name, pname)] = tuple(order)
         for (name, pname), k in leaders.items():
             was = self._leaders.get((name, pname))
             if was is not None and was != k:
-                log.info("fastest: %s pool %s now answers with %s (%.1f ms; was %s)", names.to_text(name),
-                         pname, k[2], rtts[k] * 1000, was[2])  # fmt: skip
+                where = f"pool {pname}" if pname != "*" else f"the record (pool {k[1]})"
+                log.info("fastest: %s %s now answers with %s (%.1f ms; was %s)", names.to_text(name),
+                         where, k[2], rtts[k] * 1000, was[2])  # fmt: skip
         self._leaders = leaders
         changed = orders != self.state.orders
         self.state = self.state.with_orders(orders, dict(rtts))
