@@ -50,6 +50,8 @@ class Target:
         self.extra_headers: dict[str, str] = {}  # e.g. {"X-Load": "0.5"} for least_loaded
         self.body: bytes | None = None  # replaces "ok" when set
         self.delay = 0.0  # seconds every answer waits (a slower network path or server)
+        # and per client address instead (a prober's --probe-source: its own network path)
+        self.delay_from: dict[str, float] = {}
         self.last_path = ""  # the path of the last request
         self.last_host = ""  # its Host header
         self.interim = b""  # sent before the response, e.g. b"HTTP/1.1 103 Early Hints\r\n\r\n"
@@ -87,8 +89,10 @@ class Target:
             if mode == "slow":
                 await asyncio.sleep(0.25)
                 mode = "ok"
-            if self.delay:
-                await asyncio.sleep(self.delay)
+            peer = writer.get_extra_info("peername")
+            delay = self.delay_from.get(peer[0], self.delay) if peer else self.delay
+            if delay:
+                await asyncio.sleep(delay)
             status, body = {"ok": (200, b"ok"), "500": (500, b"error"), "wrongbody": (200, b"nope")}[mode]
             if mode == "ok" and self.body is not None:
                 body = self.body

@@ -75,6 +75,14 @@ def test_demo_backend_killed_leaves_answers(tmp_path: Path, default_ports_taken:
             return {rd.to_text() for rr in srv.query("www.demo.example.", "A").answer for rd in rr}
 
         assert answers() == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+
+        def fast() -> str:
+            return str(srv.query("fast.demo.example.", "A").answer[0][0].address)
+
+        deadline = time.monotonic() + 10
+        while fast() != "127.0.0.3":  # its checks come back in 10 ms, the others' in 20 and 30
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
         backend_port = int(re.findall(r"demo backends on .* port (\d+);", log.read_text())[0])
         assert backend_port != 8080
         os.kill(int((run / "backend-127.0.0.3.pid").read_text()), signal.SIGTERM)
@@ -83,6 +91,7 @@ def test_demo_backend_killed_leaves_answers(tmp_path: Path, default_ports_taken:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         assert f"127.0.0.3:{backend_port} DOWN: connection refused" in log.read_text()
+        assert fast() == "127.0.0.4"  # the fastest left (20 ms)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)

@@ -100,7 +100,12 @@ def with_decisions(state: ServingState, build: bool = True) -> ServingState:
     for name, bp in plans.items():
         if bp.decisions is None and _wants_table(bp):
             places = None
-            if bp.policy.uses_location:  # the pools' locations: classes say which is nearest
+            if bp.policy.uses_vantages:  # one choice per vantage, located there
+                if not state.vantages:
+                    continue  # not steered yet: nothing to tell the vantages apart by
+                here = tuple(loc for _, loc in state.vantages)
+                places = tuple(here for _ in bp.record.rules)
+            elif bp.policy.uses_location:  # the pools' locations: classes say which is nearest
                 pools = state.zone_of(name).pools
                 places = tuple(
                     tuple(_place(pools[p].location) for p in rule.pools) for rule in bp.record.rules
@@ -127,7 +132,10 @@ def _wants_table(bp: BalancedPlan) -> bool:
 def needs_decisions(state: ServingState) -> bool:
     """Whether some geo/asn plan still decides per query (its table not compiled yet)."""
     plans = state.plans.values()
-    return state.geo is not None and any(p.decisions is None and _wants_table(p) for p in plans)
+    return state.geo is not None and any(
+        p.decisions is None and _wants_table(p) and (state.vantages or not p.policy.uses_vantages)
+        for p in plans
+    )
 
 
 def _static(name: bytes, p: Plan) -> Static:

@@ -98,7 +98,10 @@ def memo_fill(
     if outcome.kind == "serve_all":
         variants: Variants[bytes] | None = Variants(ONE, (tuple(frags),))
     else:
-        choice = next(p for p in outcome.pools if p.name == pool)
+        same = [p for p in outcome.pools if p.name == pool]
+        choice = same[0]
+        if len(same) > 1:  # fastest_from_nearest_node: one choice per vantage, of one pool: the picked
+            choice = next((p for p in same if list(p.cands.items[: len(frags)]) == list(frags)), choice)
         variants = plan.policy.variants(choice.cands, plan.count)
     if variants is None:
         return

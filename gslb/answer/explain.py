@@ -24,6 +24,7 @@ from gslb.answer.balanced import Pick
 from gslb.answer.build import build_state
 from gslb.answer.geo.lookup import GeoInfo
 from gslb.answer.geo.maxmind import MaxMindGeo
+from gslb.answer.policies import PickContext
 from gslb.answer.reply import Client
 from gslb.answer.state import ServingState, ramp_share
 from gslb.answer.static import resolve
@@ -140,6 +141,16 @@ def _balanced(
         out["skipped_pools"] = [{"pool": p, "why": why} for p, why in outcome.skipped]
         out["up_pools"] = [p.name for p in outcome.pools] if outcome.kind == "answer" else []
     out["answered_by_pool"] = pk.pool or None
+    if outcome is not None and outcome.kind == "answer" and bplan.policy.uses_vantages:
+        # fastest_from_nearest_node: each node's choice, and the one nearest the client
+        lat, lon = (geo.lat, geo.lon) if geo is not None else (None, None)
+        nearest = bplan.policy.choose_pool([p.location for p in outcome.pools], PickContext(lat=lat, lon=lon))
+        out["vantages"] = [
+            {"node": p.via or "this node", "location": list(p.location) if p.location else None,
+             "pool": p.name, "fastest_first": [k[2] for k in p.member_keys],
+             "nearest_to_client": i == nearest}
+            for i, p in enumerate(outcome.pools)
+        ]  # fmt: skip
     pools = {p.name: p for p in zone.pools}
     checks = {c.name: c for c in zone.checks}
     members = []

@@ -49,6 +49,9 @@ class PoolChoice:
     # slow start: each candidate's share of its weight now (aligned with cands.items; empty
     # when none ramps): in the weights already, and dividing least_loaded's load readings
     shares: tuple[float, ...] = ()
+    # select: fastest_from_nearest_node: the cluster node whose round trips ordered this
+    # choice (its location is ``location``)
+    via: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,22 +200,27 @@ def plan_balanced(
     ramps: Mapping[MemberKey, float] | None = None,
     now: float = 0.0,
     orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]] | None = None,
+    vantages: Vantages = (),
 ) -> BalancedPlan:
     """The record's outcomes under ``health``; ``ramps``: when members with a slow start
     recovered (their weight's share at ``now`` follows, ``ramp_share``); ``orders``: for
-    ``select: fastest``, each pool's members fastest first (gslb.server.runtime)."""
+    ``select: fastest``, each pool's members fastest first (gslb.server.runtime), and for
+    ``fastest_from_nearest_node`` each vantage's (keys ``pool@node``, ``vantages``)."""
     policy = REGISTRY[rec.select]
     outcomes: list[dict[int, Outcome]] = []
     order = None
     if policy.uses_rtts and orders:
-        order = {
-            p: orders[(rec.name, p)] for rule in rec.rules for p in rule.pools if (rec.name, p) in orders
-        }
-        if (rec.name, "*") in orders:  # every member of the record, fastest first: ranks the pools
-            order["*"] = orders[(rec.name, "*")]
+        order = _order_of(rec, orders, "")
+    per_vantage = None
+    if policy.uses_vantages and vantages:
+        per_vantage = [(node, loc, _order_of(rec, orders or {}, "@" + node)) for node, loc in vantages]
     for rule in rec.rules:
         per_type: dict[int, Outcome] = {}
         for qtype in rec.types:
+            if per_vantage is not None:
+                per_type[qtype] = _vantage_outcome(cz, rec, rule.pools, qtype, health, aliases, ramps, now,
+                                                   per_vantage)  # fmt: skip
+                continue
             per_type[qtype] = _rule_outcome(cz, rec, rule.pools, qtype, health, aliases, ramps, now, order)
         if rec.cname:  # the one CNAME answers every type: the usual ones are looked up directly
             for qtype in CNAME_QTYPES:
@@ -255,6 +263,50 @@ def plan_balanced(
         rec, policy, count, tuple(outcomes), matchers, catch_all, prefixes, needs_client, needs_geo,
         frozenset(keys), frozenset(alias_names), decisions=decisions,
     )  # fmt: skip
+
+
+def _order_of(
+    rec: Balanced, orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]], suffix: str
+) -> dict[str, tuple[MemberKey, ...]]:
+    """The record's pools' orders (``suffix``: ``@node`` for a vantage's), and under "*"
+    every member of the record fastest first, which ranks the pools."""
+    order = {
+        p: orders[(rec.name, p + suffix)]
+        for rule in rec.rules
+        for p in rule.pools
+        if (rec.name, p + suffix) in orders
+    }
+    if (rec.name, "*" + suffix) in orders:
+        order["*"] = orders[(rec.name, "*" + suffix)]
+    return order
+
+
+def _vantage_outcome(
+    cz: CompiledZone,
+    rec: Balanced,
+    pool_names: tuple[str, ...],
+    qtype: int,
+    health: HealthView,
+    aliases: Mapping[bytes, Resolved],
+    ramps: Mapping[MemberKey, float] | None,
+    now: float,
+    per_vantage: list[tuple[str, tuple[float, float] | None, dict[str, tuple[MemberKey, ...]]]],
+) -> Outcome:
+    """``fastest_from_nearest_node``: the rule's choice as each vantage orders it, one per
+    vantage and located there (the pick takes the nearest to the client). Health is the
+    same for every vantage, so every one answers or none does: the orders differ only."""
+    outs = [
+        _rule_outcome(cz, rec, pool_names, qtype, health, aliases, ramps, now, o) for _, _, o in per_vantage
+    ]
+    first = outs[0]
+    if first.kind != "answer":
+        return first
+    pools = tuple(
+        dataclasses.replace(o.pools[0], location=loc, via=node)
+        for (node, loc, _), o in zip(per_vantage, outs, strict=True)
+    )
+    stale = frozenset().union(*(o.stale for o in outs))
+    return Outcome("answer", pools, first.skipped, stale)
 
 
 # a candidate: (rdata, weight, its member key) where the member is an address or a target, or
@@ -600,6 +652,11 @@ Memo = (
 )
 
 
+# select: fastest_from_nearest_node: the cluster nodes whose round trips order the members,
+# this node first, and each one's location (gslb.server.runtime)
+Vantages = tuple[tuple[str, tuple[float, float] | None], ...]
+
+
 # a reply cache entry: a fixed reply, or what a balanced name's reply needs but the pick
 CacheEntry = FixedReply | BalancedEntry
 
@@ -635,6 +692,7 @@ class ServingState:
     rtts: Mapping[MemberKey, float] = field(
         default_factory=dict, compare=False
     )  # the round trips behind them
+    vantages: Vantages = field(default=(), compare=False)  # and the nodes whose orders they are
 
     def find_zone(self, key: bytes) -> CompiledZone | None:
         zones = self.zones
@@ -651,9 +709,9 @@ class ServingState:
         """The same compiled zones under another health view: only the balanced names
         whose pools hold a member that changed are planned again."""
         changed = changed_members(self.health, health)
-        al, rp, now, od = self.aliases, self.ramps, self.ramp_now, self.orders
+        al, rp, now, od, va = self.aliases, self.ramps, self.ramp_now, self.orders, self.vantages
         plans = {
-            name: plan_balanced(self.zone_of(name), p.record, health, p.decisions, al, rp, now, od)
+            name: plan_balanced(self.zone_of(name), p.record, health, p.decisions, al, rp, now, od, va)
             if p.member_keys & changed
             else p
             for name, p in self.plans.items()
@@ -667,9 +725,9 @@ class ServingState:
         changed = {n for n in old.keys() | aliases.keys() if old.get(n) != aliases.get(n)}
         if not changed:
             return self
-        h, rp, now, od = self.health, self.ramps, self.ramp_now, self.orders
+        h, rp, now, od, va = self.health, self.ramps, self.ramp_now, self.orders, self.vantages
         plans = {
-            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, aliases, rp, now, od)
+            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, aliases, rp, now, od, va)
             if p.aliases & changed
             else p
             for name, p in self.plans.items()
@@ -680,23 +738,30 @@ class ServingState:
         self,
         orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]],
         rtts: Mapping[MemberKey, float] | None = None,
+        vantages: Vantages | None = None,
     ) -> ServingState:
         """``select: fastest``: each (record, pool)'s members fastest first (and the round
         trips behind the order, for explain); the records whose order changed are planned
-        again."""
+        again. ``vantages`` (``fastest_from_nearest_node``): when the nodes or their
+        locations change, those records are planned again without their compiled geo table
+        (its classes are by nearest vantage: gslb.answer.build.with_decisions compiles it
+        again; until then they decide with a lookup, the same answers)."""
         old = self.orders
         rtts = self.rtts if rtts is None else rtts
+        vantages = self.vantages if vantages is None else vantages
         changed = {n for n, p in (old.keys() | orders.keys()) if old.get((n, p)) != orders.get((n, p))}
-        if not changed:
+        moved = vantages != self.vantages
+        if not changed and not moved:
             return dataclasses.replace(self, orders=orders, rtts=rtts)
         h, al, rp, now = self.health, self.aliases, self.ramps, self.ramp_now
-        plans = {
-            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, al, rp, now, orders)
-            if name in changed
-            else p
-            for name, p in self.plans.items()
-        }
-        return dataclasses.replace(self, plans=plans, orders=orders, rtts=rtts)
+        plans = {}
+        for name, p in self.plans.items():
+            anew = moved and p.policy.uses_vantages
+            if name in changed or anew:
+                decisions = None if anew else p.decisions
+                p = plan_balanced(self.zone_of(name), p.record, h, decisions, al, rp, now, orders, vantages)
+            plans[name] = p
+        return dataclasses.replace(self, plans=plans, orders=orders, rtts=rtts, vantages=vantages)
 
     def with_ramps(self, ramps: Mapping[MemberKey, float], now: float) -> ServingState:
         """Slow start: members that recovered at ``ramps``' times, their weights' shares at
@@ -704,9 +769,9 @@ class ServingState:
         touched = set(ramps) | set(self.ramps)
         if not touched:
             return self
-        h, al, od = self.health, self.aliases, self.orders
+        h, al, od, va = self.health, self.aliases, self.orders, self.vantages
         plans = {
-            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, al, ramps, now, od)
+            name: plan_balanced(self.zone_of(name), p.record, h, p.decisions, al, ramps, now, od, va)
             if not p.member_keys.isdisjoint(touched)
             else p
             for name, p in self.plans.items()

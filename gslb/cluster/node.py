@@ -8,6 +8,9 @@ What lives in the store, under the key prefix (default ``/gslb/``):
                               reason, since, RTT, load); under the node's lease
   overrides/ZONE/POOL/ADDR    a drain/down/up set through any node's API (no lease:
                               it outlives the node that set it; expiry is its own)
+  rtts/NODE                   the node's smoothed probe round trips, all members in one
+                              value, for select: fastest_from_nearest_node only (written
+                              at most every RTT_EVERY s, under the node's lease)
 
 A dead node's lease runs out, etcd deletes its registration and its votes, and
 the other nodes decide without it. Every node keeps the whole prefix in memory
@@ -63,6 +66,7 @@ log = logging.getLogger("gslb.cluster")
 
 BEAT = 2.0  # seconds between registration rewrites (also the watch's liveness signal)
 CONTACT = 0.5  # seconds between lease keep-alives: how often the store is known to work
+RTT_EVERY = 1.0  # seconds between writes of this node's round trips, at most
 FILE = "cluster.json"
 
 
@@ -90,6 +94,7 @@ class Peer:
     lease: int = 0  # the store's lease of its registration: its current session
     heard: float = 0.0  # our monotonic clock at its last registration write seen by the watch (0: listed)
     period: float = BEAT  # seconds between its registration writes
+    location: tuple[float, float] | None = None  # its --location (fastest_from_nearest_node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,7 @@ class Options:
     stale_after: float = 30.0
     tls: ssl.SSLContext | None = None
     timeout: float = 2.0
+    location: tuple[float, float] | None = None
 
 
 class Conflict(Exception):
@@ -130,6 +136,7 @@ class Cluster:
         self.etcd = etcd or Etcd(opts.endpoints, opts.tls, opts.timeout)
         self.etcd.gap = opts.stale_after  # a reply after a longer silence ends being alone
         self.changed = changed  # the runtime recomputes the effective view
+        self.rtts_changed: Callable[[], None] | None = None  # a peer's round trips or location
         self.state_dir = state_dir
         self.started = time.time()
         # lease keep-alive and registration period: BEAT, or a third of a shorter TTL, so
@@ -146,6 +153,12 @@ class Cluster:
         self.digests: dict[str, str] = {}
         self.quorum: Mapping[MemberKey, str] = {}
         self._published: dict[MemberKey, Obs] = {}
+        # select: fastest_from_nearest_node: each node's smoothed round trips (s), with the
+        # lease they were written under (those of an older session are not used)
+        self.own_rtts: dict[MemberKey, float] = {}
+        self.peer_rtts: dict[str, tuple[int, dict[MemberKey, float]]] = {}
+        self._rtts_dirty = asyncio.Event()
+        self._rtts_sent: dict[MemberKey, float] | None = None
         # the incremental count: members to count again (None: all), last result, basis
         self._stale: set[MemberKey] | None = None
         self._tallies: dict[MemberKey, Tally] = {}
@@ -190,6 +203,24 @@ class Cluster:
             self._recount(k)
         if touched:
             self._dirty.set()
+
+    def set_rtts(self, rtts: Mapping[MemberKey, float]) -> None:
+        """This node's smoothed round trips, published for the other nodes (at most every
+        RTT_EVERY s; 0.1 ms steps, so noise below that writes nothing)."""
+        rounded = {k: round(v, 4) for k, v in rtts.items()}
+        if rounded != self.own_rtts:
+            self.own_rtts = rounded
+            self._rtts_dirty.set()
+
+    def vantages(self) -> list[tuple[str, tuple[float, float] | None, dict[MemberKey, float]]]:
+        """The live peers that publish round trips, written in their current session:
+        (node, location, round trips), by node name. None while this node is alone."""
+        out = []
+        for n, p in sorted(self.live_peers().items()):
+            got = self.peer_rtts.get(n)
+            if got is not None and got[0] == p.lease:
+                out.append((n, p.location, got[1]))
+        return out
 
     def set_zones(
         self, quorum: Mapping[MemberKey, str], serials: Mapping[str, int], digests: Mapping[str, str]
@@ -379,7 +410,8 @@ class Cluster:
         now, mono = time.time(), time.monotonic()
         nodes = [
             {"node": self.node, "region": self.opts.region, "self": True, "last_contact": 0.0,
-             "serials": self.serials}
+             "serials": self.serials, "location": self.opts.location,
+             "round_trips": len(self.own_rtts)}
         ]  # fmt: skip
         current = self.current_peers(self.peers)
         for n, p in sorted(self.peers.items()):
@@ -388,7 +420,8 @@ class Cluster:
             nodes.append(
                 {"node": n, "region": p.region, "self": False, "last_contact": round(mono - p.seen, 1),
                  "beat_age": round(now - p.beat, 1), "serials": p.serials, "api": p.api,
-                 "votes": "current" if n in current else "stale"}
+                 "votes": "current" if n in current else "stale", "location": p.location,
+                 "round_trips": len(self.peer_rtts.get(n, (0, {}))[1])}
             )  # fmt: skip
         return {
             "node": self.node,
@@ -549,6 +582,7 @@ class Cluster:
             asyncio.create_task(self._watch(rev + 1)),
             asyncio.create_task(self._beat()),
             asyncio.create_task(self._publish()),
+            asyncio.create_task(self._publish_rtts()),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -606,7 +640,25 @@ class Cluster:
             await e.put(self._reg_key(), self._registration(), self.lease)
             self._published = mine
 
+    async def _publish_rtts(self) -> None:
+        """Write this node's round trips when they changed (at once in a new session:
+        the last ones went with the old lease), at most every RTT_EVERY s."""
+        e = self.etcd
+        self._rtts_sent = None
+        while True:
+            if self._rtts_sent is not None:
+                await self._rtts_dirty.wait()
+            self._rtts_dirty.clear()
+            rtts = dict(self.own_rtts)
+            if rtts or self._rtts_sent is not None:
+                await e.put(self._rtts_key(), _rtts_bytes(rtts), self.lease)
+            self._rtts_sent = rtts
+            await asyncio.sleep(RTT_EVERY)
+
     # -- the store's contents ----------------------------------------------------------
+    def _rtts_key(self) -> str:
+        return f"{self.p}rtts/{quote(self.node, safe='')}"
+
     def _reg_key(self) -> str:
         return f"{self.p}nodes/{quote(self.node, safe='')}"
 
@@ -616,13 +668,17 @@ class Cluster:
     def _registration(self) -> bytes:
         return json.dumps(
             {"node": self.node, "region": self.opts.region, "started": self.started, "beat": time.time(),
-             "period": self.beat, "serials": self.serials, "digests": self.digests, "pid": os.getpid()}
+             "period": self.beat, "serials": self.serials, "digests": self.digests, "pid": os.getpid(),
+             "location": self.opts.location}
         ).encode()  # fmt: skip
 
     def _replace(self, rev: int, kvs: Iterable[KV]) -> None:
         """The whole prefix as listed: replaces what was known, in one step."""
         self.peers, self.peer_obs, self.overrides = {}, {}, {}
+        had_rtts, self.peer_rtts = bool(self.peer_rtts), {}
         self.revision = rev
+        if had_rtts and self.rtts_changed is not None:
+            self.rtts_changed()  # before the listing has its own: the vantages may be fewer
         self._recount(None)
         self._apply((Event(False, kv) for kv in kvs), listing=True)
 
@@ -630,6 +686,7 @@ class Cluster:
         """Apply changes; True when the votes or the overrides changed (a beat alone
         changes neither). ``listing``: the events are a fresh list of the prefix."""
         changed = False
+        steer = False
         mono = time.monotonic()
         for ev in events:
             rest = ev.kv.key[len(self.p) :]
@@ -641,6 +698,7 @@ class Cluster:
                         log.warning("cluster: node %s left (lease ended or stopped)", node)
                         changed = True
                     self.peer_obs.pop(node, None)
+                    steer |= self.peer_rtts.pop(node, None) is not None
                     continue
                 d = _json(ev.kv.value)
                 if d is None:
@@ -662,12 +720,15 @@ class Cluster:
                         self._recount(k)
                 serials = {str(z): int(s) for z, s in dict(d.get("serials", {})).items()}
                 period = d.get("period")
+                loc = _location(d.get("location"))
+                moved = before is None or before.location != loc or before.lease != ev.kv.lease
+                steer |= node in self.peer_rtts and moved
                 self.peers[node] = Peer(
                     node, str(d.get("region", "")), float(d.get("started", 0)), float(d.get("beat", 0)),
                     mono, serials, str(d.get("api", "")),
                     {str(z): str(h) for z, h in dict(d.get("digests", {})).items()},
                     ev.kv.lease, 0.0 if listing else mono,
-                    float(period) if isinstance(period, (int, float)) and period > 0 else BEAT,
+                    float(period) if isinstance(period, (int, float)) and period > 0 else BEAT, loc,
                 )  # fmt: skip
                 if new and node != self.node:
                     log.info("cluster: node %s joined (region %s)", node, d.get("region") or "-")
@@ -689,6 +750,17 @@ class Cluster:
                     changed = True
                 if node in self.peers:
                     self.peers[node].seen = mono
+            elif kind == "rtts":
+                node = unquote(path)
+                if node == self.node:
+                    continue
+                if ev.deleted:
+                    steer |= self.peer_rtts.pop(node, None) is not None
+                    continue
+                got = _rtts(ev.kv.value)
+                if got is not None:
+                    self.peer_rtts[node] = (ev.kv.lease, got)
+                    steer = True
             elif kind == "overrides":
                 key = _member(path)
                 if key is None:
@@ -700,6 +772,8 @@ class Cluster:
                 if o is not None and self.overrides.get(key) != (o, ev.kv.mod_revision):
                     self.overrides[key] = (o, ev.kv.mod_revision)
                     changed = True
+        if steer and self.rtts_changed is not None:
+            self.rtts_changed()
         return changed
 
     def _changed(self) -> None:
@@ -786,6 +860,33 @@ def _json(b: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return d if isinstance(d, dict) else None
+
+
+def _location(v: object) -> tuple[float, float] | None:
+    if isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+        lat, lon = float(v[0]), float(v[1])
+        if -90 <= lat <= 90 and -180 <= lon <= 180:
+            return lat, lon
+    return None
+
+
+def _rtts_bytes(rtts: Mapping[MemberKey, float]) -> bytes:
+    return json.dumps({"rtts": [[*k, v] for k, v in sorted(rtts.items())]}, separators=(",", ":")).encode()
+
+
+def _rtts(b: bytes) -> dict[MemberKey, float] | None:
+    """A peer's round trips; None when unreadable (a newer format, a broken write)."""
+    d = _json(b)
+    if d is None or not isinstance(d.get("rtts"), list):
+        return None
+    out: dict[MemberKey, float] = {}
+    for item in d["rtts"]:
+        if (
+            isinstance(item, list) and len(item) == 4 and all(isinstance(x, str) for x in item[:3])
+            and isinstance(item[3], (int, float)) and item[3] >= 0
+        ):  # fmt: skip
+            out[(item[0], item[1], item[2])] = float(item[3])
+    return out
 
 
 def _obs_bytes(o: Obs) -> bytes:

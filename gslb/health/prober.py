@@ -187,6 +187,7 @@ class Prober:
         publish_loads: Callable[[dict[MemberKey, float]], None] | None = None,
         publish_rtts: Callable[[dict[MemberKey, float]], None] | None = None,
         seed: TargetStates | None = None,
+        sources: tuple[str, ...] = (),
     ) -> None:
         self.publish = publish
         self.publish_loads = publish_loads
@@ -197,7 +198,7 @@ class Prober:
         self.sem = asyncio.Semaphore(max_concurrency)
         self.rng = rng or random.Random()
         self.clock = clock
-        self.client = HttpClient()
+        self.client = HttpClient(sources)
         self.checks: dict[str, CheckFn] = registry()
         self.slots: dict[TargetKey, _Slot] = {}
         self.transitions: collections.deque[TransitionRecord] = collections.deque(maxlen=MAX_TRANSITIONS)

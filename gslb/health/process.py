@@ -113,8 +113,10 @@ class ProberProcess:
         publish_loads: Callable[[dict[MemberKey, float]], None] | None = None,
         publish_rtts: Callable[[dict[MemberKey, float]], None] | None = None,
         on_stall: Callable[[bool, float], None] | None = None,
+        sources: tuple[str, ...] = (),
     ) -> None:
         self.publish = publish
+        self.sources = sources  # probe source addresses (--probe-source)
         self.publish_loads = publish_loads
         self.publish_rtts = publish_rtts
         self.on_stall = on_stall  # (stalled, seconds without progress): for alerts
@@ -263,6 +265,7 @@ class ProberProcess:
                 level,
                 fmt,
                 dict(self.states),
+                self.sources,
             ),
             name="gslb-prober",
             daemon=True,
@@ -394,6 +397,7 @@ def child_main(
     level: int,
     fmt: str = "text",
     seed: TargetStates | None = None,
+    sources: tuple[str, ...] = (),
 ) -> None:
     setup_logging(level, fmt)
     if nice:
@@ -402,13 +406,18 @@ def child_main(
     try:
         import uvloop
 
-        uvloop.run(_child(conn, state_dir, concurrency, stall_after, seed))
+        uvloop.run(_child(conn, state_dir, concurrency, stall_after, seed, sources))
     except ImportError:  # pragma: no cover
-        asyncio.run(_child(conn, state_dir, concurrency, stall_after, seed))
+        asyncio.run(_child(conn, state_dir, concurrency, stall_after, seed, sources))
 
 
 async def _child(
-    conn: Connection, state_dir: Path | None, concurrency: int, stall_after: float, seed: TargetStates | None
+    conn: Connection,
+    state_dir: Path | None,
+    concurrency: int,
+    stall_after: float,
+    seed: TargetStates | None,
+    sources: tuple[str, ...] = (),
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -427,6 +436,7 @@ async def _child(
         publish_loads=lambda loads: send(Loads(loads)),
         publish_rtts=lambda rtts: send(Rtts(rtts)),
         seed=seed,
+        sources=sources,
     )
 
     def readable() -> None:

@@ -10,7 +10,10 @@ can stop one and watch it leave the DNS answers:
     kill $(cat demo-run/backend-127.0.0.3.pid)
     sleep 3; dig @127.0.0.1 -p 5353 www.demo.example A +short
 
-``python -m gslb.server.demo backend ADDR PORT`` runs one backend (used by the demo).
+The backends answer after 30, 10 and 20 ms, so ``fast.demo.example`` (``select:
+fastest``) answers with 127.0.0.3, the fastest, and with 127.0.0.4 once it is gone.
+
+``python -m gslb.server.demo backend ADDR PORT [DELAY]`` runs one backend (used by the demo).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 log = logging.getLogger("gslb.server.demo")
 
 BACKENDS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+DELAYS = {"127.0.0.2": 0.030, "127.0.0.3": 0.010, "127.0.0.4": 0.020}  # seconds before each answers
 
 ZONE = """# Written by `gslb demo`: three loopback backends behind one balanced name.
 zone: demo.example.
@@ -54,13 +58,20 @@ records:
       ttl: 5
       answer: {{select: all}}
       rules: [{{pools: [local]}}]
+  fast:                       # the backend whose health checks come back soonest
+    - types: [A]
+      ttl: 5
+      answer: {{select: fastest, hysteresis: {{ms: 3, percent: 10}}}}
+      rules: [{{pools: [local]}}]
 """
 
 
-async def _backend(addr: str, port: int) -> None:
+async def _backend(addr: str, port: int, delay: float = 0.0) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
             await reader.readuntil(b"\r\n\r\n")
+            if delay:
+                await asyncio.sleep(delay)
             body = f"ok from {addr}\n".encode()
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
@@ -73,9 +84,9 @@ async def _backend(addr: str, port: int) -> None:
         await server.serve_forever()
 
 
-def run_backend(addr: str, port: int) -> int:
+def run_backend(addr: str, port: int, delay: float = 0.0) -> int:
     try:
-        asyncio.run(_backend(addr, port))
+        asyncio.run(_backend(addr, port, delay))
     except KeyboardInterrupt:
         pass
     except OSError as e:
@@ -117,7 +128,8 @@ def run_demo(
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for addr in BACKENDS:
-            p = subprocess.Popen([sys.executable, "-m", "gslb.server.demo", "backend", addr, str(port)])
+            argv = [sys.executable, "-m", "gslb.server.demo", "backend", addr, str(port), str(DELAYS[addr])]
+            p = subprocess.Popen(argv)
             procs.append(p)
             (rundir / f"backend-{addr}.pid").write_text(f"{p.pid}\n")
         time.sleep(0.3)
@@ -128,6 +140,7 @@ def run_demo(
         log.info("demo backends on %s port %d; pid files in %s/", ", ".join(BACKENDS), port, rundir)
         if listen[1]:
             log.info("try: dig @%s -p %d www.demo.example A +short", host, listen[1])
+            log.info("and: dig @%s -p %d fast.demo.example A +short (the fastest backend)", host, listen[1])
         log.info("then: kill $(cat %s/backend-127.0.0.3.pid), wait 3 s, and dig again", rundir)
         opts = ServeOptions(zones=str(zones), listen=(listen,), state_dir=str(rundir / "state"), api=api)
         server = Server(opts)
@@ -145,7 +158,9 @@ def run_demo(
 
 
 if __name__ == "__main__":  # pragma: no cover
-    if len(sys.argv) == 4 and sys.argv[1] == "backend":
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "backend":
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-        sys.exit(run_backend(sys.argv[2], int(sys.argv[3])))
-    sys.exit("usage: python -m gslb.server.demo backend ADDR PORT")
+        sys.exit(
+            run_backend(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) == 5 else 0.0)
+        )
+    sys.exit("usage: python -m gslb.server.demo backend ADDR PORT [DELAY]")

@@ -75,6 +75,13 @@ class ServeOptions:
     tcp_idle: float = _opt("num", 10.0, "seconds before an idle TCP connection is closed")
     tcp_max: int = _opt("int", 512, "maximum concurrent TCP connections")
     probe_concurrency: int = _opt("int", 512, "health probes in flight at once, at most")
+    probe_source: tuple[str, ...] = _opt(
+        "sources",
+        (),
+        "source address of health probes, at most one IPv4 and one IPv6 (repeatable; default: "
+        "the kernel's choice): probe from the interface the traffic takes",
+        "ADDR",
+    )
     stall_after: float = _opt(
         "num", 10.0, "seconds without progress before the health prober is reported as stalled"
     )
@@ -115,6 +122,13 @@ class ServeOptions:
     )
     node: str | None = _opt("name", None, "this node's name in the cluster (default: the host name)", "NAME")
     region: str | None = _opt("name", None, "this node's region or site, shown to operators", "R")
+    location: tuple[float, float] | None = _opt(
+        "location",
+        None,
+        "this node's coordinates, latitude,longitude in degrees (e.g. 50.1,8.7): select: "
+        "fastest_from_nearest_node steers a client by the round trips of the node nearest it",
+        "LAT,LON",
+    )
     cluster_prefix: str = _opt(
         "prefix", "/gslb/", "etcd key prefix of this cluster (default /gslb/)", "PREFIX"
     )
@@ -210,6 +224,7 @@ class ServeOptions:
                 f"alias_min_ttl must be > 0 and at most alias_max_ttl ({self.alias_max_ttl:g}), "
                 f"got {self.alias_min_ttl:g}"
             )
+        _sources(list(self.probe_source))  # at most one per family (the flags append)
         if (self.cluster_cert is None) != (self.cluster_key is None):
             raise ValueError("cluster_cert and cluster_key go together")
         known = {k[0] for k in self.tsig_keys}
@@ -328,6 +343,15 @@ def _value(kind: str, v: Any) -> Any:
     if kind == "resolvers":
         items = v if isinstance(v, list) else [v]
         return tuple(parse_resolver(str(i.value if isinstance(i, Located) else i)) for i in items)
+    if kind == "location":
+        if v is None:
+            return None
+        if isinstance(v, list) and len(v) == 2:
+            v = ",".join(str(i.value if isinstance(i, Located) else i) for i in v)
+        return parse_location(str(v))
+    if kind == "sources":
+        items = v if isinstance(v, list) else [v]
+        return _sources([str(i.value if isinstance(i, Located) else i) for i in items])
     if kind == "listen_or_off":
         if v is None or v is False:
             return None
@@ -508,6 +532,33 @@ def parse_resolver(text: str) -> tuple[str, int]:
     return host, port
 
 
+def parse_location(text: str) -> tuple[float, float]:
+    """``LAT,LON`` in degrees, checked."""
+    lat_s, sep, lon_s = text.partition(",")
+    try:
+        lat, lon = float(lat_s), float(lon_s)
+    except ValueError:
+        lat = lon = float("nan")
+    if not sep or not -90 <= lat <= 90 or not -180 <= lon <= 180:
+        raise ValueError(f"expected LAT,LON in degrees (-90..90,-180..180), e.g. 50.1,8.7, got {text!r}")
+    return lat, lon
+
+
+def parse_source(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise ValueError(f"bad probe source {text!r}: an IPv4 or IPv6 address of this host") from None
+
+
+def _sources(texts: list[str]) -> tuple[str, ...]:
+    out = tuple(parse_source(t) for t in texts)
+    fams = [ipaddress.ip_address(a).version for a in out]
+    if len(fams) != len(set(fams)):
+        raise ValueError(f"at most one IPv4 and one IPv6 probe source, got {', '.join(out)}")
+    return out
+
+
 def _port(text: str, port: str) -> int:
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"bad resolver {text!r}: port must be 1..65535")
@@ -527,6 +578,10 @@ def _flag_value(kind: str) -> Callable[[str], Any]:
                 return _network(text)
             if kind == "resolvers":
                 return parse_resolver(text)
+            if kind == "location":
+                return parse_location(text)
+            if kind == "sources":
+                return parse_source(text)
             if kind == "webhooks":
                 return _webhook(text)
             if kind in ("num", "int"):
@@ -560,7 +615,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             kw["choices"] = choices_of(name)
         else:
             kw["type"] = _flag_value(kind)
-        if kind in ("listens", "networks", "webhooks", "resolvers"):
+        if kind in ("listens", "networks", "webhooks", "resolvers", "sources"):
             kw["action"] = "append"
         parser.add_argument("--" + name.replace("_", "-"), **kw)
         if kind == "listen_or_off":

@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -34,7 +35,7 @@ from aiohttp import web
 from gslb.answer.build import build_state, needs_decisions, with_decisions
 from gslb.answer.geo.maxmind import MaxMindGeo
 from gslb.answer.reply import set_nsid
-from gslb.answer.state import ServingState, dismantle
+from gslb.answer.state import ServingState, Vantages, dismantle
 from gslb.cluster.node import Cluster
 from gslb.cluster.node import Options as ClusterOptions
 from gslb.dns import names, tsig
@@ -192,7 +193,7 @@ class Answerer:
         if self.state.ramps:  # members still ramping keep ramping in the new state
             state = state.with_ramps(self.state.ramps, time.time())
         if self.state.orders:  # select: fastest keeps its order (the next round trips re-steer)
-            state = state.with_orders(self.state.orders)
+            state = state.with_orders(self.state.orders, vantages=self.state.vantages)
         old = self.state
         self.state = state.with_loads(self.state.loads).with_counts(self.stats.balanced)
         return old
@@ -304,7 +305,9 @@ class Workers(Protocol):
     def health(self, view: HealthView) -> None: ...
     def aliases(self, view: Mapping[bytes, Resolved]) -> None: ...
     def ramps(self, ramps: Mapping[MemberKey, float]) -> None: ...
-    def orders(self, orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]]) -> None: ...
+    def orders(
+        self, orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]], vantages: Vantages = ()
+    ) -> None: ...
     def loads(self, loads: Mapping[MemberKey, float]) -> None: ...
     def reload(self) -> None: ...
     def snapshots(self) -> list[dict[str, Any]]: ...
@@ -329,6 +332,8 @@ class Server(Answerer):
         self.cluster = (
             Cluster(_cluster_options(opts), self._cluster_changed, opts.state_path) if opts.cluster else None
         )
+        if self.cluster is not None:
+            self.cluster.rtts_changed = self._peer_rtts_changed
         self.prober = ProberProcess(
             self.set_health,
             opts.state_path,
@@ -337,6 +342,7 @@ class Server(Answerer):
             publish_loads=self.set_loads,
             publish_rtts=self.set_rtts,
             on_stall=self._prober_stall,
+            sources=_probe_sources(opts.probe_source),
         )
         self.aliases = AliasResolver(
             AliasOptions(opts.resolver, opts.alias_min_ttl, opts.alias_max_ttl, opts.alias_stale),
@@ -423,46 +429,63 @@ class Server(Answerer):
 
     def _steer(self) -> None:
         """Each fastest record's pools, members by round trip, the current fastest kept
-        first until another beats it by more than the record's hysteresis (ms and %)."""
+        first until another beats it by more than the record's hysteresis (ms and %).
+        ``fastest_from_nearest_node``: so for each vantage (this node first, then each live
+        peer that publishes its round trips and location), under keys ``pool@node``."""
         orders: dict[tuple[bytes, str], tuple[MemberKey, ...]] = {}
         leaders: dict[tuple[bytes, str], MemberKey] = {}
-        rtts = self.rtts
-        for name, plan in self.state.plans.items():
-            if not plan.policy.uses_rtts:
-                continue
+        plans = [(n, p) for n, p in self.state.plans.items() if p.policy.uses_rtts]
+        vantages: tuple[tuple[str, tuple[float, float] | None], ...] = ()
+        seen: list[tuple[str, tuple[float, float] | None, Mapping[MemberKey, float]]] = []
+        if any(p.policy.uses_vantages for _, p in plans):
+            seen = [(self.opts.node_name, self.opts.location, self.rtts)]
+            if self.cluster is not None:  # the members of these records only: the rest is traffic
+                used = set().union(*(p.member_keys for _, p in plans if p.policy.uses_vantages))
+                self.cluster.set_rtts({k: v for k, v in self.rtts.items() if k in used})
+                seen += self.cluster.vantages()
+            vantages = tuple((node, loc) for node, loc, _ in seen)
+        for name, plan in plans:
             params = dict(plan.record.params)
             ms, pct = params.get("hysteresis.ms", 2) / 1000, params.get("hysteresis.percent", 10) / 100
             cz = self.state.zone_of(name)
             origin = names.to_text(cz.origin)
             rule_pools = {p for rule in plan.record.rules for p in rule.pools}
-            # "*": every member of the record's pools, which ranks the pools themselves
-            for pname in [*sorted(rule_pools), "*"]:
-                if pname == "*":
-                    keys = [k for k in plan.member_keys if k[1] in rule_pools and k[0] == origin]
-                else:
-                    keys = [k for k in plan.member_keys if k[1] == pname and k[0] == origin]
-                measured = sorted((rtts[k], k) for k in keys if k in rtts)
-                order = [k for _, k in measured]
-                lead = self._leaders.get((name, pname))
-                if order and lead is not None and lead in rtts and order[0] != lead:
-                    gap = rtts[lead] - rtts[order[0]]
-                    if gap <= ms or gap <= rtts[lead] * pct:  # not faster by both: no change
-                        order.remove(lead)
-                        order.insert(0, lead)
-                if order:
-                    leaders[(name, pname)] = order[0]
-                orders[(name, pname)] = tuple(order)
+            views = [(f"@{node}", rtts) for node, _, rtts in seen] if plan.policy.uses_vantages else []
+            for suffix, rtts in views or [("", self.rtts)]:
+                # "*": every member of the record's pools, which ranks the pools themselves
+                for pname in [*sorted(rule_pools), "*"]:
+                    if pname == "*":
+                        keys = [k for k in plan.member_keys if k[1] in rule_pools and k[0] == origin]
+                    else:
+                        keys = [k for k in plan.member_keys if k[1] == pname and k[0] == origin]
+                    measured = sorted((rtts[k], k) for k in keys if k in rtts)
+                    order = [k for _, k in measured]
+                    slot = (name, pname + suffix)
+                    lead = self._leaders.get(slot)
+                    if order and lead is not None and lead in rtts and order[0] != lead:
+                        gap = rtts[lead] - rtts[order[0]]
+                        if gap <= ms or gap <= rtts[lead] * pct:  # not faster by both: no change
+                            order.remove(lead)
+                            order.insert(0, lead)
+                    if order:
+                        leaders[slot] = order[0]
+                    orders[slot] = tuple(order)
         for (name, pname), k in leaders.items():
             was = self._leaders.get((name, pname))
             if was is not None and was != k:
-                where = f"pool {pname}" if pname != "*" else f"the record (pool {k[1]})"
-                log.info("fastest: %s %s now answers with %s (%.1f ms; was %s)", names.to_text(name),
-                         where, k[2], rtts[k] * 1000, was[2])  # fmt: skip
+                pool, _, node = pname.partition("@")
+                where = f"pool {pool}" if pool != "*" else f"the record (pool {k[1]})"
+                seen_from = f" as seen from node {node}" if node else ""
+                log.info("fastest: %s %s now answers with %s%s (was %s)", names.to_text(name), where, k[2],
+                         seen_from, was[2])  # fmt: skip
         self._leaders = leaders
-        changed = orders != self.state.orders
-        self.state = self.state.with_orders(orders, dict(rtts))
+        changed = orders != self.state.orders or vantages != self.state.vantages
+        moved = vantages != self.state.vantages
+        self.state = self.state.with_orders(orders, dict(self.rtts), vantages)
         if changed and self.pool is not None:
-            self.pool.orders(orders)
+            self.pool.orders(orders, vantages)
+        if moved:
+            self.compile_geo_soon()  # the nearest vantage's classes (gslb.answer.build)
 
     def set_loads(self, loads: dict[MemberKey, float]) -> None:
         self.state = self.state.with_loads(loads)
@@ -597,6 +620,12 @@ class Server(Answerer):
     def _cluster_changed(self) -> None:
         """The votes, the live nodes or the shared overrides changed."""
         self.set_health(self.local)
+
+    def _peer_rtts_changed(self) -> None:
+        """A peer's round trips or location changed (or it came or went): the records
+        steered from the nearest node steer again."""
+        if any(p.policy.uses_vantages for p in self.state.plans.values()):
+            self._steer()
 
     # -- what the API shows -----------------------------------------------------------
     def tcp_open(self) -> int:
@@ -785,8 +814,22 @@ def _cluster_options(o: ServeOptions) -> ClusterOptions:
     assert o.cluster is not None
     return ClusterOptions(
         tuple(endpoints(o.cluster)), o.node_name, o.region or "", o.cluster_prefix,
-        o.cluster_lease_ttl, o.cluster_stale_after, tls,
+        o.cluster_lease_ttl, o.cluster_stale_after, tls, location=o.location,
     )  # fmt: skip
+
+
+def _probe_sources(sources: tuple[str, ...]) -> tuple[str, ...]:
+    """The probe source addresses, each checked to be one of this host's (an OSError of
+    one line at start, not every probe failing)."""
+    for a in sources:
+        fam = socket.AF_INET6 if ":" in a else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((a, 0))
+            except OSError as e:
+                why = e.strerror or e
+                raise OSError(f"--probe-source {a}: not an address of this host ({why})") from None
+    return sources
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

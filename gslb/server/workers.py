@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
+from gslb.answer.state import Vantages
 from gslb.health.process import add_pipe_reader
 from gslb.health.view import HealthView, MemberKey, Resolved
 from gslb.logs import current as current_logging
@@ -51,6 +52,7 @@ class Aliases(NamedTuple):
 
 class Orders(NamedTuple):
     orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]]  # select: fastest, from the primary
+    vantages: Vantages = ()  # fastest_from_nearest_node: the nodes whose orders they are
 
 
 class Ramps(NamedTuple):
@@ -138,7 +140,7 @@ class WorkerPool:
         if server.alias_view:
             self._send(i, Aliases(dict(server.alias_view)))
         if server.state.orders:
-            self._send(i, Orders(dict(server.state.orders)))
+            self._send(i, Orders(dict(server.state.orders), server.state.vantages))
         if server.state.ramps:
             self._send(i, Ramps(dict(server.state.ramps)))
 
@@ -200,8 +202,10 @@ class WorkerPool:
     def ramps(self, ramps: Mapping[MemberKey, float]) -> None:
         self._broadcast(Ramps(ramps))
 
-    def orders(self, orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]]) -> None:
-        self._broadcast(Orders(orders))
+    def orders(
+        self, orders: Mapping[tuple[bytes, str], tuple[MemberKey, ...]], vantages: Vantages = ()
+    ) -> None:
+        self._broadcast(Orders(orders, vantages))
 
     def reload(self) -> None:
         self._broadcast(Reload())
@@ -272,7 +276,10 @@ class Worker(Answerer):
                     elif isinstance(msg, Ramps):  # the primary steps them twice a second
                         self.state = self.state.with_ramps(msg.ramps, time.time())
                     elif isinstance(msg, Orders):
-                        self.state = self.state.with_orders(msg.orders)
+                        moved = msg.vantages != self.state.vantages
+                        self.state = self.state.with_orders(msg.orders, vantages=msg.vantages)
+                        if moved:
+                            self.compile_geo_soon()
                     elif isinstance(msg, Reload):
                         self.reload_soon()
                     elif isinstance(msg, Stop):

@@ -92,6 +92,10 @@ class Policy(Protocol):
     uses_location: bool  # the pick depends on the client's coordinates (ECS scope: GeoIP network)
     uses_loads: bool  # the pick reads the members' reported loads
     uses_rtts: bool  # the plan orders the candidates by measured round trip (fastest first)
+    # with uses_rtts: by the round trips measured from each cluster node (vantage); the
+    # rule's outcome holds one choice per vantage, located there, and choose_pool takes
+    # the one nearest the client
+    uses_vantages: bool
     params: tuple[Param, ...]  # the answer: keys it takes besides select and count
 
     def client_prefixes(self, values: ParamValues) -> tuple[int, int]:
@@ -122,6 +126,7 @@ class FirstPool:
     uses_location = False
     uses_loads = False
     uses_rtts = False
+    uses_vantages = False
     params: tuple[Param, ...] = ()
 
     def client_prefixes(self, values: ParamValues) -> tuple[int, int]:
@@ -152,5 +157,6 @@ REGISTRY: dict[str, Policy] = {
         _closest.POLICY,
         _least_loaded.POLICY,
         _fastest.POLICY,
+        _fastest.NEAREST_NODE,
     )
 }

@@ -38,6 +38,7 @@ class Closest:
     uses_location = True
     uses_loads = False
     uses_rtts = False
+    uses_vantages = False
     params: tuple[Param, ...] = ()
 
     def client_prefixes(self, values: ParamValues) -> tuple[int, int]:

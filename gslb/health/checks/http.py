@@ -23,6 +23,7 @@ TLS SNI name, which is also the name the certificate must match;
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import math
 import re
@@ -37,10 +38,24 @@ MAX_INTERIM = 16  # interim (1xx) responses before the final one
 
 
 class HttpClient:
-    """Per-check TLS contexts, built once (they are costly to make)."""
+    """Per-check TLS contexts, built once (they are costly to make), and the probes'
+    source addresses (``--probe-source``: at most one per family)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sources: tuple[str, ...] = ()) -> None:
         self._ssl: dict[tuple[str | None, bool], ssl.SSLContext] = {}
+        self._sources = {ipaddress.ip_address(a).version: a for a in sources}
+
+    def source_for(self, address: str) -> tuple[str, int] | None:
+        """The local address to probe ``address`` from (None: the kernel's choice; a host
+        name: the kernel's too, its family is known only once it is resolved)."""
+        if not self._sources:
+            return None
+        try:
+            fam = ipaddress.ip_address(address).version
+        except ValueError:
+            return None
+        src = self._sources.get(fam)
+        return (src, 0) if src is not None else None
 
     def ssl_for(self, c: Check) -> ssl.SSLContext:
         key = (c.ca_file, c.tls_verify)
@@ -210,7 +225,11 @@ async def check(client: HttpClient, target: Target) -> tuple[bool, str, float | 
     writer: asyncio.StreamWriter | None = None
     try:
         reader, writer = await asyncio.open_connection(
-            target.address, target.port, ssl=tls, server_hostname=server_hostname
+            target.address,
+            target.port,
+            ssl=tls,
+            server_hostname=server_hostname,
+            local_addr=client.source_for(target.address),
         )
         writer.write(_request(c, target))
         status, headers = await _headers(reader)

@@ -22,7 +22,9 @@ MAX_READ = 4096
 async def check(client: HttpClient, target: Target) -> tuple[bool, str, float | None]:
     c = target.check
     try:
-        reader, writer = await asyncio.open_connection(target.address, target.port)
+        reader, writer = await asyncio.open_connection(
+            target.address, target.port, local_addr=client.source_for(target.address)
+        )
     except ConnectionRefusedError:
         return False, "connection refused", None
     except OSError as e:
