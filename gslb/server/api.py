@@ -7,6 +7,7 @@
   GET  /v1/explain?name=&type=&client=&ecs=    how a name is answered, and why
   GET  /v1/history                    samples every 2 s: queries answered, members in rotation
   GET  /                              the status page (self-refreshing, no build step)
+  GET|PUT|DELETE /v1/zones, /v1/zones/{zone}   zones as data (gslb.server.zone_api)
   POST /v1/members/{zone}/{pool}/{member}/{action}   drain | down | up | clear
        body (optional JSON): {"for": seconds} or {"until": unix_time}; in a cluster also
        "revision" (replace the override of that revision; without it, an existing override
@@ -42,6 +43,9 @@ from gslb.secondaries.notify import Notifier
 from gslb.secondaries.xfr import Transfers
 from gslb.server.alerts import Alerts
 from gslb.server.metrics import QueryStats, RuntimeFacts, render
+from gslb.server.options import ServeOptions
+from gslb.server.zone_api import add_routes as add_zone_routes
+from gslb.zones.directory import ZoneSet
 from gslb.zones.model import Zone
 
 admin_log = logging.getLogger("gslb.admin")  # every admin action and refusal (docs/api.md)
@@ -66,7 +70,10 @@ class ServerView(Protocol):
     alerts: Alerts
     api_token: str | None
     history: collections.deque[dict[str, float]]
+    opts: ServeOptions
+    zoneset: ZoneSet
 
+    async def reload(self) -> bool: ...
     def zones(self) -> list[Zone]: ...
     def overrides_changed(self) -> None: ...
     def tcp_open(self) -> int: ...
@@ -81,8 +88,10 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def make_app(server: ServerView) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+    # the zone API's PUT reads its body itself, up to api_zone_max_bytes; others: MAX_BODY
+    app = web.Application(client_max_size=max(MAX_BODY, server.opts.api_zone_max_bytes + 1))
     routes = web.RouteTableDef()
+    add_zone_routes(routes, server, _refuse)
 
     @routes.get("/healthz")
     async def healthz(request: web.Request) -> web.Response:
@@ -168,6 +177,8 @@ def make_app(server: ServerView) -> web.Application:
         key = found
         expires = None
         if request.can_read_body:
+            if (request.content_length or 0) > MAX_BODY:
+                return _json({"error": f"the body is over {MAX_BODY} bytes"}, 413)
             try:
                 body = await request.json()
             except (ValueError, UnicodeDecodeError):

@@ -64,6 +64,16 @@ class ServeOptions:
         "file holding the admin bearer token (else $GSLB_API_TOKEN; none: admin disabled)",
         "PATH",
     )
+    api_zones: tuple[str, ...] = _opt(
+        "zone_names",
+        (),
+        "zone the zone API may create, replace and delete (PUT/DELETE /v1/zones/ZONE), repeatable; "
+        "'*': any zone (default: none, the API only reads zones)",
+        "ZONE",
+    )
+    api_zone_max_bytes: int = _opt(
+        "int", 16 * 1024 * 1024, "largest zone the zone API takes in one PUT, in bytes (16 MiB)", "N"
+    )
     state_dir: str = _opt(
         "path", "state", "where health state is persisted across restarts (default: ./state; '' = nowhere)"
     )
@@ -349,6 +359,9 @@ def _value(kind: str, v: Any) -> Any:
         if isinstance(v, list) and len(v) == 2:
             v = ",".join(str(i.value if isinstance(i, Located) else i) for i in v)
         return parse_location(str(v))
+    if kind == "zone_names":
+        items = v if isinstance(v, list) else [v]
+        return tuple(parse_zone_name(str(i.value if isinstance(i, Located) else i)) for i in items)
     if kind == "sources":
         items = v if isinstance(v, list) else [v]
         return _sources([str(i.value if isinstance(i, Located) else i) for i in items])
@@ -544,6 +557,18 @@ def parse_location(text: str) -> tuple[float, float]:
     return lat, lon
 
 
+def parse_zone_name(text: str) -> str:
+    """A zone name (absolute, lower case) or ``*``."""
+    t = text.strip().lower()
+    if t == "*":
+        return t
+    if not t.endswith("."):
+        t += "."
+    if not re.fullmatch(r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)+|\.", t):
+        raise ValueError(f"expected a zone name like example.com. or '*', got {text!r}")
+    return t
+
+
 def parse_source(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text.strip("[]")))
@@ -582,6 +607,8 @@ def _flag_value(kind: str) -> Callable[[str], Any]:
                 return parse_location(text)
             if kind == "sources":
                 return parse_source(text)
+            if kind == "zone_names":
+                return parse_zone_name(text)
             if kind == "webhooks":
                 return _webhook(text)
             if kind in ("num", "int"):
@@ -615,7 +642,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             kw["choices"] = choices_of(name)
         else:
             kw["type"] = _flag_value(kind)
-        if kind in ("listens", "networks", "webhooks", "resolvers", "sources"):
+        if kind in ("listens", "networks", "webhooks", "resolvers", "sources", "zone_names"):
             kw["action"] = "append"
         parser.add_argument("--" + name.replace("_", "-"), **kw)
         if kind == "listen_or_off":

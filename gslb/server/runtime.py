@@ -61,6 +61,7 @@ from gslb.server.metrics import QueryStats, RuntimeFacts
 from gslb.server.options import ServeOptions, endpoints
 from gslb.server.transport.tcp import TcpLimits, serve_tcp
 from gslb.server.transport.udp import MmsgTransport, rate_limiter, serve_udp, udp_path
+from gslb.server.zone_api import clean_leftovers
 from gslb.zones.directory import ZoneSet, no_gc
 from gslb.zones.errors import Problem
 from gslb.zones.model import Member, Zone
@@ -170,6 +171,9 @@ class Answerer:
 
     def load_initial(self) -> list[Problem]:
         """Load every zone; return the problems (the caller decides to stop)."""
+        if self.announce and Path(self.opts.zones).is_dir():
+            for p in clean_leftovers(Path(self.opts.zones)):  # a zone API write killed midway
+                log.warning("removed %s, left by a zone API write that did not finish", p)
         with no_gc():
             problems = self.zoneset.scan()
             self.zones_changed()

@@ -32,6 +32,7 @@ class Loaded:
     zone: Zone
     serial: int
     stamp: tuple[int, int]  # (mtime_ns, size) when loaded
+    text: str = ""  # the file's text as loaded (what the zone API's GET returns)
 
 
 def auto_serial(zone: Zone, mtime: float, previous: Loaded | None) -> int:
@@ -116,12 +117,37 @@ class ZoneSet:
         self.rejected: dict[Path, tuple[int, int]] = {}  # stamp of a file version already reported bad
         self.generation = 0  # bumped whenever the set of loaded zones changes
         self.last_problems: list[Problem] = []
+        # zones validated already and written (the zone API): path -> (stamp, zone, text); the
+        # next scan takes the zone instead of loading the file again when the stamp matches
+        self.preloaded: dict[Path, tuple[tuple[int, int], Zone, str]] = {}
 
     def zones(self) -> list[Zone]:
         return [ld.zone for ld in self.loaded.values()]
 
     def with_serials(self) -> list[tuple[Zone, int]]:
         return [(ld.zone, ld.serial) for ld in self.loaded.values()]
+
+    def _load(
+        self, path: Path, stamp: tuple[int, int], old: Loaded | None, gentle: bool, problems: list[Problem]
+    ) -> tuple[Zone, str] | None:
+        """One file loaded, or None: its problems added (and its version marked rejected)."""
+        try:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                raise ConfigError([Problem(str(path), 1, 1, "", f"cannot read: {err}")]) from None
+            return load_zone(path, text, geo_db=self.geo_db, asn_db=self.asn_db, gentle=gentle), text
+        except ConfigError as e:
+            problems.extend(e.problems)
+            self.rejected[path] = stamp
+            if old is not None:
+                log.log(
+                    logging.ERROR if self.announce else logging.DEBUG,
+                    "zone file %s rejected; still serving its last good version (serial %d)",
+                    path,
+                    old.serial,
+                )
+            return None
 
     def scan(self, gentle: bool = False) -> list[Problem]:
         """Load what changed; return this scan's problems. ``gentle``: a reload beside
@@ -147,27 +173,23 @@ class ZoneSet:
                 if old is not None:
                     keep(path, old)
                 continue
-            try:
-                zone = load_zone(path, geo_db=self.geo_db, asn_db=self.asn_db, gentle=gentle)
-            except ConfigError as e:
-                problems.extend(e.problems)
-                self.rejected[path] = stamp
-                if old is not None:
-                    log.log(
-                        logging.ERROR if self.announce else logging.DEBUG,
-                        "zone file %s rejected; still serving its last good version (serial %d)",
-                        path,
-                        old.serial,
-                    )
-                    keep(path, old)
-                continue
+            pre = self.preloaded.pop(path, None)
+            if pre is not None and pre[0] == stamp:  # validated by the zone API as written
+                zone, text = pre[1], pre[2]
+            else:
+                loaded = self._load(path, stamp, old, gentle, problems)
+                if loaded is None:
+                    if old is not None:
+                        keep(path, old)
+                    continue
+                zone, text = loaded
             if zone.origin in origins:
                 msg = f"zone {names.to_text(zone.origin)} is also defined in {origins[zone.origin]}"
                 problems.append(Problem(str(path), 1, 1, "zone", msg))
                 continue
             prev = old if old is not None and old.zone.origin == zone.origin else None
             serial = auto_serial(zone, stamp[0] / 1e9, prev)
-            new[path] = Loaded(zone, serial, stamp)
+            new[path] = Loaded(zone, serial, stamp, text)
             origins[zone.origin] = path
             if (prev is None or prev.serial != serial) and self.announce:
                 log.info("loaded zone %s from %s (serial %d)", names.to_text(zone.origin), path, serial)
