@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import socket
 import sys
 import time
@@ -214,6 +215,56 @@ def cmd_notify(args: argparse.Namespace) -> int:
     for t in r["targets"]:
         print(f"NOTIFY {r['zone']} serial {r['serial']} to {t['target']}: {t['result']}")
         ok = ok and t["result"].startswith("acknowledged")
+    return 0 if ok else 1
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Each zone file, whole, through the zone API (PUT /v1/zones/ZONE): validated by the
+    server as gslb check validates it; its problems are printed at the file's positions."""
+    import urllib.error
+    import urllib.request
+
+    from gslb.server.runtime import read_token
+
+    token = read_token(getattr(args, "api_token_file", None))
+    ok = True
+    for path in args.files:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"gslb push: {path}: cannot read: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+            ok = False
+            continue
+        m = re.search(r"^zone:\s*['\"]?([^\s'\"#]+)", text, re.M)
+        if m is None:
+            print(f"{path}:1:1: zone: no 'zone:' line, so no zone to push to", file=sys.stderr)
+            ok = False
+            continue
+        zone = m.group(1)
+        req = urllib.request.Request(
+            args.api_url.rstrip("/") + f"/v1/zones/{zone}", data=text.encode(), method="PUT"
+        )
+        req.add_header("Content-Type", "application/yaml")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                doc = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                doc = {"error": raw.decode(errors="replace").strip()}
+            for p in doc.get("problems", []):  # the server's positions are the file's: same text
+                print(f"{path}:{p['line']}:{p['col']}: {p['key']}: {p['message']}", file=sys.stderr)
+            print(f"gslb push: {path}: HTTP {e.code}: {doc.get('error')}", file=sys.stderr)
+            ok = False
+            continue
+        except urllib.error.URLError as e:
+            raise SystemExit(f"gslb: cannot reach the API at {args.api_url}: {e.reason}") from None
+        what = "unchanged" if not doc.get("changed") else ("created" if r.status == 201 else "replaced")
+        print(f"{doc['zone']}: {what}, serial {doc['serial']} ({doc['file']} on the server)")
     return 0 if ok else 1
 
 
@@ -482,6 +533,14 @@ def build_parser() -> argparse.ArgumentParser:
     nt.add_argument("--api-url", default="http://127.0.0.1:8053", metavar="URL", help=API_URL_HELP)
     nt.add_argument("--api-token-file", metavar="PATH", help="the admin token (else $GSLB_API_TOKEN)")
     nt.set_defaults(func=cmd_notify)
+
+    pu = sub.add_parser(
+        "push", help="send zone files, whole, to a running server (the zone API: PUT /v1/zones/ZONE)"
+    )
+    pu.add_argument("files", nargs="+", metavar="FILE")
+    pu.add_argument("--api-url", default="http://127.0.0.1:8053", metavar="URL", help=API_URL_HELP)
+    pu.add_argument("--api-token-file", metavar="PATH", help="the admin token (else $GSLB_API_TOKEN)")
+    pu.set_defaults(func=cmd_push)
 
     d = sub.add_parser("dnssec", help="DNSSEC keys: make a zone's signing key, print its DS")
     dsub = d.add_subparsers(dest="dnssec_command", required=True, parser_class=_Parser)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -259,3 +260,25 @@ def test_sigkill_during_puts_leaves_the_old_file_or_the_new(tmp_path: Path) -> N
             assert "left by a zone API write that did not finish" in srv.log()
         finally:
             srv.stop()
+
+
+def test_gslb_push_sends_files_and_prints_problems_at_their_positions(
+    served: tuple[GslbProcess, Path], tmp_path: Path
+) -> None:
+    srv, _ = served
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "b.yaml").write_text(ZONE.replace("a.test", "b.test").format(addr="192.0.2.40"))
+    (mine / "a.yaml").write_text(ZONE.format(addr="192.0.2.999"))  # broken: line 4
+    env = {**os.environ, "GSLB_API_TOKEN": TOKEN}
+    url = f"http://127.0.0.1:{srv.api_port}"
+    cmd = [sys.executable, "-m", "gslb", "push", str(mine / "b.yaml"), str(mine / "a.yaml"), "--api-url", url]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert out.returncode == 1, out
+    assert "b.test.: created, serial" in out.stdout
+    assert f"{mine / 'a.yaml'}:4:" in out.stderr and "HTTP 422" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert a_of(srv, "www.b.test.") == "192.0.2.40" and a_of(srv) == "192.0.2.1"
+    out = subprocess.run([sys.executable, "-m", "gslb", "push", str(mine / "b.yaml"), "--api-url", url],
+                         capture_output=True, text=True, cwd=ROOT, env=env, check=False)  # fmt: skip
+    assert out.returncode == 0 and "b.test.: unchanged" in out.stdout, out
