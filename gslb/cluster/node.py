@@ -8,6 +8,8 @@ What lives in the store, under the key prefix (default ``/gslb/``):
                               reason, since, RTT, load); under the node's lease
   overrides/ZONE/POOL/ADDR    a drain/down/up set through any node's API (no lease:
                               it outlives the node that set it; expiry is its own)
+  zones/ZONE                  a zone's text (zones_from: cluster), written through any
+                              node's zone API; no lease: the store is its truth
   rtts/NODE                   the node's smoothed probe round trips, all members in one
                               value, for select: fastest_from_nearest_node only (written
                               at most every RTT_EVERY s, under the node's lease)
@@ -95,6 +97,8 @@ class Peer:
     heard: float = 0.0  # our monotonic clock at its last registration write seen by the watch (0: listed)
     period: float = BEAT  # seconds between its registration writes
     location: tuple[float, float] | None = None  # its --location (fastest_from_nearest_node)
+    zone_revisions: dict[str, int] = field(default_factory=dict)  # zones_from: cluster
+    zone_errors: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,14 @@ class Unreachable(Exception):
     """The store cannot be written now (one line)."""
 
 
+class ZoneConflict(Exception):
+    """A zone write lost: the store holds another version (its hash; "": none)."""
+
+    def __init__(self, current: str) -> None:
+        self.current = current
+        super().__init__("conflict")
+
+
 class Cluster:
     def __init__(
         self,
@@ -137,6 +149,13 @@ class Cluster:
         self.etcd.gap = opts.stale_after  # a reply after a longer silence ends being alone
         self.changed = changed  # the runtime recomputes the effective view
         self.rtts_changed: Callable[[], None] | None = None  # a peer's round trips or location
+        # zones_from: cluster: the zones in the store (zone -> (mod revision, text, hash)), the
+        # revision of the last listing, and who applies them (gslb.server.zone_sync)
+        self.zone_docs: dict[str, tuple[int, str, str]] = {}
+        self.zones_listed_at = 0
+        self.zones_changed: Callable[[], None] | None = None
+        self.zone_revisions: dict[str, int] = {}  # what this node serves, for its registration
+        self.zone_errors: dict[str, str] = {}  # zone -> why its newest revision is not applied
         self.state_dir = state_dir
         self.started = time.time()
         # lease keep-alive and registration period: BEAT, or a third of a shorter TTL, so
@@ -221,6 +240,10 @@ class Cluster:
             if got is not None and got[0] == p.lease:
                 out.append((n, p.location, got[1]))
         return out
+
+    def registration_changed(self) -> None:
+        """What this node's registration carries changed (zone revisions): write it soon."""
+        self._dirty.set()
 
     def set_zones(
         self, quorum: Mapping[MemberKey, str], serials: Mapping[str, int], digests: Mapping[str, str]
@@ -374,6 +397,41 @@ class Cluster:
         self._changed()
         return kv.mod_revision if kv is not None else 0
 
+    async def put_zone(self, zone: str, text: str | None, digest: str, expect: str | None) -> int:
+        """Write (``text`` None: delete) a zone in the store, compare-and-swap against the
+        version the writer saw: ``expect`` is its hash ("*": it must exist, "": it must not,
+        None: whatever is there). Returns the new revision (0 for a delete); raises
+        ZoneConflict (with the store's hash) or Unreachable."""
+        if not self.connected:
+            raise Unreachable(f"the cluster store is unreachable ({self.last_error or 'not connected yet'})")
+        path = f"{self.p}zones/{quote(zone, safe='')}"
+        try:
+            kv = await self.etcd.get(path)
+            have = _json(kv.value) if kv is not None else None
+            have_hash = str(have.get("hash", "")) if have else ""
+            exists = kv is not None
+            lost = (
+                (expect == "" and exists)  # If-None-Match: *
+                or (expect == "*" and not exists)  # If-Match: *
+                or (expect not in (None, "*", "") and expect != have_hash)  # If-Match: "HASH"
+                or (text is None and not exists)
+            )
+            if lost:
+                raise ZoneConflict(have_hash)
+            value = None if text is None else json.dumps(
+                {"text": text, "hash": digest, "by": self.node, "at": time.time()}).encode()  # fmt: skip
+            done, now = await self.etcd.swap(path, value, kv.mod_revision if kv is not None else 0)
+            if not done:
+                cur = _json(now.value) if now is not None else None
+                raise ZoneConflict(str(cur.get("hash", "")) if cur else "")
+            if text is None:
+                return 0
+            got = await self.etcd.get(path)
+        except EtcdError as e:
+            self.errors += 1
+            raise Unreachable(str(e)) from None
+        return got.mod_revision if got is not None else 0
+
     def expire(self, now: float) -> bool:
         """Drop expired overrides from the view (every node does, on its own clock) and
         ask the store to delete them (whichever node gets there first)."""
@@ -411,7 +469,8 @@ class Cluster:
         nodes = [
             {"node": self.node, "region": self.opts.region, "self": True, "last_contact": 0.0,
              "serials": self.serials, "location": self.opts.location,
-             "round_trips": len(self.own_rtts)}
+             "round_trips": len(self.own_rtts), "zone_revisions": self.zone_revisions,
+             "zone_errors": self.zone_errors}
         ]  # fmt: skip
         current = self.current_peers(self.peers)
         for n, p in sorted(self.peers.items()):
@@ -421,7 +480,8 @@ class Cluster:
                 {"node": n, "region": p.region, "self": False, "last_contact": round(mono - p.seen, 1),
                  "beat_age": round(now - p.beat, 1), "serials": p.serials, "api": p.api,
                  "votes": "current" if n in current else "stale", "location": p.location,
-                 "round_trips": len(self.peer_rtts.get(n, (0, {}))[1])}
+                 "round_trips": len(self.peer_rtts.get(n, (0, {}))[1]), "zone_revisions": p.zone_revisions,
+                 "zone_errors": p.zone_errors}
             )  # fmt: skip
         return {
             "node": self.node,
@@ -669,13 +729,16 @@ class Cluster:
         return json.dumps(
             {"node": self.node, "region": self.opts.region, "started": self.started, "beat": time.time(),
              "period": self.beat, "serials": self.serials, "digests": self.digests, "pid": os.getpid(),
-             "location": self.opts.location}
+             "location": self.opts.location, "zone_revisions": self.zone_revisions,
+             "zone_errors": self.zone_errors}
         ).encode()  # fmt: skip
 
     def _replace(self, rev: int, kvs: Iterable[KV]) -> None:
         """The whole prefix as listed: replaces what was known, in one step."""
         self.peers, self.peer_obs, self.overrides = {}, {}, {}
         had_rtts, self.peer_rtts = bool(self.peer_rtts), {}
+        self.zone_docs = {}
+        self.zones_listed_at = rev
         self.revision = rev
         if had_rtts and self.rtts_changed is not None:
             self.rtts_changed()  # before the listing has its own: the vantages may be fewer
@@ -687,6 +750,7 @@ class Cluster:
         changes neither). ``listing``: the events are a fresh list of the prefix."""
         changed = False
         steer = False
+        zones = False
         mono = time.monotonic()
         for ev in events:
             rest = ev.kv.key[len(self.p) :]
@@ -729,6 +793,8 @@ class Cluster:
                     {str(z): str(h) for z, h in dict(d.get("digests", {})).items()},
                     ev.kv.lease, 0.0 if listing else mono,
                     float(period) if isinstance(period, (int, float)) and period > 0 else BEAT, loc,
+                    {str(z): int(r) for z, r in dict(d.get("zone_revisions") or {}).items()},
+                    {str(z): str(w) for z, w in dict(d.get("zone_errors") or {}).items()},
                 )  # fmt: skip
                 if new and node != self.node:
                     log.info("cluster: node %s joined (region %s)", node, d.get("region") or "-")
@@ -750,6 +816,15 @@ class Cluster:
                     changed = True
                 if node in self.peers:
                     self.peers[node].seen = mono
+            elif kind == "zones":
+                zone = unquote(path)
+                zones = True
+                if ev.deleted:
+                    self.zone_docs.pop(zone, None)
+                    continue
+                zd = _json(ev.kv.value)
+                if zd is not None and isinstance(zd.get("text"), str):
+                    self.zone_docs[zone] = (ev.kv.mod_revision, zd["text"], str(zd.get("hash", "")))
             elif kind == "rtts":
                 node = unquote(path)
                 if node == self.node:
@@ -774,6 +849,8 @@ class Cluster:
                     changed = True
         if steer and self.rtts_changed is not None:
             self.rtts_changed()
+        if (zones or listing) and self.zones_changed is not None:
+            self.zones_changed()
         return changed
 
     def _changed(self) -> None:

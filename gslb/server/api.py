@@ -44,6 +44,7 @@ from gslb.secondaries.xfr import Transfers
 from gslb.server.alerts import Alerts
 from gslb.server.metrics import QueryStats, RuntimeFacts, render
 from gslb.server.options import ServeOptions
+from gslb.server.zone_api import Synced
 from gslb.server.zone_api import add_routes as add_zone_routes
 from gslb.zones.directory import ZoneSet
 from gslb.zones.model import Zone
@@ -72,6 +73,9 @@ class ServerView(Protocol):
     history: collections.deque[dict[str, float]]
     opts: ServeOptions
     zoneset: ZoneSet
+
+    @property
+    def zone_sync(self) -> Synced | None: ...
 
     async def reload(self) -> bool: ...
     def zones(self) -> list[Zone]: ...

@@ -130,6 +130,13 @@ class ServeOptions:
         "(docs/cluster.md); none: this node decides alone",
         "etcd://HOST:PORT[,HOST:PORT...]",
     )
+    zones_from: str = _opt(
+        "choice:files|cluster",
+        "files",
+        "where zones come from: this node's zones directory (files), or the cluster store "
+        "(cluster: zones written through any node's zone API reach every node; the directory "
+        "is this node's last good copy); docs/cluster.md",
+    )
     node: str | None = _opt("name", None, "this node's name in the cluster (default: the host name)", "NAME")
     region: str | None = _opt("name", None, "this node's region or site, shown to operators", "R")
     location: tuple[float, float] | None = _opt(
@@ -235,6 +242,8 @@ class ServeOptions:
                 f"got {self.alias_min_ttl:g}"
             )
         _sources(list(self.probe_source))  # at most one per family (the flags append)
+        if self.zones_from == "cluster" and not self.cluster:
+            raise ValueError("zones_from: cluster needs cluster mode (--cluster etcd://HOST:PORT)")
         if (self.cluster_cert is None) != (self.cluster_key is None):
             raise ValueError("cluster_cert and cluster_key go together")
         known = {k[0] for k in self.tsig_keys}

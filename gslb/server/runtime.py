@@ -62,6 +62,7 @@ from gslb.server.options import ServeOptions, endpoints
 from gslb.server.transport.tcp import TcpLimits, serve_tcp
 from gslb.server.transport.udp import MmsgTransport, rate_limiter, serve_udp, udp_path
 from gslb.server.zone_api import clean_leftovers
+from gslb.server.zone_sync import ZoneSync
 from gslb.zones.directory import ZoneSet, no_gc
 from gslb.zones.errors import Problem
 from gslb.zones.model import Member, Zone
@@ -338,6 +339,12 @@ class Server(Answerer):
         )
         if self.cluster is not None:
             self.cluster.rtts_changed = self._peer_rtts_changed
+        # zones_from: cluster: the store's zones, applied to the zones directory
+        self.zone_sync = (
+            ZoneSync(self, self.cluster, Path(opts.zones), opts.state_path)
+            if self.cluster is not None and opts.zones_from == "cluster"
+            else None
+        )
         self.prober = ProberProcess(
             self.set_health,
             opts.state_path,

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import yaml
 from aiohttp import web
 
+from gslb.cluster.node import Cluster, Unreachable, ZoneConflict
 from gslb.dns import names
 from gslb.server.options import ServeOptions
 from gslb.zones.directory import Loaded, ZoneSet
@@ -48,10 +49,24 @@ admin_log = logging.getLogger("gslb.admin")
 TMP_SUFFIX = ".api-tmp"  # a hidden file beside the zone file while it is written
 
 
+class Synced(Protocol):
+    """zones_from: cluster: what this node applied from the store (gslb.server.zone_sync)."""
+
+    changed: asyncio.Event
+    errors: dict[str, str]
+    error_rev: dict[str, int]
+
+    def served_revision(self, zone: str) -> int: ...
+
+
 class ZoneServer(Protocol):
     opts: ServeOptions
     zoneset: ZoneSet
     api_token: str | None
+    cluster: Cluster | None
+
+    @property
+    def zone_sync(self) -> Synced | None: ...
 
     async def reload(self) -> bool: ...
 
@@ -134,7 +149,7 @@ def clean_leftovers(zones_dir: Path) -> list[Path]:
     return gone
 
 
-def _validate(path: Path, text: str, origin: str, zs: ZoneSet) -> tuple[Zone | None, list[Problem]]:
+def validate(path: Path, text: str, origin: str, zs: ZoneSet) -> tuple[Zone | None, list[Problem]]:
     """The zone as the server would load it from ``path``, or the problems."""
     try:
         zone = load_zone(path, text, geo_db=zs.geo_db, asn_db=zs.asn_db)
@@ -243,6 +258,58 @@ def add_routes(routes: web.RouteTableDef, server: ZoneServer, refuse: Refuse) ->
             )  # fmt: skip
         return origin, None
 
+    def expectation(request: web.Request) -> str | None:
+        """What the writer saw, for the store's compare-and-swap: a hash, "*" (it exists),
+        "" (it must not: If-None-Match: *), None (no condition)."""
+        im = request.headers.get("If-Match")
+        if im is not None:
+            tags = _etag_list(im)
+            return "*" if "*" in tags else (tags[0] if tags else None)
+        if request.headers.get("If-None-Match") is not None:
+            return ""
+        return None
+
+    async def to_store(request: web.Request, origin: str, text: str | None, digest: str) -> web.Response:
+        """zones_from: cluster: the zone (None: its deletion) into the store, then served here
+        once this node applied it (every node applies it from its watch)."""
+        sync, cluster = server.zone_sync, server.cluster
+        assert sync is not None and cluster is not None
+        new = _served(server.zoneset, origin) is None
+        try:
+            rev = await cluster.put_zone(origin, text, digest, expectation(request))
+        except ZoneConflict as c:
+            now = f'"{c.current}"' if c.current else "none (no such zone)"
+            status = 404 if text is None and not c.current else 412
+            return _json({"error": f"zone {origin} in the cluster store is {now}: not what this request "
+                          "expected (If-Match / If-None-Match); read it again", "hash": c.current or None},
+                         status)  # fmt: skip
+        except Unreachable as e:
+            return _json({"error": f"zone {origin} not changed anywhere: {e}"}, 503)
+        what = "deleted from" if text is None else f"revision {rev} written to"
+        admin_log.warning("admin: zone %s %s the cluster store (by %s)", origin, what, request.remote)
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:  # served here (this node's watch brings it back, as to every node)
+            have = sync.served_revision(origin)
+            if (text is None and have <= 0) or (text is not None and have >= rev):
+                break
+            if text is not None and sync.error_rev.get(origin, 0) >= rev:
+                return _json({"zone": origin, "revision": rev, "scope": "cluster",
+                              "error": f"stored, but this node cannot serve it: {sync.errors[origin]}"},
+                             502)  # fmt: skip
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                why = "stored; not served by this node after 10 s (see its log)"
+                return _json({"zone": origin, "revision": rev, "scope": "cluster", "error": why}, 504)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sync.changed.wait(), min(left, 0.1))
+        if text is None:
+            return _json({"zone": origin, "deleted": True, "scope": "cluster"})
+        found = _served(server.zoneset, origin)
+        doc = doc_of(*found) if found else {"zone": origin}
+        return _json(
+            {**doc, "revision": rev, "scope": "cluster", "changed": True}, 201 if new else 200, etag=digest
+        )
+
     @routes.put("/v1/zones/{zone}")
     async def put_zone(request: web.Request) -> web.Response:
         origin, refused = refuse_write(request)
@@ -275,23 +342,24 @@ def add_routes(routes: web.RouteTableDef, server: ZoneServer, refuse: Refuse) ->
             found = _served(zs, origin)
             path = found[0] if found else zones_dir / f"{origin.rstrip('.')}.yaml"
             current = found[1] if found else None
-            if found is None and path.exists():
+            shared = server.zone_sync is not None and server.cluster is not None
+            if found is None and path.exists() and not shared:
                 return _json(
                     {"error": f"{path} exists but is not zone {origin} as served (a version the server "
                      "refused, or another zone): fix or remove it first"},
                     409,
                 )  # fmt: skip
-            pre = precondition(request, current, origin)
+            pre = None if shared else precondition(request, current, origin)
             if pre is not None:
                 return pre
             text = body
-            zone, problems = await loop.run_in_executor(None, _validate, path, text, origin, zs)
+            zone, problems = await loop.run_in_executor(None, validate, path, text, origin, zs)
             if not problems and is_json:
                 try:
                     text = _as_yaml(body)
                 except ValueError as e:
                     return _json({"error": f"the body is not JSON: {e}"}, 400)
-                zone, problems = await loop.run_in_executor(None, _validate, path, text, origin, zs)
+                zone, problems = await loop.run_in_executor(None, validate, path, text, origin, zs)
             if problems:
                 admin_log.warning("admin: refused PUT of zone %s from %s: %d problem(s)", origin,
                                   request.remote, len(problems))  # fmt: skip
@@ -301,6 +369,8 @@ def add_routes(routes: web.RouteTableDef, server: ZoneServer, refuse: Refuse) ->
                     422,
                 )  # fmt: skip
             digest = hashlib.sha256(text.encode()).hexdigest()
+            if shared:
+                return await to_store(request, origin, text, digest)
             if current is not None and current.zone.digest == digest:
                 return _json({**doc_of(path, current), "changed": False}, etag=digest)
             old = path.read_bytes() if path.exists() else None
@@ -336,6 +406,8 @@ def add_routes(routes: web.RouteTableDef, server: ZoneServer, refuse: Refuse) ->
         async with lock:
             await server.reload()
             found = _served(server.zoneset, origin)
+            if server.zone_sync is not None and server.cluster is not None:
+                return await to_store(request, origin, None, "")
             if found is None:
                 return _json({"error": f"no zone {origin} is served here"}, 404)
             pre = precondition(request, found[1], origin)
